@@ -1,0 +1,39 @@
+// The pybind11 module detseg._C: build metadata only. Tensors never cross pybind11 (its
+// casters differ from torch's bundled copy); they go through torch.ops.detseg.*.
+#include <ATen/Parallel.h>
+#include <ATen/Version.h>
+#include <pybind11/pybind11.h>
+
+#include "cpu/isa.h"
+
+#ifndef DETSEG_VERSION
+#define DETSEG_VERSION "unknown"
+#endif
+#ifndef DETSEG_CUDA_MODE
+#define DETSEG_CUDA_MODE "OFF"
+#endif
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_C, m) {
+  m.def("build_info", []() {
+    py::dict d;
+    d["version"] = DETSEG_VERSION;
+    d["cpu_isa"] = detseg::cpu::isa_name(detseg::cpu::current_isa());
+    d["cpu_isa_variants"] = py::make_tuple("DEFAULT", "AVX2", "AVX512");
+#ifdef _OPENMP
+    d["openmp"] = true;
+#else
+    d["openmp"] = false;
+#endif
+    d["parallel_backend"] = at::get_parallel_info();
+    d["cuda_mode"] = DETSEG_CUDA_MODE;
+#ifdef DETSEG_WITH_CUDA
+    d["cuda"] = true;
+#else
+    d["cuda"] = false;
+#endif
+    d["torch_cxx_abi"] = static_cast<bool>(_GLIBCXX_USE_CXX11_ABI);
+    return d;
+  });
+}

@@ -1,0 +1,24 @@
+// Every detseg operator schema, and nothing else. Kernels register their implementations
+// at the bottom of their own files (csrc/cpu/*.cpp, csrc/cuda/*.cu); autograd, fake and
+// autocast kernels are registered from python/detseg/_registrations/.
+#include <torch/library.h>
+
+TORCH_LIBRARY(detseg, m) {
+  // ---- box utilities (boxes: Tensor[..., 4]) ----
+  m.def("box_area(Tensor boxes) -> Tensor");
+  m.def("box_convert(Tensor boxes, str in_fmt, str out_fmt) -> Tensor");
+  m.def("clip_boxes_to_image(Tensor boxes, int height, int width) -> Tensor");
+  m.def("remove_small_boxes(Tensor boxes, float min_size) -> Tensor");
+
+  // ---- IoU family. kind: "iou" | "giou" | "diou" | "ciou" ----
+  // boxes1 Tensor[N, 4] / Tensor[B, N, 4], boxes2 Tensor[M, 4] / Tensor[B, M, 4] -> Tensor[(B,) N, M]
+  m.def("box_iou_matrix(Tensor boxes1, Tensor boxes2, str kind, float eps) -> Tensor");
+  m.def("_box_iou_matrix_backward(Tensor grad, Tensor boxes1, Tensor boxes2, str kind, float eps) -> (Tensor, Tensor)");
+  // aligned pairs: boxes1 Tensor[N, 4], boxes2 Tensor[N, 4] -> per-pair loss Tensor[N]
+  m.def("box_iou_loss(Tensor boxes1, Tensor boxes2, str kind, float eps) -> Tensor");
+  m.def("_box_iou_loss_backward(Tensor grad, Tensor boxes1, Tensor boxes2, str kind, float eps) -> (Tensor, Tensor)");
+
+  // ---- NMS ----
+  m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
+  m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
+}

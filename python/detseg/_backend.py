@@ -1,0 +1,115 @@
+"""Backend choice: keyword ``backend=`` > ``use_backend(...)`` > "auto".
+
+"auto" -> the compiled op for the tensor's device (``torch.ops.detseg``), else Triton on CUDA,
+else the reference. "cpp" -> ``torch.ops.detseg.<op>`` (the dispatcher routes to the CPU or
+CUDA kernel). "triton" -> ``detseg.triton.<op>``. "reference" -> ``detseg.reference.<op>``.
+The three layers expose the same internal op names with the same signatures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+
+import torch
+
+BACKENDS = ("auto", "cpp", "triton", "reference")
+
+# A plain list rather than a ContextVar: torch.compile traces reads of module globals.
+_stack: list[str] = ["auto"]
+
+
+def _check_name(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"detseg: backend must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}")
+    return name
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Context manager: run detseg ops inside the block on backend `name`."""
+    _stack.append(_check_name(name))
+    try:
+        yield
+    finally:
+        _stack.pop()
+
+
+def get_backend() -> str:
+    return _stack[-1]
+
+
+_cpp_state: dict[str, bool] = {}
+
+
+def _cpp_available(device: torch.device) -> bool:
+    if not _cpp_state:
+        from . import _C
+
+        _cpp_state["cpu"] = _C is not None
+        _cpp_state["cuda"] = _C is not None and bool(_C.build_info()["cuda"])
+    return _cpp_state.get(device.type, False)
+
+
+_triton_state: dict[str, object] = {}
+
+
+def _triton_module():
+    if "mod" not in _triton_state:
+        try:
+            _triton_state["mod"] = importlib.import_module("detseg.triton")
+        except ImportError as exc:  # triton not installed
+            _triton_state["mod"] = None
+            _triton_state["err"] = exc
+    return _triton_state["mod"]
+
+
+def _triton_available(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return _triton_module() is not None
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
+        return _triton_module() is not None
+    return False
+
+
+def available_backends(device: str | torch.device = "cpu") -> list[str]:
+    device = torch.device(device)
+    out = []
+    if _cpp_available(device):
+        out.append("cpp")
+    if _triton_available(device):
+        out.append("triton")
+    out.append("reference")
+    return out
+
+
+def resolve(op: str, backend: str | None, device: torch.device) -> str:
+    name = _check_name(backend if backend not in (None, "auto") else _stack[-1])
+    if name == "auto":
+        if _cpp_available(device):
+            return "cpp"
+        if device.type == "cuda" and _triton_available(device):
+            return "triton"
+        return "reference"
+    if name == "cpp" and not _cpp_available(device):
+        raise RuntimeError(
+            f"detseg.{op}: backend 'cpp' is not available for device {device.type!r} "
+            f"(available: {', '.join(available_backends(device))})")
+    if name == "triton" and not _triton_available(device):
+        why = "set TRITON_INTERPRET=1 before importing detseg to run Triton on the CPU" \
+            if device.type == "cpu" else "triton is not installed"
+        raise RuntimeError(f"detseg.{op}: backend 'triton' is not available for device {device.type!r}: {why}")
+    return name
+
+
+def dispatch(op: str, backend: str | None, device: torch.device, *args):
+    """Runs internal op `op` (a name shared by torch.ops.detseg, detseg.triton, detseg.reference)."""
+    name = resolve(op, backend, device)
+    if name == "cpp":
+        return getattr(torch.ops.detseg, op)(*args)
+    if name == "triton":
+        return getattr(_triton_module(), op)(*args)
+    from . import reference
+
+    return getattr(reference, op)(*args)

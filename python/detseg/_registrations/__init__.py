@@ -1,0 +1,7 @@
+"""Autograd, fake (meta) and autocast registrations of torch.ops.detseg.*, done from Python
+(DESIGN.md §1). Nothing is registered when the compiled library is absent."""
+
+from .. import _C
+
+if _C is not None:
+    from . import boxes  # noqa: F401

@@ -1,0 +1,8 @@
+"""The public functional API (torchvision.ops signatures plus keyword-only ``backend=``)."""
+
+from .boxes import *  # noqa: F401,F403
+from .boxes import __all__ as _boxes_all
+from .nms import *  # noqa: F401,F403
+from .nms import __all__ as _nms_all
+
+__all__ = [*_boxes_all, *_nms_all]

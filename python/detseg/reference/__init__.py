@@ -1,0 +1,15 @@
+"""Pure-PyTorch twins of every detseg op: the test oracle, the fallback when the compiled
+library is missing, and the deterministic path on any device. Functions carry the internal
+op names and signatures of csrc/ops.cpp."""
+
+from .boxes import (  # noqa: F401
+    batched_nms,
+    box_area,
+    box_convert,
+    box_iou_loss,
+    box_iou_matrix,
+    clip_boxes_to_image,
+    nms,
+    nms_threshold,
+    remove_small_boxes,
+)
