@@ -1,0 +1,659 @@
+// CUDA kernels of the box utilities and the IoU family. The formulas live in
+// csrc/include/detseg/boxes.h (pair_iou / pair_iou_backward); this file only iterates,
+// moves memory and launches. Semantics (dtypes, rounding, NaN) follow
+// python/detseg/reference/boxes.py, the oracle.
+//
+// Rounding model for float16 / bfloat16 where the reference computes in the input dtype
+// (box_convert, remove_small_boxes): every torch elementwise op evaluates in float32 and
+// rounds to the tensor dtype, so the kernels do the same step by step (`rnd`). Where the
+// reference widens first (box_area, the IoU family), the kernels compute in float32 and
+// round once, at the output.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/nonzero.h>
+#include <c10/core/DefaultDtype.h>
+#include <torch/library.h>
+
+#include <cctype>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+
+#include "checks.h"
+#include "cuda/launch.cuh"
+#include "detseg/boxes.h"
+
+namespace detseg::cuda {
+namespace {
+
+// ------------------------------------------------------------------ helpers
+
+template <typename acc_t, typename scalar_t>
+__device__ __forceinline__ Box<acc_t> load_box(const scalar_t* p) {
+  return {static_cast<acc_t>(p[0]), static_cast<acc_t>(p[1]), static_cast<acc_t>(p[2]),
+          static_cast<acc_t>(p[3])};
+}
+
+// Round an op-math value to the storage dtype and back (identity for float / double).
+template <typename scalar_t>
+__device__ __forceinline__ at::opmath_type<scalar_t> rnd(at::opmath_type<scalar_t> x) {
+  return static_cast<at::opmath_type<scalar_t>>(static_cast<scalar_t>(x));
+}
+
+// Integer box arithmetic wraps like torch's integer tensors; going through the unsigned
+// type makes the wrap defined behaviour instead of signed overflow.
+template <typename I>
+__device__ __forceinline__ I wrap_add(I a, I b) {
+  using U = std::make_unsigned_t<I>;
+  return static_cast<I>(static_cast<U>(static_cast<U>(a) + static_cast<U>(b)));
+}
+template <typename I>
+__device__ __forceinline__ I wrap_sub(I a, I b) {
+  using U = std::make_unsigned_t<I>;
+  return static_cast<I>(static_cast<U>(static_cast<U>(a) - static_cast<U>(b)));
+}
+template <typename I>
+__device__ __forceinline__ I wrap_mul(I a, I b) {
+  using U = std::make_unsigned_t<I>;
+  static_assert(sizeof(I) >= sizeof(int), "narrow unsigned types promote to int and could overflow");
+  return static_cast<I>(static_cast<U>(static_cast<U>(a) * static_cast<U>(b)));
+}
+
+// Outputs whose fake kernel is empty_like(input) must carry the input's strides; the
+// kernels write contiguous buffers, so copy only when the layouts differ.
+at::Tensor like_input(const at::Tensor& contiguous_result, const at::Tensor& input) {
+  if (input.is_contiguous()) return contiguous_result;
+  return at::empty_like(input, contiguous_result.options()).copy_(contiguous_result);
+}
+
+at::ScalarType compute_type(const at::Tensor& t) {
+  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// ------------------------------------------------------------------ box_area
+
+// Grid: grid-stride over the n boxes, one thread per box. Reads 4 values, writes 1.
+template <typename scalar_t>
+__global__ void box_area_float_kernel(const scalar_t* __restrict__ boxes, int64_t n,
+                                      at::opmath_type<scalar_t>* __restrict__ out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  grid_stride(n, [&](int64_t k) {
+    const Box<acc_t> b = load_box<acc_t>(boxes + 4 * k);
+    out[k] = box_area(b.x1, b.y1, b.x2, b.y2);
+  });
+}
+
+template <typename index_t>
+__global__ void box_area_int_kernel(const index_t* __restrict__ boxes, int64_t n, index_t* __restrict__ out) {
+  grid_stride(n, [&](int64_t k) {
+    const index_t* p = boxes + 4 * k;
+    out[k] = wrap_mul(wrap_sub(p[2], p[0]), wrap_sub(p[3], p[1]));
+  });
+}
+
+at::Tensor box_area_cuda(const at::Tensor& boxes) {
+  checks::boxes_last4("box_area", "boxes", boxes);
+  DeviceScope scope(boxes);
+  at::Tensor b = boxes;
+  const bool is_float = at::isFloatingType(b.scalar_type());
+  // Integer boxes other than int32 / int64 are upcast to int32 (torchvision's _upcast).
+  if (!is_float && b.scalar_type() != at::kInt && b.scalar_type() != at::kLong) b = b.to(at::kInt);
+  b = b.contiguous();
+  const auto out_type = is_float ? compute_type(b) : b.scalar_type();
+  auto shape = b.sizes().vec();
+  shape.pop_back();
+  at::Tensor out = at::empty(shape, b.options().dtype(out_type));
+  const int64_t n = out.numel();
+  if (n == 0) return out;
+  if (is_float) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), "detseg.box_area", [&] {
+      box_area_float_kernel<scalar_t><<<grid_1d(n), kThreads, 0, scope.stream>>>(
+          b.const_data_ptr<scalar_t>(), n, out.mutable_data_ptr<at::opmath_type<scalar_t>>());
+      DETSEG_CUDA_LAUNCH_CHECK();
+    });
+  } else {
+    AT_DISPATCH_INDEX_TYPES(b.scalar_type(), "detseg.box_area", [&] {
+      box_area_int_kernel<index_t><<<grid_1d(n), kThreads, 0, scope.stream>>>(
+          b.const_data_ptr<index_t>(), n, out.mutable_data_ptr<index_t>());
+      DETSEG_CUDA_LAUNCH_CHECK();
+    });
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ box_convert
+
+enum Fmt : int { kXYXY = 0, kXYWH = 1, kCXCYWH = 2 };
+
+Fmt parse_fmt(const char* arg, std::string_view s) {
+  std::string low(s);
+  for (auto& ch : low) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (low == "xyxy") return kXYXY;
+  if (low == "xywh") return kXYWH;
+  if (low == "cxcywh") return kCXCYWH;
+  TORCH_CHECK_VALUE(false, "detseg.box_convert: ", arg, " must be one of 'xyxy', 'xywh', 'cxcywh', got '", s, "'");
+}
+
+// Floating boxes (and integer boxes converted to the default float dtype when the input is
+// cxcywh). Each line is one torch op of the reference, rounded as torch rounds it.
+// Grid: grid-stride over the n boxes, one thread per box.
+template <typename scalar_t>
+__global__ void box_convert_float_kernel(const scalar_t* __restrict__ in, int64_t n, int in_fmt, int out_fmt,
+                                         scalar_t* __restrict__ out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  grid_stride(n, [&](int64_t k) {
+    const scalar_t* p = in + 4 * k;
+    const acc_t a = static_cast<acc_t>(p[0]), b = static_cast<acc_t>(p[1]);
+    const acc_t c = static_cast<acc_t>(p[2]), d = static_cast<acc_t>(p[3]);
+    acc_t x1 = a, y1 = b, x2 = c, y2 = d;
+    if (in_fmt == kXYWH) {
+      x2 = rnd<scalar_t>(a + c);
+      y2 = rnd<scalar_t>(b + d);
+    } else if (in_fmt == kCXCYWH) {
+      const acc_t hw = rnd<scalar_t>(acc_t(0.5) * c);
+      const acc_t hh = rnd<scalar_t>(acc_t(0.5) * d);
+      x1 = rnd<scalar_t>(a - hw);
+      y1 = rnd<scalar_t>(b - hh);
+      x2 = rnd<scalar_t>(a + hw);
+      y2 = rnd<scalar_t>(b + hh);
+    }
+    acc_t o0 = x1, o1 = y1, o2 = x2, o3 = y2;
+    if (out_fmt == kXYWH) {
+      o2 = x2 - x1;
+      o3 = y2 - y1;
+    } else if (out_fmt == kCXCYWH) {
+      o0 = rnd<scalar_t>(x1 + x2) / acc_t(2);
+      o1 = rnd<scalar_t>(y1 + y2) / acc_t(2);
+      o2 = x2 - x1;
+      o3 = y2 - y1;
+    }
+    scalar_t* q = out + 4 * k;
+    q[0] = static_cast<scalar_t>(o0);
+    q[1] = static_cast<scalar_t>(o1);
+    q[2] = static_cast<scalar_t>(o2);
+    q[3] = static_cast<scalar_t>(o3);
+  });
+}
+
+// Integer boxes between xyxy and xywh: stays in the integer dtype (wrapping, as torch).
+template <typename I>
+__global__ void box_convert_int_kernel(const I* __restrict__ in, int64_t n, int in_fmt, I* __restrict__ out) {
+  grid_stride(n, [&](int64_t k) {
+    const I* p = in + 4 * k;
+    I* q = out + 4 * k;
+    q[0] = p[0];
+    q[1] = p[1];
+    if (in_fmt == kXYWH) {  // -> xyxy
+      q[2] = wrap_add(p[0], p[2]);
+      q[3] = wrap_add(p[1], p[3]);
+    } else {  // xyxy -> xywh
+      q[2] = wrap_sub(p[2], p[0]);
+      q[3] = wrap_sub(p[3], p[1]);
+    }
+  });
+}
+
+// Integer xyxy / xywh boxes to cxcywh in the float dtype F: sums and differences are
+// integer ops (then converted), the halving is a float op, as in the reference.
+template <typename I, typename F>
+__global__ void box_convert_int_to_cxcywh_kernel(const I* __restrict__ in, int64_t n, int in_fmt,
+                                                 F* __restrict__ out) {
+  using acc_t = at::opmath_type<F>;
+  grid_stride(n, [&](int64_t k) {
+    const I* p = in + 4 * k;
+    const I x1 = p[0], y1 = p[1];
+    const I x2 = in_fmt == kXYWH ? wrap_add(p[0], p[2]) : p[2];
+    const I y2 = in_fmt == kXYWH ? wrap_add(p[1], p[3]) : p[3];
+    F* q = out + 4 * k;
+    q[0] = static_cast<F>(static_cast<acc_t>(static_cast<F>(wrap_add(x1, x2))) / acc_t(2));
+    q[1] = static_cast<F>(static_cast<acc_t>(static_cast<F>(wrap_add(y1, y2))) / acc_t(2));
+    q[2] = static_cast<F>(wrap_sub(x2, x1));
+    q[3] = static_cast<F>(wrap_sub(y2, y1));
+  });
+}
+
+at::Tensor box_convert_cuda(const at::Tensor& boxes, std::string_view in_fmt_s, std::string_view out_fmt_s) {
+  checks::boxes_last4("box_convert", "boxes", boxes);
+  const Fmt in_fmt = parse_fmt("in_fmt", in_fmt_s);
+  const Fmt out_fmt = parse_fmt("out_fmt", out_fmt_s);
+  if (in_fmt == out_fmt) return boxes.clone(at::MemoryFormat::Contiguous);
+  DeviceScope scope(boxes);
+  at::Tensor b = boxes.contiguous();
+  const bool is_float = at::isFloatingType(b.scalar_type());
+  const auto float_type = c10::get_default_dtype_as_scalartype();
+  if (!is_float && in_fmt == kCXCYWH) {
+    // Every reference op touches a float (0.5 * w) first: convert, then the float path.
+    b = b.to(float_type);
+  }
+  const bool int_to_cxcywh = !at::isFloatingType(b.scalar_type()) && out_fmt == kCXCYWH;
+  at::Tensor out = at::empty(b.sizes(), b.options().dtype(int_to_cxcywh ? float_type : b.scalar_type()));
+  const int64_t n = out.numel() / 4;
+  if (n == 0) return out;
+  if (at::isFloatingType(b.scalar_type())) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), "detseg.box_convert", [&] {
+      box_convert_float_kernel<scalar_t><<<grid_1d(n), kThreads, 0, scope.stream>>>(
+          b.const_data_ptr<scalar_t>(), n, in_fmt, out_fmt, out.mutable_data_ptr<scalar_t>());
+      DETSEG_CUDA_LAUNCH_CHECK();
+    });
+  } else if (int_to_cxcywh) {
+    AT_DISPATCH_INTEGRAL_TYPES(b.scalar_type(), "detseg.box_convert", [&] {
+      using I = scalar_t;
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, float_type, "detseg.box_convert", [&] {
+        box_convert_int_to_cxcywh_kernel<I, scalar_t><<<grid_1d(n), kThreads, 0, scope.stream>>>(
+            b.const_data_ptr<I>(), n, in_fmt, out.mutable_data_ptr<scalar_t>());
+        DETSEG_CUDA_LAUNCH_CHECK();
+      });
+    });
+  } else {
+    AT_DISPATCH_INTEGRAL_TYPES(b.scalar_type(), "detseg.box_convert", [&] {
+      box_convert_int_kernel<scalar_t><<<grid_1d(n), kThreads, 0, scope.stream>>>(
+          b.const_data_ptr<scalar_t>(), n, in_fmt, out.mutable_data_ptr<scalar_t>());
+      DETSEG_CUDA_LAUNCH_CHECK();
+    });
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ clip_boxes_to_image
+
+// torch.clamp(min=0, max=hi): NaN passes through; with hi < 0 every value becomes hi.
+// Grid: grid-stride over the 4n coordinates; even ones are x, odd ones y.
+template <typename scalar_t>
+__global__ void clip_float_kernel(const scalar_t* __restrict__ in, int64_t n, scalar_t hi_x, scalar_t hi_y,
+                                  scalar_t* __restrict__ out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  grid_stride(n, [&](int64_t k) {
+    const scalar_t v = in[k];
+    const acc_t x = static_cast<acc_t>(v);
+    if (x != x) {
+      out[k] = v;
+      return;
+    }
+    const scalar_t hi = (k & 1) ? hi_y : hi_x;
+    const scalar_t lo = x < acc_t(0) ? scalar_t(0) : v;
+    out[k] = static_cast<acc_t>(lo) > static_cast<acc_t>(hi) ? hi : lo;
+  });
+}
+
+// Integers compare in int64 so that a bound beyond the dtype's range simply never binds.
+template <typename I>
+__global__ void clip_int_kernel(const I* __restrict__ in, int64_t n, int64_t hi_x, int64_t hi_y,
+                                I* __restrict__ out) {
+  grid_stride(n, [&](int64_t k) {
+    int64_t v = static_cast<int64_t>(in[k]);
+    const int64_t hi = (k & 1) ? hi_y : hi_x;
+    v = v < 0 ? 0 : v;
+    v = v > hi ? hi : v;
+    out[k] = static_cast<I>(v);
+  });
+}
+
+at::Tensor clip_boxes_to_image_cuda(const at::Tensor& boxes, int64_t height, int64_t width) {
+  checks::boxes_last4("clip_boxes_to_image", "boxes", boxes);
+  DeviceScope scope(boxes);
+  const at::Tensor b = boxes.contiguous();
+  at::Tensor out = at::empty(b.sizes(), b.options());
+  const int64_t n = out.numel();
+  if (n == 0) return like_input(out, boxes);
+  if (at::isFloatingType(b.scalar_type())) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), "detseg.clip_boxes_to_image", [&] {
+      // The bound is converted to the tensor dtype first, as torch.clamp does with a scalar.
+      const auto hx = static_cast<scalar_t>(static_cast<at::opmath_type<scalar_t>>(width));
+      const auto hy = static_cast<scalar_t>(static_cast<at::opmath_type<scalar_t>>(height));
+      clip_float_kernel<scalar_t><<<grid_1d(n), kThreads, 0, scope.stream>>>(
+          b.const_data_ptr<scalar_t>(), n, hx, hy, out.mutable_data_ptr<scalar_t>());
+      DETSEG_CUDA_LAUNCH_CHECK();
+    });
+  } else {
+    AT_DISPATCH_INTEGRAL_TYPES(b.scalar_type(), "detseg.clip_boxes_to_image", [&] {
+      clip_int_kernel<scalar_t><<<grid_1d(n), kThreads, 0, scope.stream>>>(
+          b.const_data_ptr<scalar_t>(), n, width, height, out.mutable_data_ptr<scalar_t>());
+      DETSEG_CUDA_LAUNCH_CHECK();
+    });
+  }
+  return like_input(out, boxes);
+}
+
+// ------------------------------------------------------------------ remove_small_boxes
+
+// The reference computes w = x2 - x1 in the input dtype and compares with min_size cast
+// to that dtype (a Python scalar takes the tensor's dtype). NaN sides fail the test.
+// Grid: grid-stride over the n boxes; writes one bool per box, compacted by nonzero.
+template <typename scalar_t>
+__global__ void small_boxes_mask_kernel(const scalar_t* __restrict__ boxes, int64_t n, scalar_t min_size,
+                                        bool* __restrict__ keep) {
+  using acc_t = at::opmath_type<scalar_t>;
+  grid_stride(n, [&](int64_t k) {
+    const Box<acc_t> b = load_box<acc_t>(boxes + 4 * k);
+    const acc_t ms = static_cast<acc_t>(min_size);
+    const acc_t w = rnd<scalar_t>(b.x2 - b.x1);
+    const acc_t h = rnd<scalar_t>(b.y2 - b.y1);
+    keep[k] = w >= ms && h >= ms;
+  });
+}
+
+at::Tensor remove_small_boxes_cuda(const at::Tensor& boxes, double min_size) {
+  checks::boxes_n4("remove_small_boxes", "boxes", boxes);
+  checks::floating("remove_small_boxes", "boxes", boxes);
+  DeviceScope scope(boxes);
+  const at::Tensor b = boxes.contiguous();
+  const int64_t n = b.size(0);
+  if (n == 0) return at::empty({0}, b.options().dtype(at::kLong));
+  at::Tensor keep = at::empty({n}, b.options().dtype(at::kBool));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), "detseg.remove_small_boxes", [&] {
+    small_boxes_mask_kernel<scalar_t><<<grid_1d(n), kThreads, 0, scope.stream>>>(
+        b.const_data_ptr<scalar_t>(), n, static_cast<scalar_t>(min_size), keep.mutable_data_ptr<bool>());
+    DETSEG_CUDA_LAUNCH_CHECK();
+  });
+  // One device->host sync, for the output length.
+  return at::nonzero(keep).view({-1});
+}
+
+// ------------------------------------------------------------------ IoU family: dispatch
+
+template <IouKind K>
+using KindC = std::integral_constant<IouKind, K>;
+
+template <typename F>
+void with_kind(IouKind kind, F&& f) {
+  switch (kind) {
+    case IouKind::kIoU: f(KindC<IouKind::kIoU>{}); break;
+    case IouKind::kGIoU: f(KindC<IouKind::kGIoU>{}); break;
+    case IouKind::kDIoU: f(KindC<IouKind::kDIoU>{}); break;
+    case IouKind::kCIoU: f(KindC<IouKind::kCIoU>{}); break;
+  }
+}
+
+// Threads per block along the M (column) axis for the matrix kernels: a power of two
+// covering M up to 256, at least a warp; the rest of the 256 threads take more rows.
+int column_threads(int64_t m) {
+  int t = 32;
+  while (t < 256 && t < m) t *= 2;
+  return t;
+}
+
+// ------------------------------------------------------------------ box_iou_matrix
+
+// out[b, i, j] = pair_iou(boxes1[b, i], boxes2[b, j]).
+// Grid: block (tx, ty) with tx * ty = 256; threadIdx.x strides the M columns (coalesced
+// reads of boxes2 and writes of out), blockIdx.y * ty + threadIdx.y strides the B * N rows
+// (each row box loaded once per thread and reused across its columns). No shared memory.
+template <typename scalar_t, IouKind K>
+__global__ void iou_matrix_kernel(const scalar_t* __restrict__ b1, const scalar_t* __restrict__ b2, int64_t rows,
+                                  int64_t n, int64_t m, at::opmath_type<scalar_t> eps,
+                                  at::opmath_type<scalar_t>* __restrict__ out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t row_step = static_cast<int64_t>(gridDim.y) * blockDim.y;
+  const int64_t col_step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t row = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y; row < rows; row += row_step) {
+    const Box<acc_t> a = load_box<acc_t>(b1 + 4 * row);
+    const scalar_t* b2_batch = b2 + 4 * m * (row / n);
+    acc_t* out_row = out + m * row;
+    for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < m; j += col_step) {
+      out_row[j] = pair_iou<K, IouForm::kMatrix>(a, load_box<acc_t>(b2_batch + 4 * j), eps);
+    }
+  }
+}
+
+at::Tensor box_iou_matrix_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, std::string_view kind_s,
+                               double eps) {
+  checks::iou_matrix(boxes1, boxes2);
+  const IouKind kind = checks::iou_kind("box_iou_matrix", kind_s);
+  DeviceScope scope(boxes1);
+  const at::Tensor b1 = boxes1.contiguous(), b2 = boxes2.contiguous();
+  const bool batched = b1.dim() == 3;
+  const int64_t batch = batched ? b1.size(0) : 1;
+  const int64_t n = b1.size(-2), m = b2.size(-2);
+  const auto shape = batched ? std::vector<int64_t>{batch, n, m} : std::vector<int64_t>{n, m};
+  at::Tensor out = at::empty(shape, b1.options().dtype(compute_type(b1)));
+  const int64_t rows = batch * n;
+  if (rows == 0 || m == 0) return out;
+  const int tx = column_threads(m), ty = kThreads / tx;
+  const dim3 block(tx, ty);
+  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(ceil_div(m, tx), kMaxBlocks)),
+                  static_cast<unsigned>(std::min<int64_t>(ceil_div(rows, ty), kMaxGridY)));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b1.scalar_type(), "detseg.box_iou_matrix", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    with_kind(kind, [&](auto kc) {
+      iou_matrix_kernel<scalar_t, decltype(kc)::value><<<grid, block, 0, scope.stream>>>(
+          b1.const_data_ptr<scalar_t>(), b2.const_data_ptr<scalar_t>(), rows, n, m, static_cast<acc_t>(eps),
+          out.mutable_data_ptr<acc_t>());
+      DETSEG_CUDA_LAUNCH_CHECK();
+    });
+  });
+  return out;
+}
+
+// ------------------------------------------------------------------ _box_iou_matrix_backward
+// Deterministic without atomics: every output gradient is one fixed-order reduction owned
+// by one warp (boxes1) or one block column (boxes2), so torch.use_deterministic_algorithms
+// holds trivially and repeated runs are bitwise equal.
+
+// grad_boxes1[b, i] = sum_j d out[b, i, j] / d boxes1[b, i] * grad[b, i, j].
+// Grid: 1-D, 8 warps per block, one warp per row (b, i), grid-stride over the B * N rows.
+// Lanes stride the M columns (coalesced grad / boxes2 reads), then a fixed shuffle tree
+// sums the lanes; lane 0 writes. The row index depends only on the warp, so every lane of
+// a warp runs the same iterations and the full-mask shuffles are legal.
+template <typename scalar_t, IouKind K>
+__global__ void iou_matrix_grad1_kernel(const at::opmath_type<scalar_t>* __restrict__ grad,
+                                        const scalar_t* __restrict__ b1, const scalar_t* __restrict__ b2,
+                                        int64_t rows, int64_t n, int64_t m, at::opmath_type<scalar_t> eps,
+                                        scalar_t* __restrict__ g1) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int lane = threadIdx.x & 31;
+  const int warps = blockDim.x >> 5;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * warps;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * warps + (threadIdx.x >> 5); row < rows; row += step) {
+    const Box<acc_t> a = load_box<acc_t>(b1 + 4 * row);
+    const scalar_t* b2_batch = b2 + 4 * m * (row / n);
+    const acc_t* grad_row = grad + m * row;
+    acc_t s[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
+    for (int64_t j = lane; j < m; j += 32) {
+      acc_t ga[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
+      acc_t gb[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
+      pair_iou_backward<K, IouForm::kMatrix>(a, load_box<acc_t>(b2_batch + 4 * j), eps, grad_row[j], ga, gb);
+#pragma unroll
+      for (int c = 0; c < 4; ++c) s[c] += ga[c];
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) s[c] += __shfl_down_sync(0xffffffffu, s[c], off);
+    }
+    if (lane == 0) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) g1[4 * row + c] = static_cast<scalar_t>(s[c]);
+    }
+  }
+}
+
+constexpr int kGrad2Cols = 32;  // columns per block (one per lane)
+constexpr int kGrad2Rows = 8;   // warps per block, each taking every 8th row i
+
+// grad_boxes2[b, j] = sum_i d out[b, i, j] / d boxes2[b, j] * grad[b, i, j].
+// Grid: 1-D over tiles of 32 columns of one batch entry (grid-stride); block (32, 8).
+// Lane = column (coalesced grad reads along a row), warp w sums rows i = w, w + 8, ...;
+// the 8 partial sums meet in shared memory (8 * 32 * 4 values) and warp 0 adds them in
+// warp order. The tile loop is block-uniform, so the __syncthreads are reached by all.
+template <typename scalar_t, IouKind K>
+__global__ void iou_matrix_grad2_kernel(const at::opmath_type<scalar_t>* __restrict__ grad,
+                                        const scalar_t* __restrict__ b1, const scalar_t* __restrict__ b2,
+                                        int64_t batch, int64_t n, int64_t m, at::opmath_type<scalar_t> eps,
+                                        scalar_t* __restrict__ g2) {
+  using acc_t = at::opmath_type<scalar_t>;
+  __shared__ acc_t part[kGrad2Rows][kGrad2Cols][4];
+  const int lane = threadIdx.x, w = threadIdx.y;
+  const int64_t col_tiles = ceil_div(m, kGrad2Cols);
+  const int64_t tiles = batch * col_tiles;
+  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const int64_t bi = tile / col_tiles;
+    const int64_t j = (tile % col_tiles) * kGrad2Cols + lane;
+    acc_t s[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
+    if (j < m) {
+      const Box<acc_t> bb = load_box<acc_t>(b2 + 4 * (bi * m + j));
+      for (int64_t i = w; i < n; i += kGrad2Rows) {
+        const int64_t row = bi * n + i;
+        acc_t ga[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
+        acc_t gb[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
+        pair_iou_backward<K, IouForm::kMatrix>(load_box<acc_t>(b1 + 4 * row), bb, eps, grad[row * m + j], ga, gb);
+#pragma unroll
+        for (int c = 0; c < 4; ++c) s[c] += gb[c];
+      }
+    }
+#pragma unroll
+    for (int c = 0; c < 4; ++c) part[w][lane][c] = s[c];
+    __syncthreads();
+    if (w == 0 && j < m) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        acc_t t = part[0][lane][c];
+        for (int r = 1; r < kGrad2Rows; ++r) t += part[r][lane][c];
+        g2[4 * (bi * m + j) + c] = static_cast<scalar_t>(t);
+      }
+    }
+    __syncthreads();  // part is rewritten by the next tile
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> box_iou_matrix_backward_cuda(const at::Tensor& grad, const at::Tensor& boxes1,
+                                                                const at::Tensor& boxes2, std::string_view kind_s,
+                                                                double eps) {
+  checks::iou_matrix(boxes1, boxes2);
+  const IouKind kind = checks::iou_kind("_box_iou_matrix_backward", kind_s);
+  const bool batched = boxes1.dim() == 3;
+  const int64_t batch = batched ? boxes1.size(0) : 1;
+  const int64_t n = boxes1.size(-2), m = boxes2.size(-2);
+  const auto gshape = batched ? std::vector<int64_t>{batch, n, m} : std::vector<int64_t>{n, m};
+  TORCH_CHECK_VALUE(grad.sizes() == at::IntArrayRef(gshape), "detseg._box_iou_matrix_backward: grad must be a Tensor",
+                    at::IntArrayRef(gshape), ", got shape ", grad.sizes());
+  checks::same_device("_box_iou_matrix_backward", "grad", grad, boxes1);
+  DeviceScope scope(boxes1);
+  const at::Tensor b1 = boxes1.contiguous(), b2 = boxes2.contiguous();
+  const at::Tensor g = grad.to(compute_type(b1)).contiguous();
+  at::Tensor g1 = at::empty(b1.sizes(), b1.options());
+  at::Tensor g2 = at::empty(b2.sizes(), b2.options());
+  const int64_t rows = batch * n;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b1.scalar_type(), "detseg._box_iou_matrix_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    with_kind(kind, [&](auto kc) {
+      constexpr IouKind K = decltype(kc)::value;
+      if (rows > 0) {  // with m == 0 this writes zeros, the empty sum
+        iou_matrix_grad1_kernel<scalar_t, K><<<grid_1d(rows, kThreads / 32), kThreads, 0, scope.stream>>>(
+            g.const_data_ptr<acc_t>(), b1.const_data_ptr<scalar_t>(), b2.const_data_ptr<scalar_t>(), rows, n, m,
+            static_cast<acc_t>(eps), g1.mutable_data_ptr<scalar_t>());
+        DETSEG_CUDA_LAUNCH_CHECK();
+      }
+      const int64_t tiles = batch * ceil_div(m, kGrad2Cols);
+      if (tiles > 0) {  // with n == 0 this writes zeros
+        iou_matrix_grad2_kernel<scalar_t, K>
+            <<<grid_1d(tiles, 1), dim3(kGrad2Cols, kGrad2Rows), 0, scope.stream>>>(
+                g.const_data_ptr<acc_t>(), b1.const_data_ptr<scalar_t>(), b2.const_data_ptr<scalar_t>(), batch, n,
+                m, static_cast<acc_t>(eps), g2.mutable_data_ptr<scalar_t>());
+        DETSEG_CUDA_LAUNCH_CHECK();
+      }
+    });
+  });
+  return {like_input(g1, boxes1), like_input(g2, boxes2)};
+}
+
+// ------------------------------------------------------------------ box_iou_loss
+
+// loss[k] = 1 - pair_iou<kLoss>(boxes1[k], boxes2[k]), computed in op-math, stored in the
+// input dtype. Grid: grid-stride over the N pairs, one thread per pair.
+template <typename scalar_t, IouKind K>
+__global__ void iou_loss_kernel(const scalar_t* __restrict__ b1, const scalar_t* __restrict__ b2, int64_t n,
+                                at::opmath_type<scalar_t> eps, scalar_t* __restrict__ out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  grid_stride(n, [&](int64_t k) {
+    const acc_t v = pair_iou<K, IouForm::kLoss>(load_box<acc_t>(b1 + 4 * k), load_box<acc_t>(b2 + 4 * k), eps);
+    out[k] = static_cast<scalar_t>(acc_t(1) - v);
+  });
+}
+
+at::Tensor box_iou_loss_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, std::string_view kind_s,
+                             double eps) {
+  checks::iou_loss(boxes1, boxes2);
+  const IouKind kind = checks::iou_kind("box_iou_loss", kind_s);
+  DeviceScope scope(boxes1);
+  const at::Tensor b1 = boxes1.contiguous(), b2 = boxes2.contiguous();
+  const int64_t n = b1.size(0);
+  at::Tensor out = at::empty({n}, b1.options());
+  if (n == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b1.scalar_type(), "detseg.box_iou_loss", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    with_kind(kind, [&](auto kc) {
+      iou_loss_kernel<scalar_t, decltype(kc)::value><<<grid_1d(n), kThreads, 0, scope.stream>>>(
+          b1.const_data_ptr<scalar_t>(), b2.const_data_ptr<scalar_t>(), n, static_cast<acc_t>(eps),
+          out.mutable_data_ptr<scalar_t>());
+      DETSEG_CUDA_LAUNCH_CHECK();
+    });
+  });
+  return out;
+}
+
+// d loss / d boxes = -grad * d value / d boxes, per pair; no reduction, so no ordering
+// question. Grid: grid-stride over the N pairs, one thread per pair.
+template <typename scalar_t, IouKind K>
+__global__ void iou_loss_grad_kernel(const at::opmath_type<scalar_t>* __restrict__ grad,
+                                     const scalar_t* __restrict__ b1, const scalar_t* __restrict__ b2, int64_t n,
+                                     at::opmath_type<scalar_t> eps, scalar_t* __restrict__ g1,
+                                     scalar_t* __restrict__ g2) {
+  using acc_t = at::opmath_type<scalar_t>;
+  grid_stride(n, [&](int64_t k) {
+    acc_t ga[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
+    acc_t gb[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
+    pair_iou_backward<K, IouForm::kLoss>(load_box<acc_t>(b1 + 4 * k), load_box<acc_t>(b2 + 4 * k), eps, -grad[k],
+                                         ga, gb);
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      g1[4 * k + c] = static_cast<scalar_t>(ga[c]);
+      g2[4 * k + c] = static_cast<scalar_t>(gb[c]);
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> box_iou_loss_backward_cuda(const at::Tensor& grad, const at::Tensor& boxes1,
+                                                              const at::Tensor& boxes2, std::string_view kind_s,
+                                                              double eps) {
+  checks::iou_loss(boxes1, boxes2);
+  const IouKind kind = checks::iou_kind("_box_iou_loss_backward", kind_s);
+  const int64_t n = boxes1.size(0);
+  TORCH_CHECK_VALUE(grad.dim() == 1 && grad.size(0) == n, "detseg._box_iou_loss_backward: grad must be a Tensor[",
+                    n, "], got shape ", grad.sizes());
+  checks::same_device("_box_iou_loss_backward", "grad", grad, boxes1);
+  DeviceScope scope(boxes1);
+  const at::Tensor b1 = boxes1.contiguous(), b2 = boxes2.contiguous();
+  const at::Tensor g = grad.to(compute_type(b1)).contiguous();
+  at::Tensor g1 = at::empty(b1.sizes(), b1.options());
+  at::Tensor g2 = at::empty(b2.sizes(), b2.options());
+  if (n > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b1.scalar_type(), "detseg._box_iou_loss_backward", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      with_kind(kind, [&](auto kc) {
+        iou_loss_grad_kernel<scalar_t, decltype(kc)::value><<<grid_1d(n), kThreads, 0, scope.stream>>>(
+            g.const_data_ptr<acc_t>(), b1.const_data_ptr<scalar_t>(), b2.const_data_ptr<scalar_t>(), n,
+            static_cast<acc_t>(eps), g1.mutable_data_ptr<scalar_t>(), g2.mutable_data_ptr<scalar_t>());
+        DETSEG_CUDA_LAUNCH_CHECK();
+      });
+    });
+  }
+  return {like_input(g1, boxes1), like_input(g2, boxes2)};
+}
+
+}  // namespace
+}  // namespace detseg::cuda
+
+TORCH_LIBRARY_IMPL(detseg, CUDA, m) {
+  m.impl("box_area", &detseg::cuda::box_area_cuda);
+  m.impl("box_convert", &detseg::cuda::box_convert_cuda);
+  m.impl("clip_boxes_to_image", &detseg::cuda::clip_boxes_to_image_cuda);
+  m.impl("remove_small_boxes", &detseg::cuda::remove_small_boxes_cuda);
+  m.impl("box_iou_matrix", &detseg::cuda::box_iou_matrix_cuda);
+  m.impl("_box_iou_matrix_backward", &detseg::cuda::box_iou_matrix_backward_cuda);
+  m.impl("box_iou_loss", &detseg::cuda::box_iou_loss_cuda);
+  m.impl("_box_iou_loss_backward", &detseg::cuda::box_iou_loss_backward_cuda);
+}
