@@ -36,7 +36,10 @@ namespace detseg::cuda {
 namespace {
 
 constexpr int kBlockBits = 64;
-constexpr int kUnwrapThreads = 256;
+// One block unwraps all of plain nms: give it the most warps to hide load latency. In
+// batched_nms many blocks share the GPU, one per class, most of them short.
+constexpr int kUnwrapThreadsSingle = 1024;
+constexpr int kUnwrapThreadsSegments = 256;
 // Above this many words the removed bitmask lives in global scratch instead of dynamic
 // shared memory (48 KB per block without opt-in, minus the static arrays).
 constexpr int64_t kMaxSharedWords = 4096;
@@ -44,6 +47,7 @@ constexpr int64_t kMaxSharedWords = 4096;
 // Word layout of plain nms: one segment [0, n); row i of block b holds nb - b words, so
 // rows are packed by a closed form and no device->host sync is needed to size the mask.
 struct TriangleLayout {
+  static constexpr bool kSingleSegment = true;
   int64_t n, nb;
   __host__ __device__ int64_t offset(int64_t i) const {
     const int64_t b = i >> 6, r = i & 63;
@@ -56,6 +60,7 @@ struct TriangleLayout {
 
 // Word layout of batched_nms: per-row offsets and segment ends computed on the device.
 struct SegmentLayout {
+  static constexpr bool kSingleSegment = false;
   const int64_t* row_off;
   const int64_t* end;
   __device__ int64_t offset(int64_t i) const { return row_off[i]; }
@@ -124,7 +129,7 @@ __global__ void __launch_bounds__(kBlockBits)
 // use_shared, else removed = scratch + s (a segment [s, e) needs at most e - s words, so
 // segments never overlap in a scratch of n words).
 template <typename Layout>
-__global__ void __launch_bounds__(kUnwrapThreads)
+__global__ void __launch_bounds__(kUnwrapThreadsSingle)
     nms_unwrap_kernel(const uint64_t* __restrict__ mask, int64_t n, Layout layout, uint64_t* __restrict__ scratch,
                       bool use_shared, const int64_t* __restrict__ dest, bool* __restrict__ keep) {
   extern __shared__ uint64_t shared_removed[];
@@ -165,15 +170,26 @@ __global__ void __launch_bounds__(kUnwrapThreads)
         keep[dest ? dest[i] : i] = (kept >> (i - base)) & 1;
       }
       for (int64_t j = b + 1 + t; j <= b1; j += blockDim.x) {
+        // Up to four independent loads in flight per step: this loop is latency-bound
+        // (one block does the whole unwrap of a segment).
         uint64_t acc = 0;
-        for (uint64_t km = kept; km; km &= km - 1) {
-          const int bit = __ffsll(static_cast<long long>(km)) - 1;
-          acc |= mask[layout.offset(base + bit) + (j - b)];
+        for (uint64_t km = kept; km;) {
+          uint64_t w[4] = {0, 0, 0, 0};
+#pragma unroll
+          for (int u = 0; u < 4; ++u) {
+            if (km) {
+              const int bit = __ffsll(static_cast<long long>(km)) - 1;
+              km &= km - 1;
+              w[u] = mask[layout.offset(base + bit) + (j - b)];
+            }
+          }
+          acc |= (w[0] | w[1]) | (w[2] | w[3]);
         }
         removed[j - b0] |= acc;
       }
       __syncthreads();  // removed, diag and kept_shared are reused by the next block
     }
+    if (Layout::kSingleSegment) break;
   }
 }
 
@@ -205,10 +221,11 @@ int64_t check_size(const char* op, int64_t n) {
 }
 
 // Steps 2 and 3 on boxes already in priority order (compute dtype T, contiguous [n, 4]).
-// `segments` = launch one unwrap block per candidate segment start (batched) or just one.
+// keep[dest[i]] (keep[i] without dest) receives the flag of sorted row i.
 template <typename T, typename Layout>
 void suppress(const at::Tensor& sorted_boxes, double iou_threshold, const Layout& layout, int64_t total_words,
-              bool segments, const int64_t* dest, at::Tensor& keep, cudaStream_t stream) {
+              const int64_t* dest, at::Tensor& keep, cudaStream_t stream) {
+  constexpr bool segments = !Layout::kSingleSegment;
   const int64_t n = sorted_boxes.size(0);
   const int64_t nb = ceil_div(n, kBlockBits);
   const T thr = std::is_same_v<T, double> ? static_cast<T>(iou_threshold)
@@ -228,7 +245,8 @@ void suppress(const at::Tensor& sorted_boxes, double iou_threshold, const Layout
   }
   const unsigned grid = segments ? grid_1d(n, 1, 2048) : 1;
   const size_t shared_bytes = use_shared ? static_cast<size_t>(nb) * sizeof(uint64_t) : 0;
-  nms_unwrap_kernel<Layout><<<grid, kUnwrapThreads, shared_bytes, stream>>>(
+  const int threads = segments ? kUnwrapThreadsSegments : kUnwrapThreadsSingle;
+  nms_unwrap_kernel<Layout><<<grid, threads, shared_bytes, stream>>>(
       mask_ptr, n, layout, scratch_ptr, use_shared, dest, keep.mutable_data_ptr<bool>());
   DETSEG_CUDA_LAUNCH_CHECK();
 }
@@ -250,9 +268,9 @@ at::Tensor nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, double io
   at::Tensor keep = at::empty({n}, boxes.options().dtype(at::kBool));  // in priority order
   const TriangleLayout layout{n, nb};
   if (is_double(boxes)) {
-    suppress<double>(sorted, iou_threshold, layout, layout.total_words(), false, nullptr, keep, scope.stream);
+    suppress<double>(sorted, iou_threshold, layout, layout.total_words(), nullptr, keep, scope.stream);
   } else {
-    suppress<float>(sorted, iou_threshold, layout, layout.total_words(), false, nullptr, keep, scope.stream);
+    suppress<float>(sorted, iou_threshold, layout, layout.total_words(), nullptr, keep, scope.stream);
   }
   return order.masked_select(keep);
 }
@@ -285,10 +303,10 @@ at::Tensor batched_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, c
   const at::Tensor sorted = boxes.to(is_double(boxes) ? at::kDouble : at::kFloat).index_select(0, order).contiguous();
   at::Tensor keep = at::empty({n}, boxes.options().dtype(at::kBool));  // by original index
   if (is_double(boxes)) {
-    suppress<double>(sorted, iou_threshold, layout, total_words, true, order.const_data_ptr<int64_t>(), keep,
+    suppress<double>(sorted, iou_threshold, layout, total_words, order.const_data_ptr<int64_t>(), keep,
                      scope.stream);
   } else {
-    suppress<float>(sorted, iou_threshold, layout, total_words, true, order.const_data_ptr<int64_t>(), keep,
+    suppress<float>(sorted, iou_threshold, layout, total_words, order.const_data_ptr<int64_t>(), keep,
                     scope.stream);
   }
   // Sync #2 (output length). by_score is descending score with ties by index ascending.
