@@ -429,30 +429,48 @@ at::Tensor box_iou_matrix_cuda(const at::Tensor& boxes1, const at::Tensor& boxes
 }
 
 // ------------------------------------------------------------------ _box_iou_matrix_backward
-// Deterministic without atomics: every output gradient is one fixed-order reduction owned
-// by one warp (boxes1) or one block column (boxes2), so torch.use_deterministic_algorithms
-// holds trivially and repeated runs are bitwise equal.
+// Deterministic without atomics: the terms of every output gradient are split into a
+// number of chunks that depends only on the shapes; each chunk is summed in a fixed order
+// by one warp (boxes1) or one block column (boxes2) into its own slot of a partial buffer,
+// and a last kernel adds the chunks in chunk order. No result depends on scheduling, so
+// torch.use_deterministic_algorithms holds trivially and repeated runs are bitwise equal.
+// The chunking keeps the GPU busy for the skewed shapes of detection (a few ground-truth
+// boxes against 10^5 anchors, or the reverse).
 
-// grad_boxes1[b, i] = sum_j d out[b, i, j] / d boxes1[b, i] * grad[b, i, j].
-// Grid: 1-D, 8 warps per block, one warp per row (b, i), grid-stride over the B * N rows.
-// Lanes stride the M columns (coalesced grad / boxes2 reads), then a fixed shuffle tree
-// sums the lanes; lane 0 writes. The row index depends only on the warp, so every lane of
-// a warp runs the same iterations and the full-mask shuffles are legal.
+constexpr int kGradWarps = kThreads / 32;  // warps per block in both partial kernels
+constexpr int kGrad2Cols = 32;             // boxes2 columns per block (one per lane)
+
+// Chunks of the reduced axis (length len) for `items` independent outputs: enough chunks
+// for ~`target` parallel workers, none shorter than `min_len` terms.
+int64_t grad_chunks(int64_t items, int64_t len, int64_t target, int64_t min_len) {
+  const int64_t want = ceil_div(target, std::max<int64_t>(items, 1));
+  const int64_t cap = std::max<int64_t>(1, ceil_div(len, min_len));
+  return std::max<int64_t>(1, std::min(want, cap));
+}
+
+// partial[c, b, i] = sum over j in chunk c of d out[b, i, j] / d boxes1[b, i] * grad[b, i, j].
+// Grid: 1-D, 8 warps per block, one warp per (chunk, row) work item, grid-stride over the
+// chunks * B * N items. Lanes stride the chunk's columns (coalesced grad / boxes2 reads),
+// then a fixed shuffle tree sums the lanes and lane 0 writes. The work item depends only
+// on the warp, so every lane of a warp runs the same iterations: full-mask shuffles are legal.
 template <typename scalar_t, IouKind K>
 __global__ void iou_matrix_grad1_kernel(const at::opmath_type<scalar_t>* __restrict__ grad,
                                         const scalar_t* __restrict__ b1, const scalar_t* __restrict__ b2,
-                                        int64_t rows, int64_t n, int64_t m, at::opmath_type<scalar_t> eps,
-                                        scalar_t* __restrict__ g1) {
+                                        int64_t rows, int64_t n, int64_t m, int64_t chunks, int64_t chunk_len,
+                                        at::opmath_type<scalar_t> eps, at::opmath_type<scalar_t>* __restrict__ partial) {
   using acc_t = at::opmath_type<scalar_t>;
   const int lane = threadIdx.x & 31;
   const int warps = blockDim.x >> 5;
+  const int64_t items = chunks * rows;
   const int64_t step = static_cast<int64_t>(gridDim.x) * warps;
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * warps + (threadIdx.x >> 5); row < rows; row += step) {
+  for (int64_t item = static_cast<int64_t>(blockIdx.x) * warps + (threadIdx.x >> 5); item < items; item += step) {
+    const int64_t chunk = item / rows, row = item % rows;
+    const int64_t j_end = std::min(m, (chunk + 1) * chunk_len);
     const Box<acc_t> a = load_box<acc_t>(b1 + 4 * row);
     const scalar_t* b2_batch = b2 + 4 * m * (row / n);
     const acc_t* grad_row = grad + m * row;
     acc_t s[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
-    for (int64_t j = lane; j < m; j += 32) {
+    for (int64_t j = chunk * chunk_len + lane; j < j_end; j += 32) {
       acc_t ga[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
       acc_t gb[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
       pair_iou_backward<K, IouForm::kMatrix>(a, load_box<acc_t>(b2_batch + 4 * j), eps, grad_row[j], ga, gb);
@@ -466,36 +484,37 @@ __global__ void iou_matrix_grad1_kernel(const at::opmath_type<scalar_t>* __restr
     }
     if (lane == 0) {
 #pragma unroll
-      for (int c = 0; c < 4; ++c) g1[4 * row + c] = static_cast<scalar_t>(s[c]);
+      for (int c = 0; c < 4; ++c) partial[4 * item + c] = s[c];
     }
   }
 }
 
-constexpr int kGrad2Cols = 32;  // columns per block (one per lane)
-constexpr int kGrad2Rows = 8;   // warps per block, each taking every 8th row i
-
-// grad_boxes2[b, j] = sum_i d out[b, i, j] / d boxes2[b, j] * grad[b, i, j].
-// Grid: 1-D over tiles of 32 columns of one batch entry (grid-stride); block (32, 8).
-// Lane = column (coalesced grad reads along a row), warp w sums rows i = w, w + 8, ...;
-// the 8 partial sums meet in shared memory (8 * 32 * 4 values) and warp 0 adds them in
-// warp order. The tile loop is block-uniform, so the __syncthreads are reached by all.
+// partial[c, b, j] = sum over i in chunk c of d out[b, i, j] / d boxes2[b, j] * grad[b, i, j].
+// Grid: 1-D over (chunk, 32-column tile of one batch entry) work items, grid-stride; block
+// (32, 8). Lane = column (coalesced grad reads along a row), warp w sums the chunk's rows
+// i = start + w, start + w + 8, ...; the 8 partial sums meet in shared memory
+// (8 * 32 * 4 values) and warp 0 adds them in warp order. The item loop is block-uniform,
+// so every thread reaches both __syncthreads.
 template <typename scalar_t, IouKind K>
 __global__ void iou_matrix_grad2_kernel(const at::opmath_type<scalar_t>* __restrict__ grad,
                                         const scalar_t* __restrict__ b1, const scalar_t* __restrict__ b2,
-                                        int64_t batch, int64_t n, int64_t m, at::opmath_type<scalar_t> eps,
-                                        scalar_t* __restrict__ g2) {
+                                        int64_t batch, int64_t n, int64_t m, int64_t chunks, int64_t chunk_len,
+                                        at::opmath_type<scalar_t> eps, at::opmath_type<scalar_t>* __restrict__ partial) {
   using acc_t = at::opmath_type<scalar_t>;
-  __shared__ acc_t part[kGrad2Rows][kGrad2Cols][4];
+  __shared__ acc_t part[kGradWarps][kGrad2Cols][4];
   const int lane = threadIdx.x, w = threadIdx.y;
   const int64_t col_tiles = ceil_div(m, kGrad2Cols);
   const int64_t tiles = batch * col_tiles;
-  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+  const int64_t items = chunks * tiles;
+  for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+    const int64_t chunk = item / tiles, tile = item % tiles;
     const int64_t bi = tile / col_tiles;
     const int64_t j = (tile % col_tiles) * kGrad2Cols + lane;
+    const int64_t i_end = std::min(n, (chunk + 1) * chunk_len);
     acc_t s[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
     if (j < m) {
       const Box<acc_t> bb = load_box<acc_t>(b2 + 4 * (bi * m + j));
-      for (int64_t i = w; i < n; i += kGrad2Rows) {
+      for (int64_t i = chunk * chunk_len + w; i < i_end; i += kGradWarps) {
         const int64_t row = bi * n + i;
         acc_t ga[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
         acc_t gb[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
@@ -511,12 +530,25 @@ __global__ void iou_matrix_grad2_kernel(const at::opmath_type<scalar_t>* __restr
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         acc_t t = part[0][lane][c];
-        for (int r = 1; r < kGrad2Rows; ++r) t += part[r][lane][c];
-        g2[4 * (bi * m + j) + c] = static_cast<scalar_t>(t);
+        for (int r = 1; r < kGradWarps; ++r) t += part[r][lane][c];
+        partial[4 * (chunk * batch * m + bi * m + j) + c] = t;
       }
     }
-    __syncthreads();  // part is rewritten by the next tile
+    __syncthreads();  // part is rewritten by the next item
   }
+}
+
+// out[k] = sum over c of partial[c, k], in chunk order, rounded once to the boxes dtype.
+// Grid: grid-stride over the `count` output values (4 per box).
+template <typename scalar_t>
+__global__ void sum_chunks_kernel(const at::opmath_type<scalar_t>* __restrict__ partial, int64_t chunks,
+                                  int64_t count, scalar_t* __restrict__ out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  grid_stride(count, [&](int64_t k) {
+    acc_t t = partial[k];
+    for (int64_t c = 1; c < chunks; ++c) t += partial[c * count + k];
+    out[k] = static_cast<scalar_t>(t);
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor> box_iou_matrix_backward_cuda(const at::Tensor& grad, const at::Tensor& boxes1,
@@ -533,26 +565,40 @@ std::tuple<at::Tensor, at::Tensor> box_iou_matrix_backward_cuda(const at::Tensor
   checks::same_device("_box_iou_matrix_backward", "grad", grad, boxes1);
   DeviceScope scope(boxes1);
   const at::Tensor b1 = boxes1.contiguous(), b2 = boxes2.contiguous();
-  const at::Tensor g = grad.to(compute_type(b1)).contiguous();
+  const auto acc_type = compute_type(b1);
+  const at::Tensor g = grad.to(acc_type).contiguous();
   at::Tensor g1 = at::empty(b1.sizes(), b1.options());
   at::Tensor g2 = at::empty(b2.sizes(), b2.options());
-  const int64_t rows = batch * n;
+  const int64_t rows = batch * n, cols = batch * m;
+  const int64_t col_tiles = batch * ceil_div(m, kGrad2Cols);
+  // ~4096 warps for boxes1 (>= 256 columns each), ~512 blocks for boxes2 (>= 64 rows each).
+  const int64_t chunks1 = grad_chunks(rows, m, 4096, 256);
+  const int64_t chunks2 = grad_chunks(col_tiles, n, 512, 64);
+  const int64_t len1 = ceil_div(m, chunks1), len2 = ceil_div(n, chunks2);
+  // With an empty reduced axis the partials are zeros: the empty sum.
+  at::Tensor partial1 = at::empty({chunks1 * rows * 4}, b1.options().dtype(acc_type));
+  at::Tensor partial2 = at::empty({chunks2 * cols * 4}, b1.options().dtype(acc_type));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b1.scalar_type(), "detseg._box_iou_matrix_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     with_kind(kind, [&](auto kc) {
       constexpr IouKind K = decltype(kc)::value;
-      if (rows > 0) {  // with m == 0 this writes zeros, the empty sum
-        iou_matrix_grad1_kernel<scalar_t, K><<<grid_1d(rows, kThreads / 32), kThreads, 0, scope.stream>>>(
+      if (rows > 0) {
+        iou_matrix_grad1_kernel<scalar_t, K><<<grid_1d(chunks1 * rows, kGradWarps), kThreads, 0, scope.stream>>>(
             g.const_data_ptr<acc_t>(), b1.const_data_ptr<scalar_t>(), b2.const_data_ptr<scalar_t>(), rows, n, m,
-            static_cast<acc_t>(eps), g1.mutable_data_ptr<scalar_t>());
+            chunks1, len1, static_cast<acc_t>(eps), partial1.mutable_data_ptr<acc_t>());
+        DETSEG_CUDA_LAUNCH_CHECK();
+        sum_chunks_kernel<scalar_t><<<grid_1d(rows * 4), kThreads, 0, scope.stream>>>(
+            partial1.const_data_ptr<acc_t>(), chunks1, rows * 4, g1.mutable_data_ptr<scalar_t>());
         DETSEG_CUDA_LAUNCH_CHECK();
       }
-      const int64_t tiles = batch * ceil_div(m, kGrad2Cols);
-      if (tiles > 0) {  // with n == 0 this writes zeros
+      if (col_tiles > 0) {
         iou_matrix_grad2_kernel<scalar_t, K>
-            <<<grid_1d(tiles, 1), dim3(kGrad2Cols, kGrad2Rows), 0, scope.stream>>>(
+            <<<grid_1d(chunks2 * col_tiles, 1), dim3(kGrad2Cols, kGradWarps), 0, scope.stream>>>(
                 g.const_data_ptr<acc_t>(), b1.const_data_ptr<scalar_t>(), b2.const_data_ptr<scalar_t>(), batch, n,
-                m, static_cast<acc_t>(eps), g2.mutable_data_ptr<scalar_t>());
+                m, chunks2, len2, static_cast<acc_t>(eps), partial2.mutable_data_ptr<acc_t>());
+        DETSEG_CUDA_LAUNCH_CHECK();
+        sum_chunks_kernel<scalar_t><<<grid_1d(cols * 4), kThreads, 0, scope.stream>>>(
+            partial2.const_data_ptr<acc_t>(), chunks2, cols * 4, g2.mutable_data_ptr<scalar_t>());
         DETSEG_CUDA_LAUNCH_CHECK();
       }
     });
