@@ -296,7 +296,7 @@ at::Tensor batched_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, c
   DETSEG_CUDA_LAUNCH_CHECK();
   const at::Tensor words_end = at::cumsum(words, 0);
   const at::Tensor row_off = words_end.sub(words);
-  // Device->host sync #1: the mask size (the sum over classes of len * (len / 64 + 1)).
+  // Device->host sync #1: the mask size, about len^2 / 128 + len words per class of len boxes.
   const int64_t total_words = words_end[n - 1].item<int64_t>();
   const SegmentLayout layout{row_off.const_data_ptr<int64_t>(), seg_end.const_data_ptr<int64_t>()};
 
