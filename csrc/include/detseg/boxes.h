@@ -99,8 +99,10 @@ DETSEG_HOST_DEVICE T pair_iou(const Box<T>& a, const Box<T>& b, T eps) {
 // Accumulates g * d pair_iou / d(a, b) into ga[4], gb[4] (x1, y1, x2, y2). Hand-written
 // reverse mode of pair_iou, with torch's subgradients: clamp(min=0) passes the gradient at
 // 0, maximum/minimum split it on a tie, the loss-form mask blocks it where a side is <= 0.
+// atan_a / atan_b: box_aspect_atan of a / b, as in the five-argument pair_iou (CIoU only).
 template <IouKind K, IouForm F, typename T>
-DETSEG_HOST_DEVICE void pair_iou_backward(const Box<T>& a, const Box<T>& b, T eps, T g, T* ga, T* gb) {
+DETSEG_HOST_DEVICE void pair_iou_backward(const Box<T>& a, const Box<T>& b, T eps, T atan_a, T atan_b, T g, T* ga,
+                                          T* gb) {
   const T wa = a.x2 - a.x1, ha = a.y2 - a.y1;
   const T wb = b.x2 - b.x1, hb = b.y2 - b.y1;
   const T area_a = wa * ha, area_b = wb * hb;
@@ -170,7 +172,7 @@ DETSEG_HOST_DEVICE void pair_iou_backward(const Box<T>& a, const Box<T>& b, T ep
       gb[3] -= g_dy / T(2);
       if constexpr (K == IouKind::kCIoU) {
         const T ra = wa / ha, rb = wb / hb;
-        const T t = datan(ra) - datan(rb);
+        const T t = atan_a - atan_b;
         const T v = ciou_k<T>() * t * t;
         const T alpha = v / (T(1) - iou + v + eps);
         // value -= alpha * v, alpha held constant
@@ -213,6 +215,15 @@ DETSEG_HOST_DEVICE void pair_iou_backward(const Box<T>& a, const Box<T>& b, T ep
   route_max(-g_iw, a.x1, b.x1, ga[0], gb[0]);
   route_min(g_ih, a.y2, b.y2, ga[3], gb[3]);
   route_max(-g_ih, a.y1, b.y1, ga[1], gb[1]);
+}
+
+template <IouKind K, IouForm F, typename T>
+DETSEG_HOST_DEVICE void pair_iou_backward(const Box<T>& a, const Box<T>& b, T eps, T g, T* ga, T* gb) {
+  if constexpr (K == IouKind::kCIoU) {
+    pair_iou_backward<K, F>(a, b, eps, box_aspect_atan(a), box_aspect_atan(b), g, ga, gb);
+  } else {
+    pair_iou_backward<K, F>(a, b, eps, T(0), T(0), g, ga, gb);
+  }
 }
 
 }  // namespace detseg
