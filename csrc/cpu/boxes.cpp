@@ -374,16 +374,31 @@ std::tuple<at::Tensor, at::Tensor> box_iou_matrix_backward_cpu(const at::Tensor&
       T* o1 = g1.mutable_data_ptr<T>();
       T* o2 = g2.mutable_data_ptr<T>();
       const T e = static_cast<T>(eps);
+      // CIoU's angles once per box (else each pass would take 2 atans per pair).
+      const bool ciou = kind == IouKind::kCIoU;
+      std::vector<T> at1(ciou ? B * n : 0), at2(ciou ? B * m : 0);
+      if (ciou) {
+        at::parallel_for(0, B * n, 1 << 12, [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) at1[r] = box_aspect_atan(load_box(pa + r * 4));
+        });
+        at::parallel_for(0, B * m, 1 << 12, [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) at2[r] = box_aspect_atan(load_box(pb + r * 4));
+        });
+      }
+      const auto atan1 = [&](int64_t r) { return ciou ? at1[r] : T(0); };
+      const auto atan2 = [&](int64_t q) { return ciou ? at2[q] : T(0); };
       dispatch_kind(kind, [&](auto kc) {
         constexpr IouKind K = decltype(kc)::value;
         at::parallel_for(0, B * n, grain_for(m), [&](int64_t r0, int64_t r1) {
           for (int64_t r = r0; r < r1; ++r) {
             const int64_t bi = r / n;
             const Box<T> a = load_box(pa + r * 4);
+            const T ta = atan1(r);
             T ga[4] = {T(0), T(0), T(0), T(0)};
             for (int64_t j = 0; j < m; ++j) {
               T unused[4] = {T(0), T(0), T(0), T(0)};
-              pair_iou_backward<K, IouForm::kMatrix>(a, load_box(pb + (bi * m + j) * 4), e, pg[r * m + j], ga, unused);
+              const int64_t q = bi * m + j;
+              pair_iou_backward<K, IouForm::kMatrix>(a, load_box(pb + q * 4), e, ta, atan2(q), pg[r * m + j], ga, unused);
             }
             for (int k = 0; k < 4; ++k) o1[r * 4 + k] = ga[k];
           }
@@ -398,13 +413,15 @@ std::tuple<at::Tensor, at::Tensor> box_iou_matrix_backward_cpu(const at::Tensor&
             const int64_t j1 = std::min(m, j0 + kBlock);
             T gb[kBlock][4] = {};
             Box<T> bb[kBlock];
-            for (int64_t j = j0; j < j1; ++j) bb[j - j0] = load_box(pb + (bi * m + j) * 4);
+            T tb[kBlock];
+            for (int64_t j = j0; j < j1; ++j) bb[j - j0] = load_box(pb + (bi * m + j) * 4), tb[j - j0] = atan2(bi * m + j);
             for (int64_t i = 0; i < n; ++i) {
               const int64_t r = bi * n + i;
               const Box<T> a = load_box(pa + r * 4);
+              const T ta = atan1(r);
               for (int64_t j = j0; j < j1; ++j) {
                 T unused[4] = {T(0), T(0), T(0), T(0)};
-                pair_iou_backward<K, IouForm::kMatrix>(a, bb[j - j0], e, pg[r * m + j], unused, gb[j - j0]);
+                pair_iou_backward<K, IouForm::kMatrix>(a, bb[j - j0], e, ta, tb[j - j0], pg[r * m + j], unused, gb[j - j0]);
               }
             }
             for (int64_t j = j0; j < j1; ++j)
