@@ -109,17 +109,20 @@ DETSEG_HOST_DEVICE void pair_iou_backward(const Box<T>& a, const Box<T>& b, T ep
   const T ix1 = dmax(a.x1, b.x1), ix2 = dmin(a.x2, b.x2);
   const T iy1 = dmax(a.y1, b.y1), iy2 = dmin(a.y2, b.y2);
   const T iw_raw = ix2 - ix1, ih_raw = iy2 - iy1;
-  T iw, ih, gate_w, gate_h;
+  // Gates select rather than multiply, like torch's masked backward of clamp / where: a
+  // blocked path gives 0 even when the incoming gradient is inf (a multiply would give NaN).
+  T iw, ih;
+  bool gate_w, gate_h;
   if constexpr (F == IouForm::kMatrix) {
     iw = clamp_min0(iw_raw);
     ih = clamp_min0(ih_raw);
-    gate_w = iw_raw >= T(0) ? T(1) : T(0);
-    gate_h = ih_raw >= T(0) ? T(1) : T(0);
+    gate_w = iw_raw >= T(0);
+    gate_h = ih_raw >= T(0);
   } else {
     const bool m = iw_raw > T(0) && ih_raw > T(0);
     iw = m ? iw_raw : T(0);
     ih = m ? ih_raw : T(0);
-    gate_w = gate_h = m ? T(1) : T(0);
+    gate_w = gate_h = m;
   }
   const T inter = iw * ih;
   const T uni = area_a + area_b - inter;
@@ -136,10 +139,10 @@ DETSEG_HOST_DEVICE void pair_iou_backward(const Box<T>& a, const Box<T>& b, T ep
     ey1 = dmin(a.y1, b.y1);
     ey2 = dmax(a.y2, b.y2);
     T ew = ex2 - ex1, eh = ey2 - ey1;
-    T gate_ew = T(1), gate_eh = T(1);
+    bool gate_ew = true, gate_eh = true;
     if constexpr (F == IouForm::kMatrix) {
-      gate_ew = ew >= T(0) ? T(1) : T(0);
-      gate_eh = eh >= T(0) ? T(1) : T(0);
+      gate_ew = ew >= T(0);
+      gate_eh = eh >= T(0);
       ew = clamp_min0(ew);
       eh = clamp_min0(eh);
     }
@@ -149,8 +152,8 @@ DETSEG_HOST_DEVICE void pair_iou_backward(const Box<T>& a, const Box<T>& b, T ep
       // value = iou - (c - uni) / cd
       const T g_c = -g * (cd - c + uni) / (cd * cd);
       g_uni += g / cd;
-      g_ew = g_c * eh * gate_ew;
-      g_eh = g_c * ew * gate_eh;
+      g_ew = gate_ew ? g_c * eh : T(0);
+      g_eh = gate_eh ? g_c * ew : T(0);
     } else {
       const T diag = ew * ew + eh * eh + eps;
       const T dx = (a.x1 + a.x2) / T(2) - (b.x1 + b.x2) / T(2);
@@ -160,8 +163,8 @@ DETSEG_HOST_DEVICE void pair_iou_backward(const Box<T>& a, const Box<T>& b, T ep
       const T g_diag = g * cd2 / (diag * diag);
       const T g_dx = -g * T(2) * dx / diag;
       const T g_dy = -g * T(2) * dy / diag;
-      g_ew = g_diag * T(2) * ew * gate_ew;
-      g_eh = g_diag * T(2) * eh * gate_eh;
+      g_ew = gate_ew ? g_diag * T(2) * ew : T(0);
+      g_eh = gate_eh ? g_diag * T(2) * eh : T(0);
       ga[0] += g_dx / T(2);
       ga[2] += g_dx / T(2);
       gb[0] -= g_dx / T(2);
@@ -209,8 +212,8 @@ DETSEG_HOST_DEVICE void pair_iou_backward(const Box<T>& a, const Box<T>& b, T ep
   gb[1] -= g_den * wb;
   gb[3] += g_den * wb;
   // inter = iw * ih with iw = min(x2) - max(x1)
-  const T g_iw = g_inter * ih * gate_w;
-  const T g_ih = g_inter * iw * gate_h;
+  const T g_iw = gate_w ? g_inter * ih : T(0);
+  const T g_ih = gate_h ? g_inter * iw : T(0);
   route_min(g_iw, a.x2, b.x2, ga[2], gb[2]);
   route_max(-g_iw, a.x1, b.x1, ga[0], gb[0]);
   route_min(g_ih, a.y2, b.y2, ga[3], gb[3]);
