@@ -203,7 +203,6 @@ at::Tensor box_convert_cpu(const at::Tensor& boxes, c10::string_view in_fmt, c10
   if (fi == fo) return boxes.clone();
   at::Tensor b = boxes;
   const bool integral = !at::isFloatingType(boxes.scalar_type());
-  const bool cx = fi == Fmt::kCXCYWH || fo == Fmt::kCXCYWH;
   const auto fdt = c10::typeMetaToScalarType(c10::get_default_dtype());
   if (integral && fi == Fmt::kCXCYWH) b = b.to(fdt);  // `a - 0.5 * c` is floating already
   b = b.contiguous();
@@ -219,7 +218,6 @@ at::Tensor box_convert_cpu(const at::Tensor& boxes, c10::string_view in_fmt, c10
     });
     return out;
   }
-  (void)cx;
   at::Tensor out = at::empty(b.sizes(), b.options());
   if (n == 0) return out;
   AT_DISPATCH_ALL_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), "box_convert", [&] {
