@@ -46,7 +46,9 @@ DETSEG_HOST_DEVICE void route_max(T g, T a, T b, T& ga, T& gb) {
     gb += g / T(2);
   }
 }
+// The minimum is the loser of route_max: a wins when b > a, so a's slot takes route_max's
+// second share.
 template <typename T>
-DETSEG_HOST_DEVICE void route_min(T g, T a, T b, T& ga, T& gb) { route_max(g, b, a, gb, ga); }
+DETSEG_HOST_DEVICE void route_min(T g, T a, T b, T& ga, T& gb) { route_max(g, a, b, gb, ga); }
 
 }  // namespace detseg
