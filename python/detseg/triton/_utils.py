@@ -88,7 +88,8 @@ def route_max(g, a, b):
 
 @triton.jit
 def route_min(g, a, b):
-    gb, ga = route_max(g, b, a)
+    # detseg::route_min: the smaller operand wins, i.e. route_max's shares swapped.
+    gb, ga = route_max(g, a, b)
     return ga, gb
 
 
