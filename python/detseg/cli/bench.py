@@ -1,0 +1,410 @@
+"""`detseg bench`: the canonical workloads of every implemented op, on detseg's backends and on
+every installed peer library, side by side.
+
+Each (thread count, workload) is measured in one go: every provider is prepared (outside the
+timing), warmed up and checked against detseg.reference, then timed in interleaved passes so
+that a change of load on a shared machine hits all providers alike. Cells show the median
+time and its ratio to the fastest peer (a non-detseg provider) of the same row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+HELP = "time detseg against peer libraries on canonical seeded workloads"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true",
+                   help="smaller matrices and fewer rounds (< 30 s); the default run takes a few minutes")
+    p.add_argument("--threads", default=None, metavar="N[,M...]",
+                   help="torch/OpenVINO/onnxruntime/OpenCV thread counts to run, e.g. 1,2 "
+                        "(default: torch's current count)")
+    p.add_argument("--filter", default=None, metavar="SUBSTR[,SUBSTR...]",
+                   help="only workloads whose name contains one of these (e.g. nms, box_iou/5000)")
+    p.add_argument("--providers", default=None, metavar="SUBSTR[,SUBSTR...]",
+                   help="only providers whose name contains one of these (e.g. detseg,openvino)")
+    p.add_argument("--json", default=None, metavar="PATH", help="write every raw number to PATH")
+    p.add_argument("--plot", default=None, metavar="PATH.png", help="write a bar chart (matplotlib) to PATH")
+    p.add_argument("--list", action="store_true", help="list workloads and providers, run nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# ------------------------------------------------------------------ helpers
+
+def _split(arg: str | None) -> list[str]:
+    return [s.strip() for s in arg.split(",") if s.strip()] if arg else []
+
+
+def parse_threads(arg: str | None, default: int) -> list[int]:
+    if not arg:
+        return [default]
+    out = []
+    for s in _split(arg):
+        if not s.isdigit() or int(s) < 1:
+            raise SystemExit(f"detseg bench: --threads must be positive integers separated by commas, got {arg!r}")
+        if int(s) not in out:
+            out.append(int(s))
+    return out
+
+
+def fmt_time(s: float) -> str:
+    if s < 1e-3:
+        return f"{s * 1e6:.3g} µs"
+    if s < 1.0:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s:.3g} s"
+
+
+def short_reason(exc: BaseException) -> str:
+    """First sentence of an exception, capped: torch's NotImplementedError runs to a page."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    msg = msg.split(". ")[0]
+    if len(msg) > 110:
+        msg = msg[:107] + "..."
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def machine_info() -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "torch_threads_default": torch.get_num_threads(),
+        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY",
+                                           "THP_MEM_ALLOC_ENABLE", "TRITON_INTERPRET") if k in os.environ},
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            info["transparent_hugepage"] = f.read().strip()
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name()
+    return info
+
+
+def detseg_info() -> dict[str, Any]:
+    try:
+        import detseg
+
+        return {"version": detseg.__version__, "build_info": detseg.build_info()}
+    except Exception as exc:  # the bench still runs the peers
+        return {"version": None, "error": short_reason(exc)}
+
+
+# ------------------------------------------------------------------ the run
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from . import providers as P
+    from . import timing
+    from . import workloads as W
+
+    mode = "quick" if args.quick else "full"
+    budget = timing.QUICK if args.quick else timing.FULL
+    passes = 2 if args.quick else 3
+    threads_list = parse_threads(args.threads, torch.get_num_threads())
+    workloads = W.select(mode, _split(args.filter))
+    pfilter = _split(args.providers)
+    providers = [p for p in P.PROVIDERS.values() if not pfilter or any(f in p.name for f in pfilter)]
+    status = {p.name: P.probe(p) for p in providers}
+    if not workloads:
+        raise SystemExit(f"detseg bench: no workload matches --filter {args.filter!r} (see --list)")
+
+    started = time.time()
+    report: dict[str, Any] = {
+        "schema": 1,
+        "command": ["detseg", "bench", *sys.argv[2:]] if sys.argv[1:2] == ["bench"] else sys.argv,
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "mode": mode, "threads": threads_list, "budget": vars(budget) | {"passes": passes},
+        "machine": machine_info(), "detseg": detseg_info(),
+        "loadavg_start": os.getloadavg(),
+        "providers": {p.name: {"group": p.group, "available": status[p.name][0],
+                               ("version" if status[p.name][0] else "reason"): status[p.name][1],
+                               "timed_region": p.note, "ops": sorted(p.impls)} for p in providers},
+        "workloads": {w.name: {"op": w.op, "params": w.params, "seed": w.seed, "description": w.description}
+                      for w in workloads},
+        "results": [],
+    }
+
+    runnable = {w.name: [p for p in providers if w.op in p.impls and status[p.name][0]] for w in workloads}
+    total = sum(len(v) for v in runnable.values()) * len(threads_list)
+    bar = _progress(total, args.no_progress)
+    oracles: dict[str, Any] = {}
+    try:
+        for threads in threads_list:
+            torch.set_num_threads(threads)
+            ctx = P.Context(threads=threads)
+            for w in workloads:
+                bar.set_description(f"{w.name} @{threads}t")
+                inputs = W.inputs_of(w)
+                if w.name not in oracles:
+                    try:
+                        oracles[w.name] = P.oracle(w.op, inputs)
+                    except Exception as exc:
+                        oracles[w.name] = None
+                        report.setdefault("oracle_errors", {})[w.name] = short_reason(exc)
+                report["results"].extend(
+                    _measure_workload(w, inputs, oracles[w.name], runnable[w.name], ctx, budget, passes, bar, P,
+                                      timing, np, torch))
+                gc.collect()
+    finally:
+        bar.close()
+    report["loadavg_end"] = os.getloadavg()
+    report["wall_s"] = time.time() - started
+    return report
+
+
+def _progress(total: int, disabled: bool):
+    try:
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="case", disable=disabled or None, leave=False, file=sys.stderr,
+                    dynamic_ncols=True)
+    except ImportError:  # progress is a nicety
+        class _Null:
+            def update(self, n=1): pass
+            def set_description(self, s): pass
+            def close(self): pass
+        return _Null()
+
+
+def _agree(op_result, ref, P, np, torch) -> tuple[bool | None, str]:
+    if ref is None or op_result is None:
+        return None, "no reference"
+    if isinstance(ref, np.ndarray):
+        same = np.array_equal(op_result, ref)
+        if same:
+            return True, f"same {len(ref)} kept boxes as detseg.reference"
+        diff = len(np.setxor1d(op_result, ref))
+        return False, f"keeps {len(op_result)} boxes, detseg.reference {len(ref)}; {diff} differ"
+    r = op_result.to(torch.float64)
+    e = ref.to(torch.float64)
+    if r.shape != e.shape:
+        return False, f"shape {list(r.shape)} != reference {list(e.shape)}"
+    err = (r - e).abs().nan_to_num(nan=0.0).max().item() if r.numel() else 0.0
+    nan_ok = bool(torch.equal(r.isnan(), e.isnan()))
+    ok = nan_ok and torch.allclose(r, e, rtol=1e-4, atol=1e-5, equal_nan=True)
+    return ok, f"max |diff| {err:.2g} vs detseg.reference" + ("" if nan_ok else ", NaN pattern differs")
+
+
+def _measure_workload(w, inputs, ref, provs, ctx, budget, passes, bar, P, timing, np, torch) -> list[dict]:
+    rows: dict[str, dict[str, Any]] = {}
+    live: dict[str, Any] = {}
+    first_call: dict[str, float] = {}
+    for p in provs:
+        row = rows[p.name] = {"workload": w.name, "op": w.op, "threads": ctx.threads, "provider": p.name,
+                              "group": p.group, "status": "ok"}
+        try:
+            prep = p.impls[w.op](inputs, ctx, w.op)
+            out, first_call[p.name] = timing.warmup(prep.run, budget)
+            if prep.result is not None:
+                row["agrees"], row["check"] = _agree(prep.result(out), ref, P, np, torch)
+            del out
+            live[p.name] = prep
+        except Exception as exc:
+            row.update(status="n/a", reason=short_reason(exc))
+            bar.update(passes)
+    times: dict[str, list[float]] = {name: [] for name in live}
+    for _ in range(passes):
+        for name in list(live):
+            try:
+                times[name] += timing.measure(live[name].run, budget.split(passes), first_call[name])
+            except Exception as exc:
+                rows[name].update(status="n/a", reason=short_reason(exc))
+                del live[name]
+            bar.update(1)
+    for name, ts in times.items():
+        if name in live and ts:
+            rows[name].update(timing.summary(ts), times_s=ts)
+    live.clear()
+    return list(rows.values())
+
+
+# ------------------------------------------------------------------ output
+
+def table(report: dict[str, Any]) -> str:
+    """The side-by-side table plus footnotes, as printed."""
+    from tabulate import tabulate
+
+    results = report["results"]
+    providers = report["providers"]
+    used = [n for n in providers if any(r["provider"] == n for r in results)]
+    notes: dict[str, int] = {}
+    mismatch: list[str] = []
+
+    def mark(reason: str) -> str:
+        notes.setdefault(reason, len(notes) + 1)
+        return f"n/a[{notes[reason]}]"
+
+    rows = []
+    for threads in report["threads"]:
+        for wname in report["workloads"]:
+            rs = {r["provider"]: r for r in results if r["workload"] == wname and r["threads"] == threads}
+            if not rs:
+                continue
+            peers = [r for r in rs.values() if r["group"] == "peer" and r["status"] == "ok"]
+            best = min(peers, key=lambda r: r["median"]) if peers else None
+            row = [wname, threads]
+            for name in used:
+                r = rs.get(name)
+                if r is None:
+                    row.append("")
+                elif r["status"] != "ok":
+                    row.append(mark(r["reason"]))
+                else:
+                    cell = fmt_time(r["median"])
+                    if best is not None:
+                        cell += f" ({r['median'] / best['median']:.2f}x)"
+                    if r.get("agrees") is False:
+                        cell += " !"
+                        mismatch.append(f"{name} on {wname} @{threads}t: {r['check']}")
+                    row.append(cell)
+            row.append(best["provider"] if best else "")
+            rows.append(row)
+    out = [tabulate(rows, headers=["workload", "thr", *used, "best peer"], tablefmt="simple",
+                    disable_numparse=True)]
+    out.append("")
+    out.append("Cells: median time (ratio to the best peer of the row: < 1 is faster than every peer). "
+               f"{report['mode']} mode, medians of >= {report['budget']['min_rounds']} rounds "
+               f"({report['budget']['slow_rounds']} for calls over {report['budget']['slow_call']} s) "
+               f"in {report['budget']['passes']} interleaved passes, after warm-up.")
+    out.append("Inputs are generated once per workload from a fixed seed and are identical for every provider.")
+    for reason, i in notes.items():
+        out.append(f"[{i}] {reason}")
+    if mismatch:
+        out.append("! result differs from detseg.reference:")
+        out.extend(f"    {m}" for m in mismatch)
+    out.extend(_floor_lines(report))
+    out.append("Timed region per provider (setup, model build/compile, session creation and input "
+               "conversion are outside it):")
+    for name in used:
+        out.append(f"  {name}: {providers[name]['timed_region']}")
+    if any(name in used for name in ("openvino", "onnxruntime")):
+        out.append("  openvino/onnxruntime batched_nms: scores [1, 80, N] with each box's score in its own class row "
+                   "and -1 elsewhere, score_threshold 0: every box is a candidate in exactly one class and "
+                   "NonMaxSuppression runs per class, which is class-aware NMS (the dense layout is a "
+                   "detector head's native output).")
+    skipped = {n: v["reason"] for n, v in providers.items() if not v["available"]}
+    if skipped:
+        out.append("Skipped providers:")
+        out.extend(f"  {n}: {why}" for n, why in skipped.items())
+    m = report["machine"]
+    d = report["detseg"]
+    bi = d.get("build_info") or {}
+    out.append(f"Machine: {m.get('cpu', '?')}, {m['cpus_usable']} usable CPUs, ATen {m['aten_cpu_capability']}; "
+               f"torch {m['torch']}; detseg {d.get('version')} "
+               f"({', '.join(f'{k}={v}' for k, v in bi.items() if k != 'backends') or d.get('error', '')}); "
+               f"load average {report['loadavg_start'][0]:.1f} -> {report['loadavg_end'][0]:.1f}; "
+               f"wall {report['wall_s']:.0f} s.")
+    return "\n".join(out)
+
+
+def _floor_lines(report: dict[str, Any]) -> list[str]:
+    out = []
+    for threads in report["threads"]:
+        floor = next((r for r in report["results"] if r["op"] == "fill" and r["threads"] == threads
+                      and r["status"] == "ok"), None)
+        iou = {r["provider"]: r for r in report["results"] if r["workload"] == "box_iou/5000x5000"
+               and r["threads"] == threads and r["status"] == "ok"}
+        if floor is None or not iou:
+            continue
+        parts = [f"{name} {r['median'] / floor['median']:.2f}x" for name, r in iou.items()]
+        out.append(f"Floor @{threads}t: a fresh 5000x5000 float32 tensor (torch.empty().fill_(1)) takes "
+                   f"{fmt_time(floor['median'])}; box_iou/5000x5000 costs {', '.join(parts)} of it "
+                   f"(target for detseg: <= 2x).")
+    return out
+
+
+def plot(report: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = [r for r in report["results"] if r["status"] == "ok"]
+    names = [n for n in report["providers"] if any(r["provider"] == n for r in results)]
+    wl = [w for w in report["workloads"] if any(r["workload"] == w for r in results)]
+    ths = report["threads"]
+    fig, axes = plt.subplots(1, len(ths), figsize=(7 * len(ths), 0.45 * len(wl) * max(len(names), 1) / 2 + 2),
+                             squeeze=False, sharey=True)
+    height = 0.8 / max(len(names), 1)
+    colours = plt.get_cmap("tab10")
+    for ax, threads in zip(axes[0], ths):
+        for j, name in enumerate(names):
+            ys, xs = [], []
+            for i, w in enumerate(wl):
+                r = next((r for r in results if r["workload"] == w and r["provider"] == name
+                          and r["threads"] == threads), None)
+                if r is not None:
+                    ys.append(i + (j - (len(names) - 1) / 2) * height)
+                    xs.append(r["median"] * 1e3)
+            ax.barh(ys, xs, height=height, label=name, color=colours(j % 10))
+        ax.set_xscale("log")
+        ax.set_yticks(range(len(wl)), wl, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("median time per call (ms, log scale)")
+        ax.set_title(f"{threads} thread{'s' if threads > 1 else ''}")
+        ax.grid(axis="x", which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"detseg bench ({report['mode']}), {report['machine'].get('cpu', '')}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def list_all() -> str:
+    from tabulate import tabulate
+
+    from . import providers as P
+    from . import workloads as W
+
+    wrows = [[w.name, ",".join(w.modes), w.description] for w in W.REGISTRY.values()]
+    prows = []
+    for p in P.PROVIDERS.values():
+        ok, why = P.probe(p)
+        prows.append([p.name, p.group, why if ok else "-", "" if ok else why, ", ".join(sorted(p.impls))])
+    return (tabulate(wrows, headers=["workload", "modes", "description"]) + "\n\n"
+            + tabulate(prows, headers=["provider", "group", "version", "unavailable because", "ops"]))
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.list:
+        print(list_all())
+        return 0
+    report = run(args)
+    print(table(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1, default=str)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(report, args.plot)
+        print(f"wrote {args.plot}")
+    return 0

@@ -1,0 +1,72 @@
+"""Adaptive wall-clock timing: warm up, then repeat until a time budget and a minimum number of
+rounds are both reached; report the median (robust to the other tenants of a shared machine)."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import statistics
+import time
+from typing import Any, Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    seconds: float       # keep repeating until at least this much time has been spent ...
+    min_rounds: int      # ... and at least this many rounds were timed
+    slow_rounds: int     # ... or only this many when one call alone exceeds `slow_call` seconds
+    slow_call: float
+    max_rounds: int = 10_000
+    warmup_seconds: float = 0.05
+
+    def split(self, parts: int) -> "Budget":
+        """One of `parts` passes over the providers (interleaving passes evens out load drift)."""
+        return dataclasses.replace(
+            self, seconds=self.seconds / parts, min_rounds=-(-self.min_rounds // parts),
+            slow_rounds=-(-self.slow_rounds // parts), max_rounds=-(-self.max_rounds // parts))
+
+
+QUICK = Budget(seconds=0.3, min_rounds=5, slow_rounds=3, slow_call=0.25)
+FULL = Budget(seconds=1.0, min_rounds=10, slow_rounds=5, slow_call=0.25)
+
+
+def warmup(fn: Callable[[], Any], budget: Budget) -> tuple[Any, float]:
+    """Calls `fn` at least once (first-call costs: lazy init, JIT, page faults of caches) and
+    until `budget.warmup_seconds` have passed; returns the first output and the last call's time."""
+    t0 = time.perf_counter()
+    first = fn()
+    last = time.perf_counter() - t0
+    spent = last
+    while spent < budget.warmup_seconds and last < budget.slow_call:
+        t = time.perf_counter()
+        fn()
+        last = time.perf_counter() - t
+        spent = time.perf_counter() - t0
+    return first, last
+
+
+def measure(fn: Callable[[], Any], budget: Budget, call_time: float | None = None) -> list[float]:
+    """Per-call times in seconds. The output of each call is dropped before the next one, so a
+    call that allocates its result pays for fresh memory every round (as in real use)."""
+    need = budget.slow_rounds if (call_time or 0.0) > budget.slow_call else budget.min_rounds
+    times: list[float] = []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        while len(times) < budget.max_rounds:
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+            if len(times) >= need and time.perf_counter() - start >= budget.seconds:
+                break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return times
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    ts = sorted(times)
+    q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
+    return {"median": statistics.median(ts), "min": ts[0], "q1": q[0], "q3": q[2], "rounds": len(ts)}
