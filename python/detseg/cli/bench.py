@@ -64,6 +64,10 @@ def fmt_time(s: float) -> str:
     return f"{s:.3g} s"
 
 
+def fmt_ratio(x: float) -> str:
+    return f"{x:.0f}x" if x >= 100 else f"{x:.1f}x" if x >= 10 else f"{x:.2f}x"
+
+
 def short_reason(exc: BaseException) -> str:
     """First sentence of an exception, capped: torch's NotImplementedError runs to a page."""
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -128,7 +132,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     mode = "quick" if args.quick else "full"
     budget = timing.QUICK if args.quick else timing.FULL
-    passes = 2 if args.quick else 3
+    passes = 1 if args.quick else 3
     threads_list = parse_threads(args.threads, torch.get_num_threads())
     workloads = W.select(mode, _split(args.filter))
     pfilter = _split(args.providers)
@@ -164,14 +168,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for w in workloads:
                 bar.set_description(f"{w.name} @{threads}t")
                 inputs = W.inputs_of(w)
-                if w.name not in oracles:
-                    try:
-                        oracles[w.name] = P.oracle(w.op, inputs)
-                    except Exception as exc:
-                        oracles[w.name] = None
-                        report.setdefault("oracle_errors", {})[w.name] = short_reason(exc)
                 report["results"].extend(
-                    _measure_workload(w, inputs, oracles[w.name], runnable[w.name], ctx, budget, passes, bar, P,
+                    _measure_workload(w, inputs, oracles, runnable[w.name], ctx, budget, passes, bar, P,
                                       timing, np, torch))
                 gc.collect()
     finally:
@@ -214,28 +212,42 @@ def _agree(op_result, ref, P, np, torch) -> tuple[bool | None, str]:
     return ok, f"max |diff| {err:.2g} vs detseg.reference" + ("" if nan_ok else ", NaN pattern differs")
 
 
-def _measure_workload(w, inputs, ref, provs, ctx, budget, passes, bar, P, timing, np, torch) -> list[dict]:
+def _oracle(w, inputs, oracles: dict, P) -> Any:
+    """detseg.reference's canonical result, computed at most once per workload."""
+    if w.name not in oracles:
+        try:
+            oracles[w.name] = P.oracle(w.op, inputs)
+        except Exception:  # the reference itself is reported as n/a in its own row
+            oracles[w.name] = None
+    return oracles[w.name]
+
+
+def _measure_workload(w, inputs, oracles, provs, ctx, budget, passes, bar, P, timing, np, torch) -> list[dict]:
     rows: dict[str, dict[str, Any]] = {}
     live: dict[str, Any] = {}
     first_call: dict[str, float] = {}
-    for p in provs:
+    # The reference goes first so that its warm-up output doubles as the oracle (it is slow).
+    for p in sorted(provs, key=lambda p: p.name != "detseg-reference"):
         row = rows[p.name] = {"workload": w.name, "op": w.op, "threads": ctx.threads, "provider": p.name,
                               "group": p.group, "status": "ok"}
         try:
             prep = p.impls[w.op](inputs, ctx, w.op)
             out, first_call[p.name] = timing.warmup(prep.run, budget)
             if prep.result is not None:
-                row["agrees"], row["check"] = _agree(prep.result(out), ref, P, np, torch)
+                res = prep.result(out)
+                if p.name == "detseg-reference" and w.name not in oracles:
+                    oracles[w.name] = res
+                row["agrees"], row["check"] = _agree(res, _oracle(w, inputs, oracles, P), P, np, torch)
             del out
             live[p.name] = prep
         except Exception as exc:
             row.update(status="n/a", reason=short_reason(exc))
             bar.update(passes)
     times: dict[str, list[float]] = {name: [] for name in live}
-    for _ in range(passes):
+    for i in range(passes):
         for name in list(live):
             try:
-                times[name] += timing.measure(live[name].run, budget.split(passes), first_call[name])
+                times[name] += timing.measure(live[name].run, budget.split(passes, i), first_call[name])
             except Exception as exc:
                 rows[name].update(status="n/a", reason=short_reason(exc))
                 del live[name]
@@ -244,7 +256,7 @@ def _measure_workload(w, inputs, ref, provs, ctx, budget, passes, bar, P, timing
         if name in live and ts:
             rows[name].update(timing.summary(ts), times_s=ts)
     live.clear()
-    return list(rows.values())
+    return [rows[p.name] for p in provs]
 
 
 # ------------------------------------------------------------------ output
@@ -281,7 +293,7 @@ def table(report: dict[str, Any]) -> str:
                 else:
                     cell = fmt_time(r["median"])
                     if best is not None:
-                        cell += f" ({r['median'] / best['median']:.2f}x)"
+                        cell += f" ({fmt_ratio(r['median'] / best['median'])})"
                     if r.get("agrees") is False:
                         cell += " !"
                         mismatch.append(f"{name} on {wname} @{threads}t: {r['check']}")
@@ -294,7 +306,7 @@ def table(report: dict[str, Any]) -> str:
     out.append("Cells: median time (ratio to the best peer of the row: < 1 is faster than every peer). "
                f"{report['mode']} mode, medians of >= {report['budget']['min_rounds']} rounds "
                f"({report['budget']['slow_rounds']} for calls over {report['budget']['slow_call']} s) "
-               f"in {report['budget']['passes']} interleaved passes, after warm-up.")
+               f"in {report['budget']['passes']} interleaved pass(es), after warm-up.")
     out.append("Inputs are generated once per workload from a fixed seed and are identical for every provider.")
     for reason, i in notes.items():
         out.append(f"[{i}] {reason}")
@@ -317,10 +329,11 @@ def table(report: dict[str, Any]) -> str:
         out.extend(f"  {n}: {why}" for n, why in skipped.items())
     m = report["machine"]
     d = report["detseg"]
-    bi = d.get("build_info") or {}
+    bi = {k: v for k, v in (d.get("build_info") or {}).items()
+          if k not in ("backends", "version") and "\n" not in str(v) and len(str(v)) < 60}
     out.append(f"Machine: {m.get('cpu', '?')}, {m['cpus_usable']} usable CPUs, ATen {m['aten_cpu_capability']}; "
                f"torch {m['torch']}; detseg {d.get('version')} "
-               f"({', '.join(f'{k}={v}' for k, v in bi.items() if k != 'backends') or d.get('error', '')}); "
+               f"({', '.join(f'{k}={v}' for k, v in bi.items()) or d.get('error', '')}); "
                f"load average {report['loadavg_start'][0]:.1f} -> {report['loadavg_end'][0]:.1f}; "
                f"wall {report['wall_s']:.0f} s.")
     return "\n".join(out)

@@ -19,14 +19,17 @@ class Budget:
     max_rounds: int = 10_000
     warmup_seconds: float = 0.05
 
-    def split(self, parts: int) -> "Budget":
-        """One of `parts` passes over the providers (interleaving passes evens out load drift)."""
+    def split(self, parts: int, index: int) -> "Budget":
+        """Pass `index` of `parts` passes over the providers (interleaved passes even out drifts
+        of load); the passes' round counts add up to this budget's."""
+        def share(n: int) -> int:
+            return max(1, n // parts + (index < n % parts))
         return dataclasses.replace(
-            self, seconds=self.seconds / parts, min_rounds=-(-self.min_rounds // parts),
-            slow_rounds=-(-self.slow_rounds // parts), max_rounds=-(-self.max_rounds // parts))
+            self, seconds=self.seconds / parts, min_rounds=share(self.min_rounds),
+            slow_rounds=share(self.slow_rounds), max_rounds=share(self.max_rounds))
 
 
-QUICK = Budget(seconds=0.3, min_rounds=5, slow_rounds=3, slow_call=0.25)
+QUICK = Budget(seconds=0.3, min_rounds=5, slow_rounds=3, slow_call=0.2)
 FULL = Budget(seconds=1.0, min_rounds=10, slow_rounds=5, slow_call=0.25)
 
 
