@@ -29,7 +29,7 @@ class Budget:
             slow_rounds=share(self.slow_rounds), max_rounds=share(self.max_rounds))
 
 
-QUICK = Budget(seconds=0.3, min_rounds=5, slow_rounds=3, slow_call=0.2)
+QUICK = Budget(seconds=0.3, min_rounds=5, slow_rounds=2, slow_call=0.1)
 FULL = Budget(seconds=1.0, min_rounds=10, slow_rounds=5, slow_call=0.25)
 
 
