@@ -356,6 +356,8 @@ def _floor_lines(report: dict[str, Any]) -> list[str]:
 
 
 def plot(report: dict[str, Any], path: str) -> None:
+    """Horizontal bars, one panel per thread count: the median time of every provider on every
+    workload (log scale), labelled with the time; only the providers that ran get a bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -363,32 +365,43 @@ def plot(report: dict[str, Any], path: str) -> None:
 
     results = [r for r in report["results"] if r["status"] == "ok"]
     names = [n for n in report["providers"] if any(r["provider"] == n for r in results)]
+    colour = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
     wl = [w for w in report["workloads"] if any(r["workload"] == w for r in results)]
     ths = report["threads"]
-    fig, axes = plt.subplots(1, len(ths), figsize=(7 * len(ths), 0.45 * len(wl) * max(len(names), 1) / 2 + 2),
-                             squeeze=False, sharey=True)
-    height = 0.8 / max(len(names), 1)
-    colours = plt.get_cmap("tab10")
+    per_panel = max(sum(len({r["provider"] for r in results if r["workload"] == w and r["threads"] == t})
+                        for w in wl) for t in ths)
+    fig, axes = plt.subplots(1, len(ths), figsize=(8 * len(ths), 0.22 * per_panel + 0.35 * len(wl) + 1.5),
+                             squeeze=False)
     for ax, threads in zip(axes[0], ths):
-        for j, name in enumerate(names):
-            ys, xs = [], []
-            for i, w in enumerate(wl):
-                r = next((r for r in results if r["workload"] == w and r["provider"] == name
-                          and r["threads"] == threads), None)
-                if r is not None:
-                    ys.append(i + (j - (len(names) - 1) / 2) * height)
-                    xs.append(r["median"] * 1e3)
-            ax.barh(ys, xs, height=height, label=name, color=colours(j % 10))
-        ax.set_xscale("log")
-        ax.set_yticks(range(len(wl)), wl, fontsize=8)
+        y, ticks, labels = 0.0, [], []
+        for w in wl:
+            rs = [r for n in names for r in results
+                  if r["workload"] == w and r["provider"] == n and r["threads"] == threads]
+            if not rs:
+                continue
+            ys = [y + i for i in range(len(rs))]
+            ax.barh(ys, [r["median"] * 1e3 for r in rs], height=0.8, color=[colour[r["provider"]] for r in rs])
+            for yy, r in zip(ys, rs):
+                ax.text(r["median"] * 1e3 * 1.05, yy, fmt_time(r["median"]), va="center", fontsize=6)
+            ticks.append(y + (len(rs) - 1) / 2)
+            labels.append(w)
+            y += len(rs) + 1.0
+        ax.set_yticks(ticks, labels, fontsize=7)
         ax.invert_yaxis()
+        ax.set_xscale("log")
+        medians = [r["median"] * 1e3 for r in results if r["threads"] == threads]
+        ax.set_xlim(min(medians) / 2, max(medians) * 4)
         ax.set_xlabel("median time per call (ms, log scale)")
-        ax.set_title(f"{threads} thread{'s' if threads > 1 else ''}")
-        ax.grid(axis="x", which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=8, loc="lower right")
-    fig.suptitle(f"detseg bench ({report['mode']}), {report['machine'].get('cpu', '')}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+        ax.set_title(f"{threads} thread{'s' if threads > 1 else ''}", fontsize=9)
+        ax.grid(axis="x", which="major", alpha=0.3)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colour[n]) for n in names]
+    height = fig.get_figheight()
+    fig.suptitle(f"detseg bench ({report['mode']}): {report['machine'].get('cpu', '')}, "
+                 f"{report['date_utc']}", fontsize=9, y=1 - 0.15 / height)
+    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.4 / height),
+               ncol=min(len(names), 5), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 1.0 / height))
+    fig.savefig(path, dpi=130)
     plt.close(fig)
 
 
