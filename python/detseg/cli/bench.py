@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 HELP = "time detseg against peer libraries on canonical seeded workloads"
+HEADLINE = "detseg-cpp"  # the provider of the last column: its speed-up over the best peer
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -261,15 +262,27 @@ def _measure_workload(w, inputs, oracles, provs, ctx, budget, passes, bar, P, ti
 
 # ------------------------------------------------------------------ output
 
+def _tabulate(rows: list[list], headers: list[str]) -> str:
+    try:
+        from tabulate import tabulate
+
+        return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+    except ImportError:  # tabulate is in the bench extra; plain columns otherwise
+        cols = [headers, *[[str(c) for c in r] for r in rows]]
+        width = [max(len(r[i]) for r in cols) for i in range(len(headers))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, width)).rstrip() for r in cols]
+        lines.insert(1, "  ".join("-" * w for w in width))
+        return "\n".join(lines)
+
+
 def table(report: dict[str, Any]) -> str:
     """The side-by-side table plus footnotes, as printed."""
-    from tabulate import tabulate
-
     results = report["results"]
     providers = report["providers"]
     used = [n for n in providers if any(r["provider"] == n for r in results)]
     notes: dict[str, int] = {}
     mismatch: list[str] = []
+    noisy = False
 
     def mark(reason: str) -> str:
         notes.setdefault(reason, len(notes) + 1)
@@ -294,20 +307,32 @@ def table(report: dict[str, Any]) -> str:
                     cell = fmt_time(r["median"])
                     if best is not None:
                         cell += f" ({fmt_ratio(r['median'] / best['median'])})"
+                    if r["rounds"] >= 4 and (r["q3"] - r["q1"]) > 0.25 * r["median"]:
+                        cell += " ~"
+                        noisy = True
                     if r.get("agrees") is False:
                         cell += " !"
                         mismatch.append(f"{name} on {wname} @{threads}t: {r['check']}")
                     row.append(cell)
             row.append(best["provider"] if best else "")
+            cpp = rs.get(HEADLINE)
+            if best is not None and cpp is not None and cpp["status"] == "ok":
+                x = best["median"] / cpp["median"]
+                row.append(f"{fmt_ratio(x)} faster" if x >= 1 else f"{fmt_ratio(1 / x)} slower")
+            else:
+                row.append("")
             rows.append(row)
-    out = [tabulate(rows, headers=["workload", "thr", *used, "best peer"], tablefmt="simple",
-                    disable_numparse=True)]
+    out = [_tabulate(rows, ["workload", "thr", *used, "best peer", f"{HEADLINE} vs best peer"])]
     out.append("")
     out.append("Cells: median time (ratio to the best peer of the row: < 1 is faster than every peer). "
                f"{report['mode']} mode, medians of >= {report['budget']['min_rounds']} rounds "
                f"({report['budget']['slow_rounds']} for calls over {report['budget']['slow_call']} s) "
                f"in {report['budget']['passes']} interleaved pass(es), after warm-up.")
-    out.append("Inputs are generated once per workload from a fixed seed and are identical for every provider.")
+    out.append("Inputs are generated once per workload from a fixed seed and are identical for every provider; "
+               "outputs are freed between calls, so each call pays for its fresh output memory.")
+    if noisy:
+        out.append("~ noisy: the interquartile range exceeds 25% of the median (a busy machine); compare ratios, "
+                   "or rerun.")
     for reason, i in notes.items():
         out.append(f"[{i}] {reason}")
     if mismatch:
@@ -406,8 +431,6 @@ def plot(report: dict[str, Any], path: str) -> None:
 
 
 def list_all() -> str:
-    from tabulate import tabulate
-
     from . import providers as P
     from . import workloads as W
 
@@ -416,8 +439,8 @@ def list_all() -> str:
     for p in P.PROVIDERS.values():
         ok, why = P.probe(p)
         prows.append([p.name, p.group, why if ok else "-", "" if ok else why, ", ".join(sorted(p.impls))])
-    return (tabulate(wrows, headers=["workload", "modes", "description"]) + "\n\n"
-            + tabulate(prows, headers=["provider", "group", "version", "unavailable because", "ops"]))
+    return (_tabulate(wrows, ["workload", "modes", "description"]) + "\n\n"
+            + _tabulate(prows, ["provider", "group", "version", "unavailable because", "ops"]))
 
 
 def main(args: argparse.Namespace) -> int:
