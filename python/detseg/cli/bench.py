@@ -339,6 +339,13 @@ def table(report: dict[str, Any]) -> str:
         out.append("! result differs from detseg.reference:")
         out.extend(f"    {m}" for m in mismatch)
     out.extend(_floor_lines(report))
+    busy = report["loadavg_start"][0]
+    cpus = report["machine"]["cpus_usable"] or 1
+    if busy + max(report["threads"]) > cpus + 0.5:
+        out.append(f"Machine busy: load average {busy:.1f} before the run on {cpus} usable CPUs, so "
+                   f"{max(report['threads'])} threads oversubscribe it; multi-threaded timings then include "
+                   "waits for descheduled threads (multiples of the scheduler tick). Trust ratios within a "
+                   "row, prefer --threads 1, or rerun on an idle machine.")
     out.append("Timed region per provider (setup, model build/compile, session creation and input "
                "conversion are outside it):")
     for name in used:
