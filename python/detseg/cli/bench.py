@@ -344,8 +344,8 @@ def table(report: dict[str, Any]) -> str:
     if busy + max(report["threads"]) > cpus + 0.5:
         out.append(f"Machine busy: load average {busy:.1f} before the run on {cpus} usable CPUs, so "
                    f"{max(report['threads'])} threads oversubscribe it; multi-threaded timings then include "
-                   "waits for descheduled threads (multiples of the scheduler tick). Trust ratios within a "
-                   "row, prefer --threads 1, or rerun on an idle machine.")
+                   "waits for descheduled threads (multiples of the scheduler tick), which penalise the "
+                   "multi-threaded providers: prefer --threads 1, or rerun on an idle machine.")
     out.append("Timed region per provider (setup, model build/compile, session creation and input "
                "conversion are outside it):")
     for name in used:
