@@ -128,6 +128,12 @@ def _detseg_probe(backend: str) -> Callable[[], str]:
     return probe_fn
 
 
+# The positional arguments of each detseg.ops.<op> call (torchvision.ops order), by input key.
+# A new op reaches every detseg provider with one detseg_op(...) line and its workloads.
+DETSEG_ARGS: dict[str, tuple[str, ...]] = {}
+DETSEG_BACKENDS = ("cpp", "reference", "triton", "cuda")
+
+
 def _detseg_prepare(backend: str):
     device = "cuda" if backend in ("triton", "cuda") else "cpu"
     api_backend = "cpp" if backend == "cuda" else backend
@@ -136,13 +142,11 @@ def _detseg_prepare(backend: str):
         import detseg
 
         fn = getattr(detseg.ops, op)
-        t = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
-        if op == "nms":
-            call = lambda: fn(t["boxes"], t["scores"], t["iou_threshold"], backend=api_backend)  # noqa: E731
-        elif op == "batched_nms":
-            call = lambda: fn(t["boxes"], t["scores"], t["idxs"], t["iou_threshold"], backend=api_backend)  # noqa: E731
-        else:
-            call = lambda: fn(t["boxes1"], t["boxes2"], backend=api_backend)  # noqa: E731
+        args = [inputs[k].to(device) if isinstance(inputs[k], torch.Tensor) else inputs[k] for k in DETSEG_ARGS[op]]
+
+        def call():
+            return fn(*args, backend=api_backend)
+
         if device == "cuda":
             def run():
                 out = call()
@@ -161,9 +165,19 @@ for _backend, _note in (
         ("triton", "detseg.ops.<op>(..., backend='triton') on CUDA tensors, synchronised"),
         ("cuda", "detseg.ops.<op>(..., backend='cpp') on CUDA tensors (CUDA kernel), synchronised")):
     register(Provider(f"detseg-{_backend}", "detseg", _detseg_probe(_backend), _note))
-    _prep = _detseg_prepare(_backend)
-    for _op in (*NMS_OPS, *IOU_OPS):
-        PROVIDERS[f"detseg-{_backend}"].impls[_op] = _prep
+
+
+def detseg_op(op: str, arg_keys: tuple[str, ...]) -> None:
+    """Benchmarks detseg.ops.<op>(*[inputs[k] for k in arg_keys], backend=...) on every detseg backend."""
+    DETSEG_ARGS[op] = arg_keys
+    for backend in DETSEG_BACKENDS:
+        PROVIDERS[f"detseg-{backend}"].impls[op] = _detseg_prepare(backend)
+
+
+detseg_op("nms", ("boxes", "scores", "iou_threshold"))
+detseg_op("batched_nms", ("boxes", "scores", "idxs", "iou_threshold"))
+for _op in IOU_OPS:
+    detseg_op(_op, ("boxes1", "boxes2"))
 
 
 # =================================================================== OpenVINO
