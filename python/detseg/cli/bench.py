@@ -159,22 +159,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
     runnable = {w.name: [p for p in providers if w.op in p.impls and status[p.name][0]] for w in workloads}
-    total = sum(len(v) for v in runnable.values()) * len(threads_list)
+    total = sum(len(v) for v in runnable.values()) * len(threads_list) * passes
     bar = _progress(total, args.no_progress)
     oracles: dict[str, Any] = {}
+    default_threads = torch.get_num_threads()
     try:
-        for threads in threads_list:
-            torch.set_num_threads(threads)
-            ctx = P.Context(threads=threads)
-            for w in workloads:
+        # Thread counts innermost: a workload's 1- and 2-thread figures are taken close in time.
+        for w in workloads:
+            inputs = W.inputs_of(w)
+            for threads in threads_list:
                 bar.set_description(f"{w.name} @{threads}t")
-                inputs = W.inputs_of(w)
+                torch.set_num_threads(threads)
                 report["results"].extend(
-                    _measure_workload(w, inputs, oracles, runnable[w.name], ctx, budget, passes, bar, P,
-                                      timing, np, torch))
+                    _measure_workload(w, inputs, oracles, runnable[w.name], P.Context(threads=threads), budget,
+                                      passes, bar, P, timing, np, torch))
                 gc.collect()
     finally:
         bar.close()
+        torch.set_num_threads(default_threads)
     report["loadavg_end"] = os.getloadavg()
     report["wall_s"] = time.time() - started
     return report
@@ -289,8 +291,8 @@ def table(report: dict[str, Any]) -> str:
         return f"n/a[{notes[reason]}]"
 
     rows = []
-    for threads in report["threads"]:
-        for wname in report["workloads"]:
+    for wname in report["workloads"]:
+        for threads in report["threads"]:
             rs = {r["provider"]: r for r in results if r["workload"] == wname and r["threads"] == threads}
             if not rs:
                 continue
