@@ -254,7 +254,7 @@ def _ort_probe() -> str:
 register(Provider(
     "onnxruntime", "peer", _ort_probe,
     "InferenceSession.run of a one-node NonMaxSuppression model (CPUExecutionProvider, "
-    "intra_op_num_threads=threads); model build and session creation are outside"))
+    "intra_op_num_threads=threads, no spin-waiting); model build and session creation are outside"))
 
 
 @impl("onnxruntime", *NMS_OPS)
@@ -282,6 +282,8 @@ def _ort_nms(inputs: dict, ctx: Context, op: str) -> Prepared:
     so.intra_op_num_threads = ctx.threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    # Idle pool threads spinning between calls would steal a core from the provider timed next.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     feed = {"boxes": boxes.reshape(1, n, 4).copy(), "scores": _nms_scores_matrix(scores, idxs, classes)}
 
