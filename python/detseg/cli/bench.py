@@ -143,6 +143,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"detseg bench: no workload matches --filter {args.filter!r} (see --list)")
 
     started = time.time()
+    cpu_started = time.process_time()
     report: dict[str, Any] = {
         "schema": 1,
         "command": ["detseg", "bench", *sys.argv[2:]] if sys.argv[1:2] == ["bench"] else sys.argv,
@@ -179,6 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(default_threads)
     report["loadavg_end"] = os.getloadavg()
     report["wall_s"] = time.time() - started
+    report["cpu_s"] = time.process_time() - cpu_started
     return report
 
 
@@ -369,7 +371,7 @@ def table(report: dict[str, Any]) -> str:
                f"torch {m['torch']}; detseg {d.get('version')} "
                f"({', '.join(f'{k}={v}' for k, v in bi.items()) or d.get('error', '')}); "
                f"load average {report['loadavg_start'][0]:.1f} -> {report['loadavg_end'][0]:.1f}; "
-               f"wall {report['wall_s']:.0f} s.")
+               f"wall {report['wall_s']:.0f} s (CPU {report.get('cpu_s', 0):.0f} s).")
     return "\n".join(out)
 
 
