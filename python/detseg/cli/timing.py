@@ -16,6 +16,7 @@ class Budget:
     min_rounds: int      # ... and at least this many rounds were timed
     slow_rounds: int     # ... or only this many when one call alone exceeds `slow_call` seconds
     slow_call: float
+    cap: float = 60.0    # ... but stop once this much time is spent, with at least one round
     max_rounds: int = 10_000
     warmup_seconds: float = 0.05
 
@@ -26,13 +27,13 @@ class Budget:
             return max(1, n // parts + (index < n % parts))
         return dataclasses.replace(
             self, seconds=self.seconds / parts, min_rounds=share(self.min_rounds),
-            slow_rounds=share(self.slow_rounds), max_rounds=share(self.max_rounds))
+            slow_rounds=share(self.slow_rounds), max_rounds=share(self.max_rounds), cap=self.cap / parts)
 
 
 # Slow calls (the pure-Python / numpy / reference rows on 5000x5000 matrices take seconds on a
 # busy 2-core machine) get few rounds: they are far from the contest and dominate the run time.
-QUICK = Budget(seconds=0.25, min_rounds=5, slow_rounds=2, slow_call=0.1)
-FULL = Budget(seconds=0.6, min_rounds=10, slow_rounds=3, slow_call=0.25)
+QUICK = Budget(seconds=0.25, min_rounds=5, slow_rounds=2, slow_call=0.1, cap=1.0)
+FULL = Budget(seconds=0.6, min_rounds=10, slow_rounds=3, slow_call=0.25, cap=8.0)
 
 
 def warmup(fn: Callable[[], Any], budget: Budget) -> tuple[Any, float]:
@@ -50,10 +51,14 @@ def warmup(fn: Callable[[], Any], budget: Budget) -> tuple[Any, float]:
     return first, last
 
 
+def is_slow(call_time: float, budget: Budget) -> bool:
+    return call_time > budget.slow_call
+
+
 def measure(fn: Callable[[], Any], budget: Budget, call_time: float | None = None) -> list[float]:
     """Per-call times in seconds. The output of each call is dropped before the next one, so a
     call that allocates its result pays for fresh memory every round (as in real use)."""
-    need = budget.slow_rounds if (call_time or 0.0) > budget.slow_call else budget.min_rounds
+    need = budget.slow_rounds if is_slow(call_time or 0.0, budget) else budget.min_rounds
     times: list[float] = []
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -63,7 +68,8 @@ def measure(fn: Callable[[], Any], budget: Budget, call_time: float | None = Non
             t = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t)
-            if len(times) >= need and time.perf_counter() - start >= budget.seconds:
+            spent = time.perf_counter() - start
+            if (len(times) >= need and spent >= budget.seconds) or spent >= budget.cap:
                 break
     finally:
         if gc_was_enabled:
