@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import pytest
-import torch
 
 from detseg.cli.bench import short_reason
-from workloads import Context, cases, inputs_of, oracle, probe
+from workloads import Context, agrees, cases, inputs_of, oracle, probe
 
 OPS = ("nms", "batched_nms", "box_iou", "generalized_box_iou", "distance_box_iou", "complete_box_iou", "fill")
 
@@ -28,21 +26,15 @@ _oracles: dict[str, object] = {}
 
 
 def _check(workload, prepared, out) -> str:
-    """Agreement with detseg.reference, recorded (not asserted: peers may legitimately differ)."""
+    """Agreement with detseg.reference, recorded (not asserted: a peer may legitimately differ)."""
     if prepared.result is None:
         return "n/a"
     if workload.name not in _oracles:
         _oracles[workload.name] = oracle(workload.op, inputs_of(workload))
-    ref, got = _oracles[workload.name], prepared.result(out)
-    if ref is None:
-        return "n/a"
-    if isinstance(ref, np.ndarray):
-        ok = np.array_equal(got, ref)
-    else:
-        ok = torch.allclose(got.double(), ref.double(), rtol=1e-4, atol=1e-5, equal_nan=True)
-    if not ok:
-        warnings.warn(f"{workload.name}: result differs from detseg.reference", stacklevel=1)
-    return "same" if ok else "differs"
+    ok, account = agrees(prepared.result(out), _oracles[workload.name])
+    if ok is False:
+        warnings.warn(f"{workload.name}: {account}", stacklevel=1)
+    return account
 
 
 def test_bench(benchmark, workload, provider, bench_threads):
@@ -57,6 +49,6 @@ def test_bench(benchmark, workload, provider, bench_threads):
     benchmark.group = workload.name
     benchmark.extra_info.update(provider=provider.name, group=provider.group, threads=bench_threads,
                                 workload=workload.name, params=workload.params,
-                                agrees_with_reference=_check(workload, prepared, out))
+                                check=_check(workload, prepared, out))
     del out
     benchmark(prepared.run)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from detseg.cli.providers import PROVIDERS, Context, Prepared, Unavailable, oracle, probe  # noqa: F401
+from detseg.cli.providers import PROVIDERS, Context, Prepared, Unavailable, agrees, oracle, probe  # noqa: F401
 from detseg.cli.workloads import REGISTRY, Workload, inputs_of, register, select  # noqa: F401
 
 

@@ -198,29 +198,6 @@ def _progress(total: int, disabled: bool):
         return _Null()
 
 
-def _agree(op_result, ref, P, np, torch) -> tuple[bool | None, str]:
-    if ref is None or op_result is None:
-        return None, "no reference"
-    if isinstance(ref, np.ndarray):
-        same = np.array_equal(op_result, ref)
-        if same:
-            return True, f"same {len(ref)} kept boxes as detseg.reference"
-        diff = len(np.setxor1d(op_result, ref))
-        return False, f"keeps {len(op_result)} boxes, detseg.reference {len(ref)}; {diff} differ"
-    r, e = op_result, ref
-    if r.shape != e.shape:
-        return False, f"shape {list(r.shape)} != reference {list(e.shape)}"
-    if r.dtype == e.dtype and torch.equal(r, e):  # the usual case for detseg's backends; cheap
-        return True, "bit-identical to detseg.reference"
-    # In place and in the result's precision: these matrices run to 100 MB each.
-    r = r.to(e.dtype) if r.dtype != e.dtype else r
-    nan_ok = bool(torch.equal(r.isnan(), e.isnan()))
-    d = torch.sub(r, e).abs_().nan_to_num_(nan=0.0)
-    err = d.max().item() if d.numel() else 0.0
-    ok = nan_ok and bool((d <= e.abs().nan_to_num_(nan=0.0).mul_(1e-4).add_(1e-5)).all())
-    return ok, f"max |diff| {err:.2g} vs detseg.reference" + ("" if nan_ok else ", NaN pattern differs")
-
-
 def _oracle(w, inputs, oracles: dict, P) -> Any:
     """detseg.reference's canonical result, computed at most once per workload."""
     if w.name not in oracles:
@@ -246,7 +223,7 @@ def _measure_workload(w, inputs, oracles, provs, ctx, budget, passes, bar, P, ti
                 res = prep.result(out)
                 if p.name == "detseg-reference" and w.name not in oracles:
                     oracles[w.name] = res
-                row["agrees"], row["check"] = _agree(res, _oracle(w, inputs, oracles, P), P, np, torch)
+                row["agrees"], row["check"] = P.agrees(res, _oracle(w, inputs, oracles, P))
             del out
             live[p.name] = prep
         except Exception as exc:

@@ -468,6 +468,30 @@ def _torch_fill(inputs: dict, ctx: Context, op: str) -> Prepared:
     return Prepared(lambda: torch.empty(shape).fill_(1), None)
 
 
+def agrees(op_result, ref) -> tuple[bool | None, str]:
+    """(whether a canonical result matches detseg.reference's, a one-line account)."""
+    if ref is None or op_result is None:
+        return None, "no reference"
+    if isinstance(ref, np.ndarray):
+        same = np.array_equal(op_result, ref)
+        if same:
+            return True, f"same {len(ref)} kept boxes as detseg.reference"
+        diff = len(np.setxor1d(op_result, ref))
+        return False, f"keeps {len(op_result)} boxes, detseg.reference {len(ref)}; {diff} differ"
+    r, e = op_result, ref
+    if r.shape != e.shape:
+        return False, f"shape {list(r.shape)} != reference {list(e.shape)}"
+    if r.dtype == e.dtype and torch.equal(r, e):  # the usual case for detseg's backends; cheap
+        return True, "bit-identical to detseg.reference"
+    # In place and in the result's precision: these matrices run to 100 MB each.
+    r = r.to(e.dtype) if r.dtype != e.dtype else r
+    nan_ok = bool(torch.equal(r.isnan(), e.isnan()))
+    d = torch.sub(r, e).abs_().nan_to_num_(nan=0.0)
+    err = d.max().item() if d.numel() else 0.0
+    ok = nan_ok and bool((d <= e.abs().nan_to_num_(nan=0.0).mul_(1e-4).add_(1e-5)).all())
+    return ok, f"max |diff| {err:.2g} vs detseg.reference" + ("" if nan_ok else ", NaN pattern differs")
+
+
 def oracle(op: str, inputs: dict):
     """detseg.reference's canonical result for the agreement check (None if the op has none)."""
     if op not in (*NMS_OPS, *IOU_OPS):
