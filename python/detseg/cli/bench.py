@@ -124,7 +124,7 @@ def detseg_info() -> dict[str, Any]:
 # ------------------------------------------------------------------ the run
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import numpy as np
+    """Measures the selected workloads x providers x thread counts; returns the JSON report."""
     import torch
 
     from . import providers as P
@@ -171,9 +171,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for threads in threads_list:
                 bar.set_description(f"{w.name} @{threads}t")
                 torch.set_num_threads(threads)
-                report["results"].extend(
-                    _measure_workload(w, inputs, oracles, runnable[w.name], P.Context(threads=threads), budget,
-                                      passes, bar, P, timing, np, torch))
+                report["results"].extend(_measure_workload(
+                    w, inputs, oracles, runnable[w.name], P.Context(threads=threads), budget, passes, bar))
                 gc.collect()
     finally:
         bar.close()
@@ -198,8 +197,10 @@ def _progress(total: int, disabled: bool):
         return _Null()
 
 
-def _oracle(w, inputs, oracles: dict, P) -> Any:
+def _oracle(w, inputs, oracles: dict) -> Any:
     """detseg.reference's canonical result, computed at most once per workload."""
+    from . import providers as P
+
     if w.name not in oracles:
         try:
             oracles[w.name] = P.oracle(w.op, inputs)
@@ -208,7 +209,12 @@ def _oracle(w, inputs, oracles: dict, P) -> Any:
     return oracles[w.name]
 
 
-def _measure_workload(w, inputs, oracles, provs, ctx, budget, passes, bar, P, timing, np, torch) -> list[dict]:
+def _measure_workload(w, inputs, oracles, provs, ctx, budget, passes, bar) -> list[dict]:
+    """One (workload, thread count): prepare, warm up and check every provider, then time them in
+    `passes` interleaved passes. Returns one result row per provider."""
+    from . import providers as P
+    from . import timing
+
     rows: dict[str, dict[str, Any]] = {}
     live: dict[str, Any] = {}
     first_call: dict[str, float] = {}
@@ -223,7 +229,7 @@ def _measure_workload(w, inputs, oracles, provs, ctx, budget, passes, bar, P, ti
                 res = prep.result(out)
                 if p.name == "detseg-reference" and w.name not in oracles:
                     oracles[w.name] = res
-                row["agrees"], row["check"] = P.agrees(res, _oracle(w, inputs, oracles, P))
+                row["agrees"], row["check"] = P.agrees(res, _oracle(w, inputs, oracles))
             del out
             live[p.name] = prep
         except Exception as exc:
