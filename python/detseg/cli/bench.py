@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch/OpenVINO/onnxruntime/OpenCV thread counts to run, e.g. 1,2 "
                         "(default: torch's current count)")
     p.add_argument("--filter", default=None, metavar="SUBSTR[,SUBSTR...]",
-                   help="only workloads whose name contains one of these (e.g. nms, box_iou/5000)")
+                   help="only workloads whose name contains one of these (e.g. nms, box_iou/5000); "
+                        "a leading ^ anchors at the start (^box_iou excludes generalized_box_iou)")
     p.add_argument("--providers", default=None, metavar="SUBSTR[,SUBSTR...]",
                    help="only providers whose name contains one of these (e.g. detseg,openvino)")
     p.add_argument("--json", default=None, metavar="PATH", help="write every raw number to PATH")
@@ -66,7 +67,11 @@ def fmt_time(s: float) -> str:
 
 
 def fmt_ratio(x: float) -> str:
-    return f"{x:.0f}x" if x >= 100 else f"{x:.1f}x" if x >= 10 else f"{x:.2f}x"
+    if x >= 100:
+        return f"{x:.0f}x"
+    if x >= 10:
+        return f"{x:.1f}x"
+    return f"{x:.2f}x" if x >= 0.1 else f"{x:.2g}x"
 
 
 def short_reason(exc: BaseException) -> str:

@@ -49,10 +49,14 @@ def register(w: Workload) -> Workload:
 
 
 def select(mode: str = "full", filters: list[str] | None = None) -> list[Workload]:
-    """Workloads of `mode` ("quick" or "full") whose name contains any of `filters`."""
+    """Workloads of `mode` ("quick" or "full") whose name contains any of `filters` (a filter
+    starting with ^ must match the start of the name)."""
+    def match(name: str, f: str) -> bool:
+        return name.startswith(f[1:]) if f.startswith("^") else f in name
+
     out = [w for w in REGISTRY.values() if mode in w.modes]
     if filters:
-        out = [w for w in out if any(f in w.name for f in filters)]
+        out = [w for w in out if any(match(w.name, f) for f in filters)]
     return out
 
 
