@@ -37,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"detseg {detseg.__version__}")
         for k, v in detseg.build_info().items():
-            print(f"  {k}: {v}")
+            lines = str(v).strip().splitlines() or [""]
+            print(f"  {k}: {lines[0]}")
+            for line in lines[1:]:
+                print(f"      {line.strip()}")
         return 0
     if args.command is None:
         parser.print_help()
