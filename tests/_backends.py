@@ -1,0 +1,95 @@
+"""Which (backend, device) targets the suite runs on, decided once at collection time.
+
+Imported by conftest.py and the test modules; it sets TRITON_INTERPRET before detseg (and so
+detseg.triton) is first imported, because the Triton interpreter is chosen at kernel
+definition time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import detseg  # noqa: E402
+from detseg import _backend  # noqa: E402
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+TRITON_ON_CPU = HAS_TRITON and os.environ.get("TRITON_INTERPRET") == "1"
+
+# "cpp" and "reference" always: a missing compiled library must fail the cpp tests, not skip them.
+CPU_BACKENDS = ["cpp", "reference"] + (["triton"] if TRITON_ON_CPU else [])
+CUDA_BACKENDS = ["cpp", "reference"] + (["triton"] if HAS_TRITON else [])
+
+# The Triton interpreter costs per program instance and per op: keep its problems small.
+SIZES = {"cpp": [0, 1, 7, 33, 257, 1000], "reference": [0, 1, 7, 33, 257, 1000], "triton": [0, 1, 7, 33, 130]}
+# NMS inputs, where the cost is quadratic in Python for the reference oracle as well.
+NMS_SIZES = {"cpp": [0, 1, 7, 33, 257, 1500], "reference": [0, 1, 7, 33, 257], "triton": [0, 1, 7, 33, 200]}
+
+
+def targets(backends: list[str] | None = None) -> list:
+    """pytest params of (backend, device); CUDA ones carry the `cuda` mark (auto-skipped)."""
+    out = []
+    for b in CPU_BACKENDS:
+        if backends is None or b in backends:
+            out.append(pytest.param((b, "cpu"), id=f"{b}-cpu"))
+    # CUDA targets exist only with a GPU (a skipped copy of every CPU test would double the
+    # report); tests that need a GPU by nature carry @pytest.mark.cuda themselves.
+    for b in CUDA_BACKENDS if HAS_CUDA else []:
+        if backends is None or b in backends:
+            out.append(pytest.param((b, "cuda"), id=f"{b}-cuda", marks=pytest.mark.cuda))
+    return out
+
+
+def target_sizes(sizes: dict[str, list[int]] = SIZES, backends: list[str] | None = None) -> list:
+    """pytest params of ((backend, device), n): the size axis depends on the backend's cost."""
+    out = []
+    for p in targets(backends):
+        backend, device = p.values[0]
+        for n in sizes[backend]:
+            out.append(pytest.param((backend, device), n, id=f"{backend}-{device}-n{n}", marks=p.marks))
+    return out
+
+
+def require(backend: str) -> None:
+    """The cpp backend is part of the build: its absence is a failure, never a skip."""
+    if backend == "cpp" and detseg._C is None:
+        pytest.fail(f"detseg._C is missing (run `make dev`): {detseg._LIB_ERROR}")
+
+
+def internal(op: str, backend: str):
+    """The internal op `op` (csrc/ops.cpp names) of one backend, bypassing the public API."""
+    require(backend)
+    if backend == "cpp":
+        return getattr(torch.ops.detseg, op)
+    if backend == "triton":
+        mod = _backend._triton_module()
+        assert mod is not None, "triton backend listed but detseg.triton failed to import"
+        return getattr(mod, op)
+    return getattr(detseg.reference, op)
+
+
+def matrix(dtypes, layouts, sizes: dict[str, list[int]] = SIZES, backends: list[str] | None = None) -> list:
+    """pytest params ((backend, device), n, dtype, layout): the full product for the compiled
+    and reference backends; for Triton (interpreted on CPU, slow per call) every dtype and size
+    but only two layouts. Empty inputs are tested in the contiguous layout only."""
+    out = []
+    for p in targets(backends):
+        backend, device = p.values[0]
+        for n in sizes[backend]:
+            for dt in dtypes:
+                for lay in layouts:
+                    if n == 0 and lay != "contiguous":
+                        continue
+                    if backend == "triton" and device == "cpu" and lay not in ("contiguous", "colslice"):
+                        continue
+                    name = str(dt).replace("torch.", "")
+                    out.append(pytest.param((backend, device), n, dt, lay,
+                                            id=f"{backend}-{device}-n{n}-{name}-{lay}", marks=p.marks))
+    return out
