@@ -33,8 +33,19 @@ DETSEG_HOST_DEVICE T ciou_k() {
   return T(0.40528473456935108577551785283891);
 }
 
+// CIoU's aspect angle atan(w / h) of one box. It depends on one box only, so a kernel looping
+// over pairs may evaluate it once per box (and in scalar code, keeping every SIMD variant
+// bitwise equal to std::atan) and call the five-argument pair_iou below.
+template <typename T>
+DETSEG_HOST_DEVICE T box_aspect_atan(const Box<T>& a) {
+  return datan((a.x2 - a.x1) / (a.y2 - a.y1));
+}
+
+// pair_iou with CIoU's angles given: atan_a = box_aspect_atan(a), atan_b = box_aspect_atan(b)
+// (ignored unless K == kCIoU). Generic over T: a SIMD vector type works where dmin, dmax and
+// clamp_min0 are specialised for it (csrc/cpu/vec/box_iou_vec.cpp).
 template <IouKind K, IouForm F, typename T>
-DETSEG_HOST_DEVICE T pair_iou(const Box<T>& a, const Box<T>& b, T eps) {
+DETSEG_HOST_DEVICE T pair_iou(const Box<T>& a, const Box<T>& b, T eps, T atan_a, T atan_b) {
   const T area_a = box_area(a.x1, a.y1, a.x2, a.y2);
   const T area_b = box_area(b.x1, b.y1, b.x2, b.y2);
   const T iw = dmin(a.x2, b.x2) - dmax(a.x1, b.x1);
@@ -67,12 +78,21 @@ DETSEG_HOST_DEVICE T pair_iou(const Box<T>& a, const Box<T>& b, T eps) {
       if constexpr (K == IouKind::kDIoU) {
         return diou;
       } else {
-        const T t = datan((a.x2 - a.x1) / (a.y2 - a.y1)) - datan((b.x2 - b.x1) / (b.y2 - b.y1));
+        const T t = atan_a - atan_b;
         const T v = ciou_k<T>() * t * t;
         const T alpha = v / (T(1) - iou + v + eps);
         return diou - alpha * v;
       }
     }
+  }
+}
+
+template <IouKind K, IouForm F, typename T>
+DETSEG_HOST_DEVICE T pair_iou(const Box<T>& a, const Box<T>& b, T eps) {
+  if constexpr (K == IouKind::kCIoU) {
+    return pair_iou<K, F>(a, b, eps, box_aspect_atan(a), box_aspect_atan(b));
+  } else {
+    return pair_iou<K, F>(a, b, eps, T(0), T(0));
   }
 }
 

@@ -1,0 +1,539 @@
+// CPU kernels of nms and batched_nms (schemas in csrc/ops.cpp; rule in detseg/nms.h).
+//
+// Order of work: one radix argsort of the scores (stable, descending, NaN first); for each
+// problem (the whole input, or one category) the boxes are gathered in that order into the
+// compute type, boxes that can never take part in a suppression are set aside (always
+// kept), the others are laid out in blocks of 16 in a space-filling-curve order so that a
+// kept box only visits the few blocks it overlaps; the greedy loop itself is per ISA
+// (csrc/cpu/vec/nms_vec.cpp). Memory is O(N); no N x N mask.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+#include "checks.h"
+#include "cpu/isa.h"
+#include "cpu/vec/nms_vec.h"
+#include "detseg/nms.h"
+
+namespace detseg::cpu {
+namespace {
+
+// Grow-only, uninitialised, 64-byte aligned scratch (std::vector would zero-fill).
+template <typename T>
+class Buf {
+ public:
+  Buf() = default;
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  ~Buf() { std::free(p_); }
+  T* get(int64_t n) {
+    if (static_cast<size_t>(n) > cap_) {
+      std::free(p_);
+      cap_ = std::max<size_t>(static_cast<size_t>(n), 2 * cap_);
+      const size_t bytes = (cap_ * sizeof(T) + 63) / 64 * 64;
+      p_ = static_cast<T*>(std::aligned_alloc(64, bytes));
+      if (p_ == nullptr) throw std::bad_alloc();
+    }
+    return p_;
+  }
+
+ private:
+  T* p_ = nullptr;
+  size_t cap_ = 0;
+};
+
+// ------------------------------------------------------------------ score order
+
+// Order-preserving map of a score to an unsigned key whose ascending order is the stable
+// descending score order of torch.sort: every NaN ranks first (key 0) and ties among
+// themselves, -0.0 ties with +0.0.
+inline uint32_t desc_key(float f) {
+  if (f != f) return 0u;
+  uint32_t u = f == 0.0f ? 0u : std::bit_cast<uint32_t>(f);
+  const uint32_t ord = (u >> 31) ? ~u : (u | 0x80000000u);
+  return ~ord;
+}
+inline uint64_t desc_key(double f) {
+  if (f != f) return 0u;
+  uint64_t u = f == 0.0 ? 0u : std::bit_cast<uint64_t>(f);
+  const uint64_t ord = (u >> 63) ? ~u : (u | 0x8000000000000000ull);
+  return ~ord;
+}
+
+constexpr int kRadixBits = 11;
+constexpr int kRadix = 1 << kRadixBits;
+// Below this, a comparison sort of (key, index) pairs beats clearing the histograms.
+constexpr int64_t kSmallSort = 256;
+
+struct SortScratch {
+  Buf<uint64_t> a, b;
+  Buf<uint32_t> ka, kb, ia, ib;
+  Buf<int64_t> hist;
+};
+
+// order[r] = index of the r-th box: ascending key, ties by ascending index (LSD radix is
+// stable and the input is in index order).
+void argsort_keys(const uint32_t* key, int64_t n, int32_t* order, SortScratch& s) {
+  if (n <= kSmallSort) {
+    uint64_t* v = s.a.get(n);
+    for (int64_t i = 0; i < n; ++i) v[i] = (static_cast<uint64_t>(key[i]) << 32) | static_cast<uint64_t>(i);
+    std::sort(v, v + n);
+    for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(v[i] & 0xffffffffu);
+    return;
+  }
+  constexpr int kPasses = (32 + kRadixBits - 1) / kRadixBits;
+  int64_t* h = s.hist.get(kPasses * kRadix);
+  std::fill(h, h + kPasses * kRadix, 0);
+  uint64_t* src = s.a.get(n);
+  uint64_t* dst = s.b.get(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t k = key[i];
+    src[i] = (static_cast<uint64_t>(k) << 32) | static_cast<uint64_t>(i);
+    for (int p = 0; p < kPasses; ++p) ++h[p * kRadix + ((k >> (p * kRadixBits)) & (kRadix - 1))];
+  }
+  for (int p = 0; p < kPasses; ++p) {
+    int64_t* hp = h + p * kRadix;
+    const int shift = 32 + p * kRadixBits;
+    if (hp[(src[0] >> shift) & (kRadix - 1)] == n) continue;  // one digit value: nothing moves
+    int64_t sum = 0;
+    for (int d = 0; d < kRadix; ++d) {
+      const int64_t c = hp[d];
+      hp[d] = sum;
+      sum += c;
+    }
+    for (int64_t i = 0; i < n; ++i) dst[hp[(src[i] >> shift) & (kRadix - 1)]++] = src[i];
+    std::swap(src, dst);
+  }
+  for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(src[i] & 0xffffffffu);
+}
+
+void argsort_keys(const uint64_t* key, int64_t n, int32_t* order, SortScratch& s) {
+  if (n <= kSmallSort) {
+    // (key, index) pairs are distinct, so any sort of them is the stable order.
+    auto* v = reinterpret_cast<std::pair<uint64_t, uint32_t>*>(s.a.get(2 * n));
+    for (int64_t i = 0; i < n; ++i) v[i] = {key[i], static_cast<uint32_t>(i)};
+    std::sort(v, v + n);
+    for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(v[i].second);
+    return;
+  }
+  constexpr int kPasses = (64 + kRadixBits - 1) / kRadixBits;
+  int64_t* h = s.hist.get(kPasses * kRadix);
+  std::fill(h, h + kPasses * kRadix, 0);
+  uint64_t* ksrc = s.a.get(n);
+  uint64_t* kdst = s.b.get(n);
+  uint32_t* isrc = s.ia.get(n);
+  uint32_t* idst = s.ib.get(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t k = key[i];
+    ksrc[i] = k;
+    isrc[i] = static_cast<uint32_t>(i);
+    for (int p = 0; p < kPasses; ++p) ++h[p * kRadix + ((k >> (p * kRadixBits)) & (kRadix - 1))];
+  }
+  for (int p = 0; p < kPasses; ++p) {
+    int64_t* hp = h + p * kRadix;
+    const int shift = p * kRadixBits;
+    if (hp[(ksrc[0] >> shift) & (kRadix - 1)] == n) continue;
+    int64_t sum = 0;
+    for (int d = 0; d < kRadix; ++d) {
+      const int64_t c = hp[d];
+      hp[d] = sum;
+      sum += c;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t at = hp[(ksrc[i] >> shift) & (kRadix - 1)]++;
+      kdst[at] = ksrc[i];
+      idst[at] = isrc[i];
+    }
+    std::swap(ksrc, kdst);
+    std::swap(isrc, idst);
+  }
+  for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(isrc[i]);
+}
+
+// Fills order[0..n) with the priority order of `scores` (any floating dtype, any stride).
+void score_order(const at::Tensor& scores, int32_t* order, SortScratch& s) {
+  const int64_t n = scores.size(0);
+  const int64_t st = scores.stride(0);
+  if (scores.scalar_type() == at::kDouble) {
+    const double* p = scores.const_data_ptr<double>();
+    uint64_t* key = reinterpret_cast<uint64_t*>(s.kb.get(2 * n));
+    for (int64_t i = 0; i < n; ++i) key[i] = desc_key(p[i * st]);
+    argsort_keys(key, n, order, s);
+    return;
+  }
+  uint32_t* key = s.ka.get(n);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, scores.scalar_type(), "detseg_nms_keys", [&] {
+    const scalar_t* p = scores.const_data_ptr<scalar_t>();
+    for (int64_t i = 0; i < n; ++i) key[i] = desc_key(static_cast<float>(p[i * st]));
+  });
+  argsort_keys(key, n, order, s);
+}
+
+// ------------------------------------------------------------------ one NMS problem
+
+// Problems with at most this many active boxes keep them in priority order: the spatial
+// sort would cost more than the block visits it saves.
+constexpr int64_t kSpatialMin = 96;
+constexpr int kMortonBits = 10;
+
+inline uint32_t spread10(uint32_t v) {  // bit i -> bit 2i
+  v &= 0x3ffu;
+  v = (v | (v << 8)) & 0x00ff00ffu;
+  v = (v | (v << 4)) & 0x0f0f0f0fu;
+  v = (v | (v << 2)) & 0x33333333u;
+  v = (v | (v << 1)) & 0x55555555u;
+  return v;
+}
+
+template <typename T>
+struct Workspace {
+  Buf<T> x1, y1, x2, y2, area, blocks, bbox;
+  Buf<int32_t> active, slot_of, kept, tmp;
+  Buf<uint32_t> key, alive;
+  Buf<float> cx, cy;
+  Buf<int64_t> hist;
+};
+
+template <typename T>
+struct BoxesView {
+  const void* data;
+  int64_t s0, s1;
+  at::ScalarType dtype;
+};
+
+template <typename T, typename S>
+inline void gather_as(const S* p, int64_t s0, int64_t s1, const int32_t* ids, int64_t m, T* x1, T* y1, T* x2,
+                      T* y2) {
+  if (s1 == 1) {
+    for (int64_t q = 0; q < m; ++q) {
+      const S* b = p + static_cast<int64_t>(ids[q]) * s0;
+      x1[q] = static_cast<T>(b[0]);
+      y1[q] = static_cast<T>(b[1]);
+      x2[q] = static_cast<T>(b[2]);
+      y2[q] = static_cast<T>(b[3]);
+    }
+    return;
+  }
+  for (int64_t q = 0; q < m; ++q) {
+    const S* b = p + static_cast<int64_t>(ids[q]) * s0;
+    x1[q] = static_cast<T>(b[0]);
+    y1[q] = static_cast<T>(b[s1]);
+    x2[q] = static_cast<T>(b[2 * s1]);
+    y2[q] = static_cast<T>(b[3 * s1]);
+  }
+}
+
+template <typename T>
+void gather(const BoxesView<T>& bv, const int32_t* ids, int64_t m, T* x1, T* y1, T* x2, T* y2) {
+  switch (bv.dtype) {
+    case at::kDouble: gather_as(static_cast<const double*>(bv.data), bv.s0, bv.s1, ids, m, x1, y1, x2, y2); break;
+    case at::kFloat: gather_as(static_cast<const float*>(bv.data), bv.s0, bv.s1, ids, m, x1, y1, x2, y2); break;
+    case at::kHalf: gather_as(static_cast<const at::Half*>(bv.data), bv.s0, bv.s1, ids, m, x1, y1, x2, y2); break;
+    case at::kBFloat16:
+      gather_as(static_cast<const at::BFloat16*>(bv.data), bv.s0, bv.s1, ids, m, x1, y1, x2, y2);
+      break;
+    default: TORCH_CHECK(false, "detseg.nms: unexpected boxes dtype ", bv.dtype);
+  }
+}
+
+// Greedy NMS over the boxes ids[0..m) (original indices, in priority order). Writes the kept
+// positions q (ascending) to the returned array and their count to *k.
+template <typename T>
+const int32_t* nms_problem(const BoxesView<T>& bv, const int32_t* ids, int64_t m, T thr, Workspace<T>& ws,
+                           int64_t* k) {
+  T* x1 = ws.x1.get(m);
+  T* y1 = ws.y1.get(m);
+  T* x2 = ws.x2.get(m);
+  T* y2 = ws.y2.get(m);
+  T* area = ws.area.get(m);
+  gather(bv, ids, m, x1, y1, x2, y2);
+
+  // A box takes part only with positive width and height and a finite area; any other box
+  // has IoU 0 or NaN with every box, so it is kept and suppresses nothing.
+  int32_t* active = ws.active.get(m);
+  int32_t* slot_of = ws.slot_of.get(m);
+  int64_t na = 0;
+  constexpr T kInf = std::numeric_limits<T>::infinity();
+  for (int64_t q = 0; q < m; ++q) {
+    const T w = x2[q] - x1[q];
+    const T h = y2[q] - y1[q];
+    const T a = w * h;  // the area of detseg::nms_suppresses' callers: (x2 - x1) * (y2 - y1)
+    area[q] = a;
+    const bool on = w > T(0) && h > T(0) && a < kInf;
+    slot_of[q] = -1;
+    active[na] = static_cast<int32_t>(q);
+    na += on;
+  }
+
+  if (na > kSpatialMin) {
+    // Z-order of the box centres: boxes that share a block are near each other, so block
+    // bounding boxes stay tight and a kept box visits few blocks.
+    float* cx = ws.cx.get(na);
+    float* cy = ws.cy.get(na);
+    float lox = std::numeric_limits<float>::infinity(), hix = -lox, loy = lox, hiy = -lox;
+    for (int64_t a = 0; a < na; ++a) {
+      const int32_t q = active[a];
+      const float u = static_cast<float>(x1[q] * T(0.5) + x2[q] * T(0.5));
+      const float v = static_cast<float>(y1[q] * T(0.5) + y2[q] * T(0.5));
+      cx[a] = u;
+      cy[a] = v;
+      lox = std::min(lox, u);
+      hix = std::max(hix, u);
+      loy = std::min(loy, v);
+      hiy = std::max(hiy, v);
+    }
+    constexpr float kMax = static_cast<float>((1 << kMortonBits) - 1);
+    const float sx = hix - lox > 0.0f && hix - lox < std::numeric_limits<float>::infinity() ? kMax / (hix - lox) : 0.0f;
+    const float sy = hiy - loy > 0.0f && hiy - loy < std::numeric_limits<float>::infinity() ? kMax / (hiy - loy) : 0.0f;
+    auto quant = [&](float v) -> uint32_t {
+      return v > 0.0f ? (v < kMax ? static_cast<uint32_t>(v) : static_cast<uint32_t>(kMax)) : 0u;
+    };
+    uint32_t* key = ws.key.get(na);
+    for (int64_t a = 0; a < na; ++a) {
+      key[a] = spread10(quant((cx[a] - lox) * sx)) | (spread10(quant((cy[a] - loy) * sy)) << 1);
+    }
+    // Two LSD passes of 10 bits over the 20-bit keys.
+    int32_t* tmp = ws.tmp.get(na);
+    int64_t* h = ws.hist.get(2 * 1024);
+    std::fill(h, h + 2 * 1024, 0);
+    for (int64_t a = 0; a < na; ++a) {
+      ++h[key[a] & 1023];
+      ++h[1024 + (key[a] >> 10)];
+    }
+    for (int p = 0; p < 2; ++p) {
+      int64_t sum = 0;
+      for (int d = 0; d < 1024; ++d) {
+        const int64_t c = h[p * 1024 + d];
+        h[p * 1024 + d] = sum;
+        sum += c;
+      }
+    }
+    // Pass 1: positions a (into active[]) by the low digit; pass 2: stable by the high one.
+    uint32_t* perm = reinterpret_cast<uint32_t*>(ws.cx.get(std::max<int64_t>(na, 1)));  // cx is no longer needed
+    for (int64_t a = 0; a < na; ++a) perm[h[key[a] & 1023]++] = static_cast<uint32_t>(a);
+    for (int64_t i = 0; i < na; ++i) {
+      const uint32_t a = perm[i];
+      tmp[h[1024 + (key[a] >> 10)]++] = active[a];
+    }
+    std::copy(tmp, tmp + na, active);
+  }
+
+  const int64_t nb = (na + kNmsBlock - 1) / kNmsBlock;
+  const int64_t nbp = (nb + kNmsChunk - 1) / kNmsChunk * kNmsChunk;
+  T* blocks = ws.blocks.get(std::max<int64_t>(nb, 1) * 5 * kNmsBlock);
+  T* bbox = ws.bbox.get(std::max<int64_t>(nbp, 1) * 4);
+  uint32_t* alive = ws.alive.get(std::max<int64_t>(nbp, 1));
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  for (int64_t b = 0; b < nbp; ++b) {
+    alive[b] = 0;
+    bbox[b] = bbox[nbp + b] = bbox[2 * nbp + b] = bbox[3 * nbp + b] = nan;
+  }
+  for (int64_t b = 0; b < nb; ++b) {
+    T* blk = blocks + b * 5 * kNmsBlock;
+    const int64_t a0 = b * kNmsBlock;
+    const int lanes = static_cast<int>(std::min<int64_t>(kNmsBlock, na - a0));
+    T lx = kInf, ly = kInf, hx = -kInf, hy = -kInf;
+    for (int l = 0; l < kNmsBlock; ++l) {
+      if (l < lanes) {
+        const int32_t q = active[a0 + l];
+        slot_of[q] = static_cast<int32_t>(a0 + l);
+        blk[l] = x1[q];
+        blk[kNmsBlock + l] = y1[q];
+        blk[2 * kNmsBlock + l] = x2[q];
+        blk[3 * kNmsBlock + l] = y2[q];
+        blk[4 * kNmsBlock + l] = area[q];
+        lx = std::min(lx, x1[q]);
+        ly = std::min(ly, y1[q]);
+        hx = std::max(hx, x2[q]);
+        hy = std::max(hy, y2[q]);
+      } else {
+        for (int c = 0; c < 5; ++c) blk[c * kNmsBlock + l] = T(0);
+      }
+    }
+    alive[b] = lanes == 32 ? ~0u : ((1u << lanes) - 1u);
+    bbox[b] = lx;
+    bbox[nbp + b] = ly;
+    bbox[2 * nbp + b] = hx;
+    bbox[3 * nbp + b] = hy;
+  }
+
+  NmsBlocks<T> nbk{blocks, bbox, alive, nb, nbp};
+  int32_t* kept = ws.kept.get(m);
+  *k = DETSEG_ISA_CALL(nms_greedy, nbk, slot_of, m, thr, kept);
+  return kept;
+}
+
+template <typename T>
+BoxesView<T> view_of(const at::Tensor& boxes) {
+  return BoxesView<T>{boxes.const_data_ptr(), boxes.stride(0), boxes.stride(1), boxes.scalar_type()};
+}
+
+template <typename T>
+T threshold_of(double t) {
+  if constexpr (std::is_same_v<T, double>) {
+    return t;
+  } else {
+    return detseg::nms_threshold_f32(t);
+  }
+}
+
+void check_size(const char* op, int64_t n) {
+  TORCH_CHECK_VALUE(n < std::numeric_limits<int32_t>::max(), "detseg.", op,
+                    ": boxes must have fewer than 2^31 - 1 rows, got ", n);
+}
+
+// ------------------------------------------------------------------ nms
+
+template <typename T>
+at::Tensor nms_impl(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
+  const int64_t n = boxes.size(0);
+  SortScratch ss;
+  Buf<int32_t> order_buf;
+  int32_t* order = order_buf.get(n);
+  score_order(scores, order, ss);
+  Workspace<T> ws;
+  int64_t k = 0;
+  const int32_t* kept = nms_problem<T>(view_of<T>(boxes), order, n, threshold_of<T>(iou_threshold), ws, &k);
+  at::Tensor out = at::empty({k}, boxes.options().dtype(at::kLong));
+  int64_t* o = out.data_ptr<int64_t>();
+  for (int64_t i = 0; i < k; ++i) o[i] = order[kept[i]];
+  return out;
+}
+
+at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
+  checks::nms(boxes, scores, iou_threshold);
+  const int64_t n = boxes.size(0);
+  if (n == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
+  check_size("nms", n);
+  if (boxes.scalar_type() == at::kDouble) return nms_impl<double>(boxes, scores, iou_threshold);
+  return nms_impl<float>(boxes, scores, iou_threshold);
+}
+
+// ------------------------------------------------------------------ batched_nms
+
+// Category of every box as int64 (any integer dtype, any stride).
+void read_idxs(const at::Tensor& idxs_in, int64_t* cls) {
+  at::Tensor idxs = idxs_in;
+  switch (idxs.scalar_type()) {
+    case at::kByte: case at::kChar: case at::kShort: case at::kInt: case at::kLong: break;
+    default: idxs = idxs.to(at::kLong);  // unsigned wide types: equality is all that matters
+  }
+  const int64_t n = idxs.size(0);
+  const int64_t st = idxs.stride(0);
+  AT_DISPATCH_INTEGRAL_TYPES(idxs.scalar_type(), "detseg_batched_nms_idxs", [&] {
+    const scalar_t* p = idxs.const_data_ptr<scalar_t>();
+    for (int64_t i = 0; i < n; ++i) cls[i] = static_cast<int64_t>(p[i * st]);
+  });
+}
+
+template <typename T>
+at::Tensor batched_nms_impl(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
+                            double iou_threshold) {
+  const int64_t n = boxes.size(0);
+  SortScratch ss;
+  Buf<int32_t> order_buf, grouped_buf, ids_buf;
+  Buf<int64_t> cls_buf, seg_buf;
+  int32_t* order = order_buf.get(n);
+  score_order(scores, order, ss);
+  int64_t* cls = cls_buf.get(n);
+  read_idxs(idxs, cls);
+
+  // grouped[] = ranks r (priority positions) grouped by category, ascending r within each;
+  // seg[] = start of each category's run, seg[nseg] = n.
+  int32_t* grouped = grouped_buf.get(n);
+  int64_t* seg = seg_buf.get(n + 1);
+  int64_t nseg = 0;
+  const auto [lo_it, hi_it] = std::minmax_element(cls, cls + n);
+  const int64_t lo = *lo_it, hi = *hi_it;
+  // Counting sort when the categories span a small range; a comparison sort otherwise.
+  const bool dense = static_cast<uint64_t>(hi) - static_cast<uint64_t>(lo) < static_cast<uint64_t>(2 * n + 1024);
+  if (dense) {
+    const int64_t range = hi - lo + 1;
+    Buf<int64_t> cnt_buf;
+    int64_t* cnt = cnt_buf.get(range);
+    std::fill(cnt, cnt + range, 0);
+    for (int64_t i = 0; i < n; ++i) ++cnt[cls[i] - lo];
+    int64_t sum = 0;
+    for (int64_t c = 0; c < range; ++c) {
+      const int64_t v = cnt[c];
+      if (v) seg[nseg++] = sum;
+      cnt[c] = sum;
+      sum += v;
+    }
+    for (int64_t r = 0; r < n; ++r) grouped[cnt[cls[order[r]] - lo]++] = static_cast<int32_t>(r);
+  } else {
+    std::vector<std::pair<int64_t, int32_t>> v(n);
+    for (int64_t r = 0; r < n; ++r) v[r] = {cls[order[r]], static_cast<int32_t>(r)};
+    std::sort(v.begin(), v.end());
+    for (int64_t r = 0; r < n; ++r) {
+      grouped[r] = v[r].second;
+      if (r == 0 || v[r].first != v[r - 1].first) seg[nseg++] = r;
+    }
+  }
+  seg[nseg] = n;
+
+  // ids[] = original indices in grouped order (what the per-category problems gather).
+  int32_t* ids = ids_buf.get(n);
+  for (int64_t i = 0; i < n; ++i) ids[i] = order[grouped[i]];
+
+  // keep[r] for each rank; categories are independent, so threads split them by box count
+  // and the result cannot depend on the split.
+  at::Tensor keep_t = at::zeros({n}, at::kByte);
+  uint8_t* keep = keep_t.data_ptr<uint8_t>();
+  const BoxesView<T> bv = view_of<T>(boxes);
+  const T thr = threshold_of<T>(iou_threshold);
+  auto run = [&](int64_t begin, int64_t end) {
+    // Categories whose run starts in [begin, end).
+    int64_t s = std::lower_bound(seg, seg + nseg, begin) - seg;
+    Workspace<T> ws;
+    for (; s < nseg && seg[s] < end; ++s) {
+      const int64_t a = seg[s], m = seg[s + 1] - seg[s];
+      int64_t k = 0;
+      const int32_t* kept = nms_problem<T>(bv, ids + a, m, thr, ws, &k);
+      for (int64_t i = 0; i < k; ++i) keep[grouped[a + kept[i]]] = 1;
+    }
+  };
+  constexpr int64_t kGrain = 4096;
+  if (n <= kGrain || at::get_num_threads() == 1) {
+    run(0, n);
+  } else {
+    at::parallel_for(0, n, kGrain, run);
+  }
+
+  int64_t k = 0;
+  for (int64_t r = 0; r < n; ++r) k += keep[r];
+  at::Tensor out = at::empty({k}, boxes.options().dtype(at::kLong));
+  int64_t* o = out.data_ptr<int64_t>();
+  for (int64_t r = 0, j = 0; r < n; ++r) {
+    if (keep[r]) o[j++] = order[r];
+  }
+  return out;
+}
+
+at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
+                           double iou_threshold) {
+  checks::batched_nms(boxes, scores, idxs, iou_threshold);
+  const int64_t n = boxes.size(0);
+  if (n == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
+  check_size("batched_nms", n);
+  if (boxes.scalar_type() == at::kDouble) return batched_nms_impl<double>(boxes, scores, idxs, iou_threshold);
+  return batched_nms_impl<float>(boxes, scores, idxs, iou_threshold);
+}
+
+}  // namespace
+}  // namespace detseg::cpu
+
+TORCH_LIBRARY_IMPL(detseg, CPU, m) {
+  m.impl("nms", &detseg::cpu::nms_cpu);
+  m.impl("batched_nms", &detseg::cpu::batched_nms_cpu);
+}
