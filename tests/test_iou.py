@@ -330,3 +330,20 @@ def test_box_utils_gradcheck(target, op):
            "box_convert": lambda t: detseg.box_convert(t, "cxcywh", "xywh", backend=backend),
            "clip_boxes_to_image": lambda t: detseg.clip_boxes_to_image(t, (8, 9), backend=backend)}
     assert torch.autograd.gradcheck(fns[op], (x,), eps=1e-6, atol=1e-7, fast_mode=backend == "triton")
+
+
+@pytest.mark.parametrize("target", B.targets(["cpp"]))
+def test_autocast_runs_iou_and_nms_in_float32(target):
+    # autocast must not move IoU values or NMS decisions to bfloat16 (registrations/boxes.py)
+    backend, device = target
+    a, b = _pair(20, 15, 5)
+    a, b = a.float().to(device), b.float().to(device)
+    scores = D.distinct_scores(20, 5).float().to(device)
+    plain = detseg.distance_box_iou(a, b, backend=backend)
+    keep = detseg.nms(a, scores, 0.3, backend=backend)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        auto = detseg.distance_box_iou(a, b, backend=backend)
+        auto_keep = detseg.nms(a, scores, 0.3, backend=backend)
+    assert auto.dtype == torch.float32
+    assert torch.equal(auto, plain)
+    assert torch.equal(auto_keep, keep)
