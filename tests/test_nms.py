@@ -194,7 +194,9 @@ def test_nms_iou_exactly_at_threshold(target, dtype, offset, unit):
         return [i for k, iou in enumerate(ious) for i in ((2 * k, 2 * k + 1) if iou <= thr else (2 * k,))]
 
     thresholds = []
-    for (num, den), iou in zip(RATIOS, ious):
+    for k, ((num, den), iou) in enumerate(zip(RATIOS, ious)):
+        if B.interpreted(*target) and k % 3:
+            continue  # interpreted Triton: every third ratio as the threshold (all pairs still present)
         thresholds += [iou, D.nearest_below(iou), num / den]
     for thr in thresholds:
         keep = _run(backend, device, boxes, scores, thr)

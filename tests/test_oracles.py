@@ -89,6 +89,8 @@ def ort_nms():
 @pytest.mark.parametrize("thr", [0.3, 0.5, 0.7])
 def test_nms_vs_onnxruntime(target, n, thr, ort_nms):
     backend, device = target
+    if B.interpreted(*target) and n > 33:
+        pytest.skip("interpreted Triton: small inputs only")
     boxes, scores = _inputs(n, n, thr)
     keep = detseg.nms(boxes.to(device), scores.to(device), thr, backend=backend).cpu().tolist()
     theirs = ort_nms(boxes, scores, thr)
@@ -121,6 +123,8 @@ def _cv2_nms(boxes: torch.Tensor, scores: torch.Tensor, thr: float) -> list[int]
 @pytest.mark.parametrize("thr", [0.3, 0.5, 0.7])
 def test_nms_vs_opencv(target, n, thr):
     backend, device = target
+    if B.interpreted(*target) and n > 33:
+        pytest.skip("interpreted Triton: small inputs only")
     boxes, scores = _inputs(n, n + 7, thr, integer=True)
     keep = detseg.nms(boxes.to(device), scores.to(device), thr, backend=backend).cpu().tolist()
     theirs = _cv2_nms(boxes, scores, thr)
