@@ -183,7 +183,7 @@ void score_order(const at::Tensor& scores, int32_t* order, SortScratch& s) {
 
 // Problems with at most this many active boxes keep them in priority order: the spatial
 // sort would cost more than the block visits it saves.
-constexpr int64_t kSpatialMin = 96;
+constexpr int64_t kSpatialMin = 256;
 constexpr int kMortonBits = 10;
 
 inline uint32_t spread10(uint32_t v) {  // bit i -> bit 2i
@@ -292,9 +292,14 @@ const int32_t* nms_problem(const BoxesView<T>& bv, const int32_t* ids, int64_t m
       loy = std::min(loy, v);
       hiy = std::max(hiy, v);
     }
-    constexpr float kMax = static_cast<float>((1 << kMortonBits) - 1);
-    const float sx = hix - lox > 0.0f && hix - lox < std::numeric_limits<float>::infinity() ? kMax / (hix - lox) : 0.0f;
-    const float sy = hiy - loy > 0.0f && hiy - loy < std::numeric_limits<float>::infinity() ? kMax / (hiy - loy) : 0.0f;
+    // Enough bits per axis for a few blocks per cell; 10 at most (two 10-bit passes).
+    int bits = 2;
+    while (bits < kMortonBits && (int64_t{1} << (2 * bits)) < na / 4) ++bits;
+    const float kMax = static_cast<float>((1 << bits) - 1);
+    const float rx = hix - lox, ry = hiy - loy;
+    constexpr float kFInf = std::numeric_limits<float>::infinity();
+    const float sx = rx > 0.0f && rx < kFInf ? kMax / rx : 0.0f;
+    const float sy = ry > 0.0f && ry < kFInf ? kMax / ry : 0.0f;
     auto quant = [&](float v) -> uint32_t {
       return v > 0.0f ? (v < kMax ? static_cast<uint32_t>(v) : static_cast<uint32_t>(kMax)) : 0u;
     };
@@ -302,28 +307,50 @@ const int32_t* nms_problem(const BoxesView<T>& bv, const int32_t* ids, int64_t m
     for (int64_t a = 0; a < na; ++a) {
       key[a] = spread10(quant((cx[a] - lox) * sx)) | (spread10(quant((cy[a] - loy) * sy)) << 1);
     }
-    // Two LSD passes of 10 bits over the 20-bit keys.
     int32_t* tmp = ws.tmp.get(na);
-    int64_t* h = ws.hist.get(2 * 1024);
-    std::fill(h, h + 2 * 1024, 0);
-    for (int64_t a = 0; a < na; ++a) {
-      ++h[key[a] & 1023];
-      ++h[1024 + (key[a] >> 10)];
-    }
-    for (int p = 0; p < 2; ++p) {
+    const int kb = 2 * bits;
+    if (kb <= 12) {
+      // One counting pass.
+      const int64_t nk = int64_t{1} << kb;
+      int64_t* h = ws.hist.get(nk);
+      std::fill(h, h + nk, 0);
+      for (int64_t a = 0; a < na; ++a) ++h[key[a]];
       int64_t sum = 0;
-      for (int d = 0; d < 1024; ++d) {
-        const int64_t c = h[p * 1024 + d];
-        h[p * 1024 + d] = sum;
+      for (int64_t d = 0; d < nk; ++d) {
+        const int64_t c = h[d];
+        h[d] = sum;
         sum += c;
       }
-    }
-    // Pass 1: positions a (into active[]) by the low digit; pass 2: stable by the high one.
-    uint32_t* perm = reinterpret_cast<uint32_t*>(ws.cx.get(std::max<int64_t>(na, 1)));  // cx is no longer needed
-    for (int64_t a = 0; a < na; ++a) perm[h[key[a] & 1023]++] = static_cast<uint32_t>(a);
-    for (int64_t i = 0; i < na; ++i) {
-      const uint32_t a = perm[i];
-      tmp[h[1024 + (key[a] >> 10)]++] = active[a];
+      for (int64_t a = 0; a < na; ++a) tmp[h[key[a]]++] = active[a];
+    } else {
+      // Two LSD passes: positions a (into active[]) by the low half, then stable by the high.
+      const int lo_bits = kb / 2;
+      const int64_t nlo = int64_t{1} << lo_bits, nhi = int64_t{1} << (kb - lo_bits);
+      const uint32_t lo_mask = static_cast<uint32_t>(nlo - 1);
+      int64_t* h = ws.hist.get(nlo + nhi);
+      std::fill(h, h + nlo + nhi, 0);
+      for (int64_t a = 0; a < na; ++a) {
+        ++h[key[a] & lo_mask];
+        ++h[nlo + (key[a] >> lo_bits)];
+      }
+      int64_t sum = 0;
+      for (int64_t d = 0; d < nlo; ++d) {
+        const int64_t c = h[d];
+        h[d] = sum;
+        sum += c;
+      }
+      sum = 0;
+      for (int64_t d = nlo; d < nlo + nhi; ++d) {
+        const int64_t c = h[d];
+        h[d] = sum;
+        sum += c;
+      }
+      uint32_t* perm = reinterpret_cast<uint32_t*>(cx);  // the centres are no longer needed
+      for (int64_t a = 0; a < na; ++a) perm[h[key[a] & lo_mask]++] = static_cast<uint32_t>(a);
+      for (int64_t i = 0; i < na; ++i) {
+        const uint32_t a = perm[i];
+        tmp[h[nlo + (key[a] >> lo_bits)]++] = active[a];
+      }
     }
     std::copy(tmp, tmp + na, active);
   }
@@ -486,10 +513,14 @@ at::Tensor batched_nms_impl(const at::Tensor& boxes, const at::Tensor& scores, c
   int32_t* ids = ids_buf.get(n);
   for (int64_t i = 0; i < n; ++i) ids[i] = order[grouped[i]];
 
-  // keep[r] for each rank; categories are independent, so threads split them by box count
-  // and the result cannot depend on the split.
-  at::Tensor keep_t = at::zeros({n}, at::kByte);
-  uint8_t* keep = keep_t.data_ptr<uint8_t>();
+  // Categories are independent, so threads split them by box count and the result cannot
+  // depend on the split. Each category writes the ranks it keeps into its own run of
+  // kept_rank[] (threads never share a cache line but at run borders); the keep flags are
+  // set afterwards.
+  Buf<int32_t> kept_rank_buf;
+  Buf<int64_t> nkept_buf;
+  int32_t* kept_rank = kept_rank_buf.get(n);
+  int64_t* nkept = nkept_buf.get(nseg);
   const BoxesView<T> bv = view_of<T>(boxes);
   const T thr = threshold_of<T>(iou_threshold);
   auto run = [&](int64_t begin, int64_t end) {
@@ -500,14 +531,23 @@ at::Tensor batched_nms_impl(const at::Tensor& boxes, const at::Tensor& scores, c
       const int64_t a = seg[s], m = seg[s + 1] - seg[s];
       int64_t k = 0;
       const int32_t* kept = nms_problem<T>(bv, ids + a, m, thr, ws, &k);
-      for (int64_t i = 0; i < k; ++i) keep[grouped[a + kept[i]]] = 1;
+      for (int64_t i = 0; i < k; ++i) kept_rank[a + i] = grouped[a + kept[i]];
+      nkept[s] = k;
     }
   };
-  constexpr int64_t kGrain = 4096;
-  if (n <= kGrain || at::get_num_threads() == 1) {
+  // A parallel region costs a scheduler wake-up (far more on a busy machine); below ~32k
+  // boxes (torch's own grain) the whole call is cheaper than that risk.
+  constexpr int64_t kGrain = 16384;
+  if (n < 2 * kGrain || at::get_num_threads() == 1) {
     run(0, n);
   } else {
     at::parallel_for(0, n, kGrain, run);
+  }
+  Buf<uint8_t> keep_buf;
+  uint8_t* keep = keep_buf.get(n);
+  std::fill(keep, keep + n, uint8_t{0});
+  for (int64_t s = 0; s < nseg; ++s) {
+    for (int64_t i = 0; i < nkept[s]; ++i) keep[kept_rank[seg[s] + i]] = 1;
   }
 
   int64_t k = 0;
