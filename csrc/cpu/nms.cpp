@@ -70,94 +70,73 @@ inline uint64_t desc_key(double f) {
   return ~ord;
 }
 
-constexpr int kRadixBits = 11;
-constexpr int kRadix = 1 << kRadixBits;
 // Below this, a comparison sort of (key, index) pairs beats clearing the histograms.
 constexpr int64_t kSmallSort = 256;
+// Below this, 8-bit digits: the prefix sums over 2^11 buckets would cost more than the
+// extra passes.
+constexpr int64_t kWideDigits = 4096;
 
 struct SortScratch {
   Buf<uint64_t> a, b;
   Buf<uint32_t> ka, kb, ia, ib;
-  Buf<int64_t> hist;
+  Buf<uint32_t> hist;
 };
 
-// order[r] = index of the r-th box: ascending key, ties by ascending index (LSD radix is
-// stable and the input is in index order).
-void argsort_keys(const uint32_t* key, int64_t n, int32_t* order, SortScratch& s) {
-  if (n <= kSmallSort) {
-    uint64_t* v = s.a.get(n);
-    for (int64_t i = 0; i < n; ++i) v[i] = (static_cast<uint64_t>(key[i]) << 32) | static_cast<uint64_t>(i);
-    std::sort(v, v + n);
-    for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(v[i] & 0xffffffffu);
-    return;
-  }
-  constexpr int kPasses = (32 + kRadixBits - 1) / kRadixBits;
-  int64_t* h = s.hist.get(kPasses * kRadix);
-  std::fill(h, h + kPasses * kRadix, 0);
-  uint64_t* src = s.a.get(n);
-  uint64_t* dst = s.b.get(n);
-  for (int64_t i = 0; i < n; ++i) {
-    const uint32_t k = key[i];
-    src[i] = (static_cast<uint64_t>(k) << 32) | static_cast<uint64_t>(i);
-    for (int p = 0; p < kPasses; ++p) ++h[p * kRadix + ((k >> (p * kRadixBits)) & (kRadix - 1))];
-  }
-  for (int p = 0; p < kPasses; ++p) {
-    int64_t* hp = h + p * kRadix;
-    const int shift = 32 + p * kRadixBits;
-    if (hp[(src[0] >> shift) & (kRadix - 1)] == n) continue;  // one digit value: nothing moves
-    int64_t sum = 0;
-    for (int d = 0; d < kRadix; ++d) {
-      const int64_t c = hp[d];
-      hp[d] = sum;
-      sum += c;
-    }
-    for (int64_t i = 0; i < n; ++i) dst[hp[(src[i] >> shift) & (kRadix - 1)]++] = src[i];
-    std::swap(src, dst);
-  }
-  for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(src[i] & 0xffffffffu);
-}
-
-void argsort_keys(const uint64_t* key, int64_t n, int32_t* order, SortScratch& s) {
-  if (n <= kSmallSort) {
-    // (key, index) pairs are distinct, so any sort of them is the stable order.
-    auto* v = reinterpret_cast<std::pair<uint64_t, uint32_t>*>(s.a.get(2 * n));
-    for (int64_t i = 0; i < n; ++i) v[i] = {key[i], static_cast<uint32_t>(i)};
-    std::sort(v, v + n);
-    for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(v[i].second);
-    return;
-  }
-  constexpr int kPasses = (64 + kRadixBits - 1) / kRadixBits;
-  int64_t* h = s.hist.get(kPasses * kRadix);
-  std::fill(h, h + kPasses * kRadix, 0);
-  uint64_t* ksrc = s.a.get(n);
-  uint64_t* kdst = s.b.get(n);
+// LSD radix argsort of n > kSmallSort keys: order[r] = index of the r-th smallest key, ties
+// by ascending index (each pass is stable and the input is in index order).
+template <int kBits, typename K>
+void radix_argsort(const K* key, int64_t n, int32_t* order, SortScratch& s) {
+  constexpr int kRadix = 1 << kBits;
+  constexpr K kMask = static_cast<K>(kRadix - 1);
+  constexpr int kPasses = (8 * static_cast<int>(sizeof(K)) + kBits - 1) / kBits;
+  uint32_t* h = s.hist.get(kPasses * kRadix);
+  std::fill(h, h + kPasses * kRadix, 0u);
+  K* ksrc = reinterpret_cast<K*>(s.a.get(n));
+  K* kdst = reinterpret_cast<K*>(s.b.get(n));
   uint32_t* isrc = s.ia.get(n);
   uint32_t* idst = s.ib.get(n);
   for (int64_t i = 0; i < n; ++i) {
-    const uint64_t k = key[i];
-    ksrc[i] = k;
-    isrc[i] = static_cast<uint32_t>(i);
-    for (int p = 0; p < kPasses; ++p) ++h[p * kRadix + ((k >> (p * kRadixBits)) & (kRadix - 1))];
+    const K k = key[i];
+    for (int p = 0; p < kPasses; ++p) ++h[p * kRadix + ((k >> (p * kBits)) & kMask)];
   }
+  const K* kin = key;
+  const uint32_t* iin = nullptr;  // identity until the first pass that moves anything
   for (int p = 0; p < kPasses; ++p) {
-    int64_t* hp = h + p * kRadix;
-    const int shift = p * kRadixBits;
-    if (hp[(ksrc[0] >> shift) & (kRadix - 1)] == n) continue;
-    int64_t sum = 0;
+    uint32_t* hp = h + p * kRadix;
+    const int shift = p * kBits;
+    if (hp[(kin[0] >> shift) & kMask] == static_cast<uint32_t>(n)) continue;  // one digit value
+    uint32_t sum = 0;
     for (int d = 0; d < kRadix; ++d) {
-      const int64_t c = hp[d];
+      const uint32_t c = hp[d];
       hp[d] = sum;
       sum += c;
     }
     for (int64_t i = 0; i < n; ++i) {
-      const int64_t at = hp[(ksrc[i] >> shift) & (kRadix - 1)]++;
-      kdst[at] = ksrc[i];
-      idst[at] = isrc[i];
+      const uint32_t at = hp[(kin[i] >> shift) & kMask]++;
+      kdst[at] = kin[i];
+      idst[at] = iin ? iin[i] : static_cast<uint32_t>(i);
     }
+    kin = kdst;
+    iin = idst;
     std::swap(ksrc, kdst);
     std::swap(isrc, idst);
   }
-  for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(isrc[i]);
+  for (int64_t i = 0; i < n; ++i) order[i] = iin ? static_cast<int32_t>(iin[i]) : static_cast<int32_t>(i);
+}
+
+template <typename K>
+void argsort_keys(const K* key, int64_t n, int32_t* order, SortScratch& s) {
+  if (n <= kSmallSort) {
+    // (key, index) pairs are distinct, so any sort of them is the stable order.
+    auto* v = reinterpret_cast<std::pair<K, uint32_t>*>(s.a.get(2 * n));
+    for (int64_t i = 0; i < n; ++i) v[i] = {key[i], static_cast<uint32_t>(i)};
+    std::sort(v, v + n);
+    for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(v[i].second);
+  } else if (n < kWideDigits) {
+    radix_argsort<8>(key, n, order, s);
+  } else {
+    radix_argsort<11>(key, n, order, s);
+  }
 }
 
 // Fills order[0..n) with the priority order of `scores` (any floating dtype, any stride).
@@ -166,7 +145,7 @@ void score_order(const at::Tensor& scores, int32_t* order, SortScratch& s) {
   const int64_t st = scores.stride(0);
   if (scores.scalar_type() == at::kDouble) {
     const double* p = scores.const_data_ptr<double>();
-    uint64_t* key = reinterpret_cast<uint64_t*>(s.kb.get(2 * n));
+    uint64_t* key = reinterpret_cast<uint64_t*>(s.kb.get(2 * n));  // kb is free until the sort
     for (int64_t i = 0; i < n; ++i) key[i] = desc_key(p[i * st]);
     argsort_keys(key, n, order, s);
     return;
