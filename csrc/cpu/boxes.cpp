@@ -39,7 +39,9 @@ at::Tensor empty_output(at::IntArrayRef sizes, at::ScalarType dtype) {
   at::Tensor out = at::empty(sizes, at::TensorOptions().dtype(dtype));
   constexpr uintptr_t kHuge = uintptr_t(2) << 20;
   const size_t bytes = out.nbytes();
-  if (bytes >= 4 * kHuge) {
+  // Measured (5000 x 5000 float32, 1 thread): 58 ms with 4 KiB faults, 17 ms advised.
+  // Below 8 MiB glibc usually recycles heap memory that faults no more.
+  if (bytes >= (size_t(8) << 20)) {
     const auto p = reinterpret_cast<uintptr_t>(out.data_ptr());
     const uintptr_t begin = (p + kHuge - 1) & ~(kHuge - 1);
     const uintptr_t end = (p + bytes) & ~(kHuge - 1);
@@ -201,7 +203,6 @@ at::Tensor box_convert_cpu(const at::Tensor& boxes, c10::string_view in_fmt, c10
   if (fi == fo) return boxes.clone();
   at::Tensor b = boxes;
   const bool integral = !at::isFloatingType(boxes.scalar_type());
-  const bool cx = fi == Fmt::kCXCYWH || fo == Fmt::kCXCYWH;
   const auto fdt = c10::typeMetaToScalarType(c10::get_default_dtype());
   if (integral && fi == Fmt::kCXCYWH) b = b.to(fdt);  // `a - 0.5 * c` is floating already
   b = b.contiguous();
@@ -217,7 +218,6 @@ at::Tensor box_convert_cpu(const at::Tensor& boxes, c10::string_view in_fmt, c10
     });
     return out;
   }
-  (void)cx;
   at::Tensor out = at::empty(b.sizes(), b.options());
   if (n == 0) return out;
   AT_DISPATCH_ALL_TYPES_AND2(at::kHalf, at::kBFloat16, b.scalar_type(), "box_convert", [&] {
@@ -304,18 +304,22 @@ at::Tensor box_iou_matrix_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2
     const T* pb = b2.const_data_ptr<T>();
     const bool ciou = kind == IouKind::kCIoU;
     // boxes2 as columns x1, y1, x2, y2, atan per batch: unit-stride vector loads.
+    // CIoU's angles once per box (N + M scalar atans, not N * M).
     std::vector<T> soa(static_cast<size_t>(B * 5 * m), T(0));
     std::vector<T> a_atan(ciou ? static_cast<size_t>(B * n) : 0);
-    for (int64_t bi = 0; bi < B; ++bi) {
-      T* s = soa.data() + bi * 5 * m;
-      for (int64_t j = 0; j < m; ++j) {
-        const Box<T> q = load_box(pb + (bi * m + j) * 4);
-        s[j] = q.x1, s[m + j] = q.y1, s[2 * m + j] = q.x2, s[3 * m + j] = q.y2;
-        if (ciou) s[4 * m + j] = box_aspect_atan(q);
+    at::parallel_for(0, B * m, 1 << 12, [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) {
+        const int64_t bi = q / m, j = q % m;
+        T* s = soa.data() + bi * 5 * m;
+        const Box<T> box = load_box(pb + q * 4);
+        s[j] = box.x1, s[m + j] = box.y1, s[2 * m + j] = box.x2, s[3 * m + j] = box.y2;
+        if (ciou) s[4 * m + j] = box_aspect_atan(box);
       }
-    }
+    });
     if (ciou) {
-      for (int64_t r = 0; r < B * n; ++r) a_atan[r] = box_aspect_atan(load_box(pa + r * 4));
+      at::parallel_for(0, B * n, 1 << 12, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) a_atan[r] = box_aspect_atan(load_box(pa + r * 4));
+      });
     }
     IouMatrixArgs<T> args;
     args.a = pa;
@@ -368,16 +372,31 @@ std::tuple<at::Tensor, at::Tensor> box_iou_matrix_backward_cpu(const at::Tensor&
       T* o1 = g1.mutable_data_ptr<T>();
       T* o2 = g2.mutable_data_ptr<T>();
       const T e = static_cast<T>(eps);
+      // CIoU's angles once per box (else each pass would take 2 atans per pair).
+      const bool ciou = kind == IouKind::kCIoU;
+      std::vector<T> at1(ciou ? B * n : 0), at2(ciou ? B * m : 0);
+      if (ciou) {
+        at::parallel_for(0, B * n, 1 << 12, [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) at1[r] = box_aspect_atan(load_box(pa + r * 4));
+        });
+        at::parallel_for(0, B * m, 1 << 12, [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) at2[r] = box_aspect_atan(load_box(pb + r * 4));
+        });
+      }
+      const auto atan1 = [&](int64_t r) { return ciou ? at1[r] : T(0); };
+      const auto atan2 = [&](int64_t q) { return ciou ? at2[q] : T(0); };
       dispatch_kind(kind, [&](auto kc) {
         constexpr IouKind K = decltype(kc)::value;
         at::parallel_for(0, B * n, grain_for(m), [&](int64_t r0, int64_t r1) {
           for (int64_t r = r0; r < r1; ++r) {
             const int64_t bi = r / n;
             const Box<T> a = load_box(pa + r * 4);
+            const T ta = atan1(r);
             T ga[4] = {T(0), T(0), T(0), T(0)};
             for (int64_t j = 0; j < m; ++j) {
               T unused[4] = {T(0), T(0), T(0), T(0)};
-              pair_iou_backward<K, IouForm::kMatrix>(a, load_box(pb + (bi * m + j) * 4), e, pg[r * m + j], ga, unused);
+              const int64_t q = bi * m + j;
+              pair_iou_backward<K, IouForm::kMatrix>(a, load_box(pb + q * 4), e, ta, atan2(q), pg[r * m + j], ga, unused);
             }
             for (int k = 0; k < 4; ++k) o1[r * 4 + k] = ga[k];
           }
@@ -392,13 +411,15 @@ std::tuple<at::Tensor, at::Tensor> box_iou_matrix_backward_cpu(const at::Tensor&
             const int64_t j1 = std::min(m, j0 + kBlock);
             T gb[kBlock][4] = {};
             Box<T> bb[kBlock];
-            for (int64_t j = j0; j < j1; ++j) bb[j - j0] = load_box(pb + (bi * m + j) * 4);
+            T tb[kBlock];
+            for (int64_t j = j0; j < j1; ++j) bb[j - j0] = load_box(pb + (bi * m + j) * 4), tb[j - j0] = atan2(bi * m + j);
             for (int64_t i = 0; i < n; ++i) {
               const int64_t r = bi * n + i;
               const Box<T> a = load_box(pa + r * 4);
+              const T ta = atan1(r);
               for (int64_t j = j0; j < j1; ++j) {
                 T unused[4] = {T(0), T(0), T(0), T(0)};
-                pair_iou_backward<K, IouForm::kMatrix>(a, bb[j - j0], e, pg[r * m + j], unused, gb[j - j0]);
+                pair_iou_backward<K, IouForm::kMatrix>(a, bb[j - j0], e, ta, tb[j - j0], pg[r * m + j], unused, gb[j - j0]);
               }
             }
             for (int64_t j = j0; j < j1; ++j)

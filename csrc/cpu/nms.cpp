@@ -70,94 +70,73 @@ inline uint64_t desc_key(double f) {
   return ~ord;
 }
 
-constexpr int kRadixBits = 11;
-constexpr int kRadix = 1 << kRadixBits;
 // Below this, a comparison sort of (key, index) pairs beats clearing the histograms.
 constexpr int64_t kSmallSort = 256;
+// Below this, 8-bit digits: the prefix sums over 2^11 buckets would cost more than the
+// extra passes.
+constexpr int64_t kWideDigits = 4096;
 
 struct SortScratch {
   Buf<uint64_t> a, b;
   Buf<uint32_t> ka, kb, ia, ib;
-  Buf<int64_t> hist;
+  Buf<uint32_t> hist;
 };
 
-// order[r] = index of the r-th box: ascending key, ties by ascending index (LSD radix is
-// stable and the input is in index order).
-void argsort_keys(const uint32_t* key, int64_t n, int32_t* order, SortScratch& s) {
-  if (n <= kSmallSort) {
-    uint64_t* v = s.a.get(n);
-    for (int64_t i = 0; i < n; ++i) v[i] = (static_cast<uint64_t>(key[i]) << 32) | static_cast<uint64_t>(i);
-    std::sort(v, v + n);
-    for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(v[i] & 0xffffffffu);
-    return;
-  }
-  constexpr int kPasses = (32 + kRadixBits - 1) / kRadixBits;
-  int64_t* h = s.hist.get(kPasses * kRadix);
-  std::fill(h, h + kPasses * kRadix, 0);
-  uint64_t* src = s.a.get(n);
-  uint64_t* dst = s.b.get(n);
-  for (int64_t i = 0; i < n; ++i) {
-    const uint32_t k = key[i];
-    src[i] = (static_cast<uint64_t>(k) << 32) | static_cast<uint64_t>(i);
-    for (int p = 0; p < kPasses; ++p) ++h[p * kRadix + ((k >> (p * kRadixBits)) & (kRadix - 1))];
-  }
-  for (int p = 0; p < kPasses; ++p) {
-    int64_t* hp = h + p * kRadix;
-    const int shift = 32 + p * kRadixBits;
-    if (hp[(src[0] >> shift) & (kRadix - 1)] == n) continue;  // one digit value: nothing moves
-    int64_t sum = 0;
-    for (int d = 0; d < kRadix; ++d) {
-      const int64_t c = hp[d];
-      hp[d] = sum;
-      sum += c;
-    }
-    for (int64_t i = 0; i < n; ++i) dst[hp[(src[i] >> shift) & (kRadix - 1)]++] = src[i];
-    std::swap(src, dst);
-  }
-  for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(src[i] & 0xffffffffu);
-}
-
-void argsort_keys(const uint64_t* key, int64_t n, int32_t* order, SortScratch& s) {
-  if (n <= kSmallSort) {
-    // (key, index) pairs are distinct, so any sort of them is the stable order.
-    auto* v = reinterpret_cast<std::pair<uint64_t, uint32_t>*>(s.a.get(2 * n));
-    for (int64_t i = 0; i < n; ++i) v[i] = {key[i], static_cast<uint32_t>(i)};
-    std::sort(v, v + n);
-    for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(v[i].second);
-    return;
-  }
-  constexpr int kPasses = (64 + kRadixBits - 1) / kRadixBits;
-  int64_t* h = s.hist.get(kPasses * kRadix);
-  std::fill(h, h + kPasses * kRadix, 0);
-  uint64_t* ksrc = s.a.get(n);
-  uint64_t* kdst = s.b.get(n);
+// LSD radix argsort of n > kSmallSort keys: order[r] = index of the r-th smallest key, ties
+// by ascending index (each pass is stable and the input is in index order).
+template <int kBits, typename K>
+void radix_argsort(const K* key, int64_t n, int32_t* order, SortScratch& s) {
+  constexpr int kRadix = 1 << kBits;
+  constexpr K kMask = static_cast<K>(kRadix - 1);
+  constexpr int kPasses = (8 * static_cast<int>(sizeof(K)) + kBits - 1) / kBits;
+  uint32_t* h = s.hist.get(kPasses * kRadix);
+  std::fill(h, h + kPasses * kRadix, 0u);
+  K* ksrc = reinterpret_cast<K*>(s.a.get(n));
+  K* kdst = reinterpret_cast<K*>(s.b.get(n));
   uint32_t* isrc = s.ia.get(n);
   uint32_t* idst = s.ib.get(n);
   for (int64_t i = 0; i < n; ++i) {
-    const uint64_t k = key[i];
-    ksrc[i] = k;
-    isrc[i] = static_cast<uint32_t>(i);
-    for (int p = 0; p < kPasses; ++p) ++h[p * kRadix + ((k >> (p * kRadixBits)) & (kRadix - 1))];
+    const K k = key[i];
+    for (int p = 0; p < kPasses; ++p) ++h[p * kRadix + ((k >> (p * kBits)) & kMask)];
   }
+  const K* kin = key;
+  const uint32_t* iin = nullptr;  // identity until the first pass that moves anything
   for (int p = 0; p < kPasses; ++p) {
-    int64_t* hp = h + p * kRadix;
-    const int shift = p * kRadixBits;
-    if (hp[(ksrc[0] >> shift) & (kRadix - 1)] == n) continue;
-    int64_t sum = 0;
+    uint32_t* hp = h + p * kRadix;
+    const int shift = p * kBits;
+    if (hp[(kin[0] >> shift) & kMask] == static_cast<uint32_t>(n)) continue;  // one digit value
+    uint32_t sum = 0;
     for (int d = 0; d < kRadix; ++d) {
-      const int64_t c = hp[d];
+      const uint32_t c = hp[d];
       hp[d] = sum;
       sum += c;
     }
     for (int64_t i = 0; i < n; ++i) {
-      const int64_t at = hp[(ksrc[i] >> shift) & (kRadix - 1)]++;
-      kdst[at] = ksrc[i];
-      idst[at] = isrc[i];
+      const uint32_t at = hp[(kin[i] >> shift) & kMask]++;
+      kdst[at] = kin[i];
+      idst[at] = iin ? iin[i] : static_cast<uint32_t>(i);
     }
+    kin = kdst;
+    iin = idst;
     std::swap(ksrc, kdst);
     std::swap(isrc, idst);
   }
-  for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(isrc[i]);
+  for (int64_t i = 0; i < n; ++i) order[i] = iin ? static_cast<int32_t>(iin[i]) : static_cast<int32_t>(i);
+}
+
+template <typename K>
+void argsort_keys(const K* key, int64_t n, int32_t* order, SortScratch& s) {
+  if (n <= kSmallSort) {
+    // (key, index) pairs are distinct, so any sort of them is the stable order.
+    auto* v = reinterpret_cast<std::pair<K, uint32_t>*>(s.a.get(2 * n));
+    for (int64_t i = 0; i < n; ++i) v[i] = {key[i], static_cast<uint32_t>(i)};
+    std::sort(v, v + n);
+    for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(v[i].second);
+  } else if (n < kWideDigits) {
+    radix_argsort<8>(key, n, order, s);
+  } else {
+    radix_argsort<11>(key, n, order, s);
+  }
 }
 
 // Fills order[0..n) with the priority order of `scores` (any floating dtype, any stride).
@@ -166,7 +145,7 @@ void score_order(const at::Tensor& scores, int32_t* order, SortScratch& s) {
   const int64_t st = scores.stride(0);
   if (scores.scalar_type() == at::kDouble) {
     const double* p = scores.const_data_ptr<double>();
-    uint64_t* key = reinterpret_cast<uint64_t*>(s.kb.get(2 * n));
+    uint64_t* key = reinterpret_cast<uint64_t*>(s.kb.get(2 * n));  // kb is free until the sort
     for (int64_t i = 0; i < n; ++i) key[i] = desc_key(p[i * st]);
     argsort_keys(key, n, order, s);
     return;
@@ -183,7 +162,7 @@ void score_order(const at::Tensor& scores, int32_t* order, SortScratch& s) {
 
 // Problems with at most this many active boxes keep them in priority order: the spatial
 // sort would cost more than the block visits it saves.
-constexpr int64_t kSpatialMin = 96;
+constexpr int64_t kSpatialMin = 256;
 constexpr int kMortonBits = 10;
 
 inline uint32_t spread10(uint32_t v) {  // bit i -> bit 2i
@@ -292,9 +271,14 @@ const int32_t* nms_problem(const BoxesView<T>& bv, const int32_t* ids, int64_t m
       loy = std::min(loy, v);
       hiy = std::max(hiy, v);
     }
-    constexpr float kMax = static_cast<float>((1 << kMortonBits) - 1);
-    const float sx = hix - lox > 0.0f && hix - lox < std::numeric_limits<float>::infinity() ? kMax / (hix - lox) : 0.0f;
-    const float sy = hiy - loy > 0.0f && hiy - loy < std::numeric_limits<float>::infinity() ? kMax / (hiy - loy) : 0.0f;
+    // Enough bits per axis for a few blocks per cell; 10 at most (two 10-bit passes).
+    int bits = 2;
+    while (bits < kMortonBits && (int64_t{1} << (2 * bits)) < na / 4) ++bits;
+    const float kMax = static_cast<float>((1 << bits) - 1);
+    const float rx = hix - lox, ry = hiy - loy;
+    constexpr float kFInf = std::numeric_limits<float>::infinity();
+    const float sx = rx > 0.0f && rx < kFInf ? kMax / rx : 0.0f;
+    const float sy = ry > 0.0f && ry < kFInf ? kMax / ry : 0.0f;
     auto quant = [&](float v) -> uint32_t {
       return v > 0.0f ? (v < kMax ? static_cast<uint32_t>(v) : static_cast<uint32_t>(kMax)) : 0u;
     };
@@ -302,28 +286,50 @@ const int32_t* nms_problem(const BoxesView<T>& bv, const int32_t* ids, int64_t m
     for (int64_t a = 0; a < na; ++a) {
       key[a] = spread10(quant((cx[a] - lox) * sx)) | (spread10(quant((cy[a] - loy) * sy)) << 1);
     }
-    // Two LSD passes of 10 bits over the 20-bit keys.
     int32_t* tmp = ws.tmp.get(na);
-    int64_t* h = ws.hist.get(2 * 1024);
-    std::fill(h, h + 2 * 1024, 0);
-    for (int64_t a = 0; a < na; ++a) {
-      ++h[key[a] & 1023];
-      ++h[1024 + (key[a] >> 10)];
-    }
-    for (int p = 0; p < 2; ++p) {
+    const int kb = 2 * bits;
+    if (kb <= 12) {
+      // One counting pass.
+      const int64_t nk = int64_t{1} << kb;
+      int64_t* h = ws.hist.get(nk);
+      std::fill(h, h + nk, 0);
+      for (int64_t a = 0; a < na; ++a) ++h[key[a]];
       int64_t sum = 0;
-      for (int d = 0; d < 1024; ++d) {
-        const int64_t c = h[p * 1024 + d];
-        h[p * 1024 + d] = sum;
+      for (int64_t d = 0; d < nk; ++d) {
+        const int64_t c = h[d];
+        h[d] = sum;
         sum += c;
       }
-    }
-    // Pass 1: positions a (into active[]) by the low digit; pass 2: stable by the high one.
-    uint32_t* perm = reinterpret_cast<uint32_t*>(ws.cx.get(std::max<int64_t>(na, 1)));  // cx is no longer needed
-    for (int64_t a = 0; a < na; ++a) perm[h[key[a] & 1023]++] = static_cast<uint32_t>(a);
-    for (int64_t i = 0; i < na; ++i) {
-      const uint32_t a = perm[i];
-      tmp[h[1024 + (key[a] >> 10)]++] = active[a];
+      for (int64_t a = 0; a < na; ++a) tmp[h[key[a]]++] = active[a];
+    } else {
+      // Two LSD passes: positions a (into active[]) by the low half, then stable by the high.
+      const int lo_bits = kb / 2;
+      const int64_t nlo = int64_t{1} << lo_bits, nhi = int64_t{1} << (kb - lo_bits);
+      const uint32_t lo_mask = static_cast<uint32_t>(nlo - 1);
+      int64_t* h = ws.hist.get(nlo + nhi);
+      std::fill(h, h + nlo + nhi, 0);
+      for (int64_t a = 0; a < na; ++a) {
+        ++h[key[a] & lo_mask];
+        ++h[nlo + (key[a] >> lo_bits)];
+      }
+      int64_t sum = 0;
+      for (int64_t d = 0; d < nlo; ++d) {
+        const int64_t c = h[d];
+        h[d] = sum;
+        sum += c;
+      }
+      sum = 0;
+      for (int64_t d = nlo; d < nlo + nhi; ++d) {
+        const int64_t c = h[d];
+        h[d] = sum;
+        sum += c;
+      }
+      uint32_t* perm = reinterpret_cast<uint32_t*>(cx);  // the centres are no longer needed
+      for (int64_t a = 0; a < na; ++a) perm[h[key[a] & lo_mask]++] = static_cast<uint32_t>(a);
+      for (int64_t i = 0; i < na; ++i) {
+        const uint32_t a = perm[i];
+        tmp[h[nlo + (key[a] >> lo_bits)]++] = active[a];
+      }
     }
     std::copy(tmp, tmp + na, active);
   }
@@ -486,10 +492,14 @@ at::Tensor batched_nms_impl(const at::Tensor& boxes, const at::Tensor& scores, c
   int32_t* ids = ids_buf.get(n);
   for (int64_t i = 0; i < n; ++i) ids[i] = order[grouped[i]];
 
-  // keep[r] for each rank; categories are independent, so threads split them by box count
-  // and the result cannot depend on the split.
-  at::Tensor keep_t = at::zeros({n}, at::kByte);
-  uint8_t* keep = keep_t.data_ptr<uint8_t>();
+  // Categories are independent, so threads split them by box count and the result cannot
+  // depend on the split. Each category writes the ranks it keeps into its own run of
+  // kept_rank[] (threads never share a cache line but at run borders); the keep flags are
+  // set afterwards.
+  Buf<int32_t> kept_rank_buf;
+  Buf<int64_t> nkept_buf;
+  int32_t* kept_rank = kept_rank_buf.get(n);
+  int64_t* nkept = nkept_buf.get(nseg);
   const BoxesView<T> bv = view_of<T>(boxes);
   const T thr = threshold_of<T>(iou_threshold);
   auto run = [&](int64_t begin, int64_t end) {
@@ -500,14 +510,23 @@ at::Tensor batched_nms_impl(const at::Tensor& boxes, const at::Tensor& scores, c
       const int64_t a = seg[s], m = seg[s + 1] - seg[s];
       int64_t k = 0;
       const int32_t* kept = nms_problem<T>(bv, ids + a, m, thr, ws, &k);
-      for (int64_t i = 0; i < k; ++i) keep[grouped[a + kept[i]]] = 1;
+      for (int64_t i = 0; i < k; ++i) kept_rank[a + i] = grouped[a + kept[i]];
+      nkept[s] = k;
     }
   };
-  constexpr int64_t kGrain = 4096;
-  if (n <= kGrain || at::get_num_threads() == 1) {
+  // A parallel region costs a scheduler wake-up (far more on a busy machine); below ~32k
+  // boxes (torch's own grain) the whole call is cheaper than that risk.
+  constexpr int64_t kGrain = 16384;
+  if (n < 2 * kGrain || at::get_num_threads() == 1) {
     run(0, n);
   } else {
     at::parallel_for(0, n, kGrain, run);
+  }
+  Buf<uint8_t> keep_buf;
+  uint8_t* keep = keep_buf.get(n);
+  std::fill(keep, keep + n, uint8_t{0});
+  for (int64_t s = 0; s < nseg; ++s) {
+    for (int64_t i = 0; i < nkept[s]; ++i) keep[kept_rank[seg[s] + i]] = 1;
   }
 
   int64_t k = 0;

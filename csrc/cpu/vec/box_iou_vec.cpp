@@ -6,6 +6,12 @@
 // selects). CIoU's atan is taken per box, in scalar code, by the caller.
 #include "cpu/vec/box_iou_vec.h"
 
+// GCC 12 flags the _mm512_undefined_pd() pass-through inside its own _mm512_min/max_pd
+// as "may be used uninitialized" once inlined: a false positive of the intrinsic header.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include <ATen/cpu/vec/vec.h>
 
 #include <type_traits>

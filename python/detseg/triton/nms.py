@@ -45,11 +45,6 @@ def _load_sorted(b_ptr, s0, s1, order_ptr, pos, m, CT: tl.constexpr):
 
 
 @triton.jit
-def _or(a, b):
-    return a | b
-
-
-@triton.jit
 def _nms_mask_kernel(b_ptr, s0, s1, order_ptr, segend_ptr, thr_ptr, mask_ptr, n, n_words,
                      BATCHED: tl.constexpr, CT: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr):
     # Tile rows [r0, r0 + BR), columns [c0, c0 + BC); BR and BC are multiples of 64, so a
@@ -81,7 +76,9 @@ def _nms_mask_kernel(b_ptr, s0, s1, order_ptr, segend_ptr, thr_ptr, mask_ptr, n,
             valid = valid & (cols[None, :] < seg[:, None])
         lane = (tl.arange(0, BC) % 64).to(tl.int64)
         bits = tl.where(sup & valid, tl.full([BR, BC], 1, tl.int64) << lane[None, :], 0)
-        words = tl.reduce(tl.reshape(bits, (BR, BC // 64, 64)), 2, _or)
+        # the 64 bits of a word are distinct powers of two: their sum is their OR (and the
+        # interpreter runs builtin reductions vectorised, custom combine functions per element)
+        words = tl.sum(tl.reshape(bits, (BR, BC // 64, 64)), 2)
         widx = c0 // 64 + tl.arange(0, BC // 64)
         ptrs = mask_ptr + rows[:, None] * n_words + widx[None, :]
         tl.store(ptrs, words, mask=mr[:, None] & (widx[None, :] < n_words))
@@ -90,37 +87,39 @@ def _nms_mask_kernel(b_ptr, s0, s1, order_ptr, segend_ptr, thr_ptr, mask_ptr, n,
 @triton.jit
 def _nms_unwrap_kernel(mask_ptr, removed_ptr, keep_ptr, perm_ptr, segend_ptr, n, n_words,
                        BATCHED: tl.constexpr, CHUNK: tl.constexpr):
-    # Greedy unwrap in one program. removed_ptr: n_words zeroed int64 words. Block b of 64
-    # rows: serially decide its rows from the diagonal word (suppressions inside the block),
-    # then OR the kept rows' later words into `removed`. Flags go to keep[perm[i]].
+    # Greedy unwrap in one program; removed_ptr: n_words zeroed int64 words. Block b of 64
+    # rows: `cur` (register) is word b of the removed mask; row i is kept iff its bit is clear,
+    # and a kept row ORs its diagonal word into `cur` and its later words into memory (only
+    # words inside its class segments can be nonzero). A row's bit is only ever set by earlier
+    # rows, so the block's final `cur` holds exactly its suppressed rows. Keep flags go to
+    # keep[perm[i]]. Few ops per row: the interpreter's cost is per op.
     lane = tl.arange(0, 64)
     wofs = tl.arange(0, CHUNK)
     for b in range(0, n_words):
-        row0 = b * 64 + tl.zeros([], tl.int64)  # int64: (row0 + r) * n_words may pass 2^31
+        row0 = b * 64 + tl.zeros([], tl.int64)  # int64: row0 * n_words may pass 2^31
         nrows = tl.minimum(n - row0, 64)
-        cur = tl.load(removed_ptr + b)
-        kept = tl.zeros([64], tl.int64)
-        for r in range(0, nrows):
-            alive = ((cur >> r) & 1) == 0
-            kept = tl.where((lane == r) & alive, 1, kept)
-            word = tl.load(mask_ptr + (row0 + r) * n_words + b)
-            cur = cur | tl.where(alive, word, 0)
-        rmask = lane < nrows
-        dst = tl.load(perm_ptr + row0 + lane, mask=rmask, other=0)
-        tl.store(keep_ptr + dst, kept.to(tl.int8), mask=rmask)
         if BATCHED:
             wend = (tl.load(segend_ptr + row0 + nrows - 1) + 63) // 64
         else:
             wend = n_words
-        for w0 in range(b + 1, wend, CHUNK):
-            widx = w0 + wofs
-            wm = widx < wend
-            tile = tl.load(mask_ptr + (row0 + lane)[:, None] * n_words + widx[None, :],
-                           mask=(kept[:, None] != 0) & wm[None, :], other=0)
-            acc = tl.reduce(tile, 0, _or)
-            old = tl.load(removed_ptr + widx, mask=wm, other=0)
-            tl.store(removed_ptr + widx, old | acc, mask=wm)
-        # the next block reads words this block's threads wrote
+        cur = tl.load(removed_ptr + b)
+        row = mask_ptr + row0 * n_words  # row r of the block
+        for r in range(0, nrows):
+            alive = ((cur >> r) & 1) == 0
+            cur = cur | tl.where(alive, tl.load(row + b), 0)
+            lim = tl.where(alive, wend, b + 1)  # a suppressed row propagates nothing
+            for w0 in range(b + 1, lim, CHUNK):
+                widx = w0 + wofs
+                wm = widx < lim
+                later = tl.load(row + widx, mask=wm, other=0)
+                old = tl.load(removed_ptr + widx, mask=wm, other=0)
+                tl.store(removed_ptr + widx, old | later, mask=wm)
+            row += n_words
+        rmask = lane < nrows
+        kept = ((cur >> lane.to(tl.int64)) & 1) == 0
+        dst = tl.load(perm_ptr + row0 + lane, mask=rmask, other=0)
+        tl.store(keep_ptr + dst, kept.to(tl.int8), mask=rmask)
+        # the next block reads word b + 1, which other threads may have written
         tl.debug_barrier()
 
 
