@@ -94,3 +94,14 @@ def test_box_utils_threads():
                lambda: detseg.clip_boxes_to_image(b, (300, 400), backend="cpp"),
                lambda: detseg.remove_small_boxes(b, 10.0, backend="cpp")):
         assert_bitwise(*_both(fn))
+
+
+@pytest.mark.parametrize("classes", [2, 80])
+def test_batched_nms_parallel_path_threads(classes):
+    # above 32k boxes the CPU batched_nms runs classes in parallel
+    boxes = D.clustered_boxes(40_000, 12, clusters=300, jitter=8).float()
+    scores = D.tie_scores(40_000, 13, levels=20).float()
+    idxs = torch.randint(0, classes, (40_000,), generator=D.gen(14))
+    one, two = _both(lambda: detseg.batched_nms(boxes, scores, idxs, 0.5, backend="cpp"))
+    assert_bitwise(one, two)
+    assert 0 < len(one) < 40_000
