@@ -265,16 +265,20 @@ def _ref_grads(fn, a, b, g):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("target", B.targets(["cpp", "triton"]))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("inputs", ["random", "ties"])
+@pytest.mark.parametrize("inputs", ["random", "ties", "inverted"])
 def test_iou_matrix_grad_matches_reference(kind, target, dtype, inputs):
     # "ties": integer boxes with shared edges, equal boxes and touching boxes; the kernels'
     # hand-written backward must pick torch's subgradients there too (boxes.h)
     backend, device = target
     if inputs == "random":
         a, b = _pair(13, 9, 60)
-    else:
+    elif inputs == "ties":
         a = D.integer_boxes(13, 61, scale=12, max_wh=8)
         b = torch.cat([a[:5], D.integer_boxes(4, 62, scale=12, max_wh=8)])
+    else:  # inverted boxes (x2 < x1 or y2 < y1): negative areas, no NaN
+        a, b = _pair(13, 9, 63)
+        a[::3] = a[::3][:, [2, 1, 0, 3]]
+        b[1::4] = b[1::4][:, [0, 3, 2, 1]]
     a, b = a.to(dtype).to(device).requires_grad_(), b.to(dtype).to(device).requires_grad_()
     out = _matrix(kind, a, b, backend)
     g = torch.randn(out.shape, dtype=out.dtype, generator=D.gen(1)).to(device)
@@ -288,14 +292,18 @@ def test_iou_matrix_grad_matches_reference(kind, target, dtype, inputs):
 @pytest.mark.parametrize("kind", list(LOSS))
 @pytest.mark.parametrize("target", B.targets(["cpp", "triton"]))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("inputs", ["random", "ties"])
+@pytest.mark.parametrize("inputs", ["random", "ties", "inverted"])
 def test_iou_loss_grad_matches_reference(kind, target, dtype, inputs):
     backend, device = target
     if inputs == "random":
         a, b = _pair(33, 33, 70)
-    else:
+    elif inputs == "ties":
         a = D.integer_boxes(33, 71, scale=12, max_wh=8)
         b = torch.cat([a[:10], D.integer_boxes(23, 72, scale=12, max_wh=8)])
+    else:
+        a, b = _pair(33, 33, 73)
+        a[::3] = a[::3][:, [2, 1, 0, 3]]
+        b[1::4] = b[1::4][:, [0, 3, 2, 1]]
     a, b = a.to(dtype).to(device).requires_grad_(), b.to(dtype).to(device).requires_grad_()
     out = LOSS[kind](a, b, backend=backend)
     g = torch.randn(out.shape, dtype=out.dtype, generator=D.gen(2)).to(device)
