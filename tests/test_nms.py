@@ -441,3 +441,17 @@ def np_batched_nms_fast(boxes, scores, idxs, thr):
     order = torch.sort(scores, descending=True, stable=True)[1].tolist()
     kept = set(kept)
     return [i for i in order if i in kept]
+
+
+@pytest.mark.parametrize("target", B.targets())
+@pytest.mark.parametrize("box_dtype,score_dtype", [(torch.float64, torch.float32), (torch.float32, torch.float64),
+                                                   (torch.float16, torch.float32), (torch.float32, torch.bfloat16)])
+def test_nms_mixed_box_and_score_dtypes(target, box_dtype, score_dtype):
+    # accepted (torchvision's CPU kernel rejects them): the IoU follows the boxes' dtype, the
+    # order the scores' values; every backend agrees with the reference
+    backend, device = target
+    boxes, scores = D.clustered_boxes(50, 1).to(box_dtype), D.tie_scores(50, 1, levels=7).to(score_dtype)
+    assert _run(backend, device, boxes, scores, 0.5).tolist() == R.nms(boxes, scores, 0.5).tolist()
+    idxs = torch.arange(50) % 3
+    assert _run_batched(backend, device, boxes, scores, idxs, 0.5).tolist() == \
+        R.batched_nms(boxes, scores, idxs, 0.5).tolist()
