@@ -123,7 +123,24 @@ namespace detseg::cpu::CPU_CAPABILITY {
 
 namespace {
 
-template <IouKind K, typename T>
+// Boxes [j, j + count) of xyxy rows p as four coordinate vectors (count <= lanes; the
+// missing lanes are zero): two rounds of even/odd splits of 4 consecutive vectors.
+template <typename V, typename T>
+inline Box<V> load_rows_as_columns(const T* p, int64_t count) {
+  constexpr int64_t W = V::size();
+  V v[4];
+  for (int64_t k = 0; k < 4; ++k) {
+    const int64_t c = 4 * count - k * W;
+    v[k] = c >= W ? V::loadu(p + k * W) : c > 0 ? V::loadu(p + k * W, c) : V(T(0));
+  }
+  const auto [e01, o01] = at::vec::deinterleave2(v[0], v[1]);  // x1 x2 .. / y1 y2 .. of boxes 0..W/2
+  const auto [e23, o23] = at::vec::deinterleave2(v[2], v[3]);
+  const auto [x1, x2] = at::vec::deinterleave2(e01, e23);
+  const auto [y1, y2] = at::vec::deinterleave2(o01, o23);
+  return Box<V>{x1, y1, x2, y2};
+}
+
+template <IouKind K, bool kAos, typename T>
 void tasks_kind(const IouMatrixArgs<T>& p, int64_t t0, int64_t t1) {
   using V = at::vec::Vectorized<T>;
   constexpr int64_t W = V::size();
@@ -136,33 +153,44 @@ void tasks_kind(const IouMatrixArgs<T>& p, int64_t t0, int64_t t1) {
     const T* ar = p.a + row * 4;
     const Box<V> a{V(ar[0]), V(ar[1]), V(ar[2]), V(ar[3])};
     const V a_atan = K == IouKind::kCIoU ? V(p.a_atan[row]) : zero;
-    const T* soa = p.b_soa + (row / p.n) * 5 * p.m;
-    const T *bx1 = soa, *by1 = soa + p.m, *bx2 = soa + 2 * p.m, *by2 = soa + 3 * p.m, *bat = soa + 4 * p.m;
+    const T* soa = p.b_soa + (row / p.n) * p.cols * p.m;
+    const T *bx1 = soa, *by1 = soa + p.m, *bx2 = soa + 2 * p.m, *by2 = soa + 3 * p.m;
+    const T* bat = K == IouKind::kCIoU ? soa + (p.cols - 1) * p.m : nullptr;
+    const T* aos = kAos ? p.b_aos + (row / p.n) * p.m * 4 : nullptr;
     T* out = p.out + row * p.m;
     int64_t j = c0;
     for (; j + W <= c1; j += W) {
-      const Box<V> b{V::loadu(bx1 + j), V::loadu(by1 + j), V::loadu(bx2 + j), V::loadu(by2 + j)};
+      const Box<V> b = kAos ? load_rows_as_columns<V>(aos + j * 4, W)
+                            : Box<V>{V::loadu(bx1 + j), V::loadu(by1 + j), V::loadu(bx2 + j), V::loadu(by2 + j)};
       const V b_atan = K == IouKind::kCIoU ? V::loadu(bat + j) : zero;
       pair_iou<K, IouForm::kMatrix>(a, b, eps, a_atan, b_atan).store(out + j);
     }
     if (j < c1) {
       // Partial vector: the unused lanes compute on zeros and are not stored.
       const int64_t r = c1 - j;
-      const Box<V> b{V::loadu(bx1 + j, r), V::loadu(by1 + j, r), V::loadu(bx2 + j, r), V::loadu(by2 + j, r)};
+      const Box<V> b = kAos ? load_rows_as_columns<V>(aos + j * 4, r)
+                            : Box<V>{V::loadu(bx1 + j, r), V::loadu(by1 + j, r), V::loadu(bx2 + j, r),
+                                     V::loadu(by2 + j, r)};
       const V b_atan = K == IouKind::kCIoU ? V::loadu(bat + j, r) : zero;
       pair_iou<K, IouForm::kMatrix>(a, b, eps, a_atan, b_atan).store(out + j, static_cast<int>(r));
     }
   }
 }
 
+template <bool kAos, typename T>
+void tasks_layout(const IouMatrixArgs<T>& p, int64_t t0, int64_t t1) {
+  switch (p.kind) {
+    case IouKind::kIoU: return tasks_kind<IouKind::kIoU, kAos>(p, t0, t1);
+    case IouKind::kGIoU: return tasks_kind<IouKind::kGIoU, kAos>(p, t0, t1);
+    case IouKind::kDIoU: return tasks_kind<IouKind::kDIoU, kAos>(p, t0, t1);
+    case IouKind::kCIoU: return tasks_kind<IouKind::kCIoU, kAos>(p, t0, t1);
+  }
+}
+
 template <typename T>
 void tasks_any(const IouMatrixArgs<T>& p, int64_t t0, int64_t t1) {
-  switch (p.kind) {
-    case IouKind::kIoU: return tasks_kind<IouKind::kIoU>(p, t0, t1);
-    case IouKind::kGIoU: return tasks_kind<IouKind::kGIoU>(p, t0, t1);
-    case IouKind::kDIoU: return tasks_kind<IouKind::kDIoU>(p, t0, t1);
-    case IouKind::kCIoU: return tasks_kind<IouKind::kCIoU>(p, t0, t1);
-  }
+  if (p.b_aos != nullptr) return tasks_layout<true>(p, t0, t1);
+  return tasks_layout<false>(p, t0, t1);
 }
 
 }  // namespace

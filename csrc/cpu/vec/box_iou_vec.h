@@ -17,7 +17,10 @@ template <typename T>
 struct IouMatrixArgs {
   const T* a;          // boxes1 [B * n, 4] xyxy, contiguous
   const T* a_atan;     // [B * n] box_aspect_atan of boxes1 (CIoU only, else null)
-  const T* b_soa;      // boxes2 per batch as 5 columns [B, 5, m]: x1, y1, x2, y2, atan (CIoU)
+  const T* b_aos;      // boxes2 [B, m, 4] xyxy rows, or null: then read from b_soa
+  const T* b_soa;      // boxes2 per batch as columns [B, cols, m]: x1, y1, x2, y2 (unless
+                       // b_aos), then atan (CIoU only)
+  int64_t cols;        // columns per batch in b_soa: 4 or 5, or 0 or 1 with b_aos
   T* out;              // [B * n, m]
   int64_t n, m;        // rows / columns per batch
   int64_t chunk;       // columns per task (a multiple of every vector width)
