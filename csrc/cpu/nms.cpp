@@ -19,6 +19,7 @@
 #include <new>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "checks.h"
 #include "cpu/isa.h"
