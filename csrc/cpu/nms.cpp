@@ -19,6 +19,7 @@
 #include <new>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "checks.h"
 #include "cpu/isa.h"
@@ -163,20 +164,27 @@ void score_order(const at::Tensor& scores, int32_t* order, SortScratch& s) {
 // Problems with at most this many active boxes keep them in priority order: the spatial
 // sort would cost more than the block visits it saves.
 constexpr int64_t kSpatialMin = 256;
-constexpr int kMortonBits = 10;
+// Cells of the spatial sort: up to 2^6 x 2^6, so a single counting pass over at most 4096
+// buckets; finer cells would not make the 16-box blocks any tighter.
+constexpr int kCellBitsMax = 6;
 
-inline uint32_t spread10(uint32_t v) {  // bit i -> bit 2i
-  v &= 0x3ffu;
-  v = (v | (v << 8)) & 0x00ff00ffu;
-  v = (v | (v << 4)) & 0x0f0f0f0fu;
-  v = (v | (v << 2)) & 0x33333333u;
-  v = (v | (v << 1)) & 0x55555555u;
+inline uint32_t spread6(uint32_t v) {  // bit i -> bit 2i (Z-order of the cells)
+  v &= 0x3fu;
+  v = (v | (v << 4)) & 0x0f0fu;
+  v = (v | (v << 2)) & 0x3333u;
+  v = (v | (v << 1)) & 0x5555u;
   return v;
 }
 
 template <typename T>
+struct Box4 {
+  T x1, y1, x2, y2;
+};
+
+template <typename T>
 struct Workspace {
-  Buf<T> x1, y1, x2, y2, area, blocks, bbox;
+  Buf<Box4<T>> box;
+  Buf<T> blocks, bbox;
   Buf<int32_t> active, slot_of, kept, tmp;
   Buf<uint32_t> key, alive;
   Buf<float> cx, cy;
@@ -191,36 +199,27 @@ struct BoxesView {
 };
 
 template <typename T, typename S>
-inline void gather_as(const S* p, int64_t s0, int64_t s1, const int32_t* ids, int64_t m, T* x1, T* y1, T* x2,
-                      T* y2) {
-  if (s1 == 1) {
-    for (int64_t q = 0; q < m; ++q) {
-      const S* b = p + static_cast<int64_t>(ids[q]) * s0;
-      x1[q] = static_cast<T>(b[0]);
-      y1[q] = static_cast<T>(b[1]);
-      x2[q] = static_cast<T>(b[2]);
-      y2[q] = static_cast<T>(b[3]);
-    }
-    return;
-  }
+inline void gather_as(const S* p, int64_t s0, int64_t s1, const int32_t* ids, int64_t m, Box4<T>* out) {
   for (int64_t q = 0; q < m; ++q) {
     const S* b = p + static_cast<int64_t>(ids[q]) * s0;
-    x1[q] = static_cast<T>(b[0]);
-    y1[q] = static_cast<T>(b[s1]);
-    x2[q] = static_cast<T>(b[2 * s1]);
-    y2[q] = static_cast<T>(b[3 * s1]);
+    out[q] = Box4<T>{static_cast<T>(b[0]), static_cast<T>(b[s1]), static_cast<T>(b[2 * s1]),
+                     static_cast<T>(b[3 * s1])};
   }
 }
 
 template <typename T>
-void gather(const BoxesView<T>& bv, const int32_t* ids, int64_t m, T* x1, T* y1, T* x2, T* y2) {
+void gather(const BoxesView<T>& bv, const int32_t* ids, int64_t m, Box4<T>* out) {
   switch (bv.dtype) {
-    case at::kDouble: gather_as(static_cast<const double*>(bv.data), bv.s0, bv.s1, ids, m, x1, y1, x2, y2); break;
-    case at::kFloat: gather_as(static_cast<const float*>(bv.data), bv.s0, bv.s1, ids, m, x1, y1, x2, y2); break;
-    case at::kHalf: gather_as(static_cast<const at::Half*>(bv.data), bv.s0, bv.s1, ids, m, x1, y1, x2, y2); break;
-    case at::kBFloat16:
-      gather_as(static_cast<const at::BFloat16*>(bv.data), bv.s0, bv.s1, ids, m, x1, y1, x2, y2);
+    case at::kDouble: gather_as(static_cast<const double*>(bv.data), bv.s0, bv.s1, ids, m, out); break;
+    case at::kFloat:
+      if (bv.s1 == 1) {
+        gather_as(static_cast<const float*>(bv.data), bv.s0, int64_t{1}, ids, m, out);
+      } else {
+        gather_as(static_cast<const float*>(bv.data), bv.s0, bv.s1, ids, m, out);
+      }
       break;
+    case at::kHalf: gather_as(static_cast<const at::Half*>(bv.data), bv.s0, bv.s1, ids, m, out); break;
+    case at::kBFloat16: gather_as(static_cast<const at::BFloat16*>(bv.data), bv.s0, bv.s1, ids, m, out); break;
     default: TORCH_CHECK(false, "detseg.nms: unexpected boxes dtype ", bv.dtype);
   }
 }
@@ -230,12 +229,8 @@ void gather(const BoxesView<T>& bv, const int32_t* ids, int64_t m, T* x1, T* y1,
 template <typename T>
 const int32_t* nms_problem(const BoxesView<T>& bv, const int32_t* ids, int64_t m, T thr, Workspace<T>& ws,
                            int64_t* k) {
-  T* x1 = ws.x1.get(m);
-  T* y1 = ws.y1.get(m);
-  T* x2 = ws.x2.get(m);
-  T* y2 = ws.y2.get(m);
-  T* area = ws.area.get(m);
-  gather(bv, ids, m, x1, y1, x2, y2);
+  Box4<T>* box = ws.box.get(m);
+  gather(bv, ids, m, box);
 
   // A box takes part only with positive width and height and a finite area; any other box
   // has IoU 0 or NaN with every box, so it is kept and suppresses nothing.
@@ -244,26 +239,27 @@ const int32_t* nms_problem(const BoxesView<T>& bv, const int32_t* ids, int64_t m
   int64_t na = 0;
   constexpr T kInf = std::numeric_limits<T>::infinity();
   for (int64_t q = 0; q < m; ++q) {
-    const T w = x2[q] - x1[q];
-    const T h = y2[q] - y1[q];
-    const T a = w * h;  // the area of detseg::nms_suppresses' callers: (x2 - x1) * (y2 - y1)
-    area[q] = a;
-    const bool on = w > T(0) && h > T(0) && a < kInf;
+    const Box4<T> bq = box[q];
+    const T w = bq.x2 - bq.x1;
+    const T h = bq.y2 - bq.y1;
+    const bool on = w > T(0) && h > T(0) && w * h < kInf;
     slot_of[q] = -1;
     active[na] = static_cast<int32_t>(q);
     na += on;
   }
 
+  int32_t* placed = active;  // active boxes in block order
   if (na > kSpatialMin) {
-    // Z-order of the box centres: boxes that share a block are near each other, so block
-    // bounding boxes stay tight and a kept box visits few blocks.
+    // Z-order of the box centres over a grid of cells: boxes that share a block are near
+    // each other, so block bounding boxes stay tight and a kept box visits few blocks.
     float* cx = ws.cx.get(na);
     float* cy = ws.cy.get(na);
-    float lox = std::numeric_limits<float>::infinity(), hix = -lox, loy = lox, hiy = -lox;
+    constexpr float kFInf = std::numeric_limits<float>::infinity();
+    float lox = kFInf, hix = -kFInf, loy = kFInf, hiy = -kFInf;
     for (int64_t a = 0; a < na; ++a) {
-      const int32_t q = active[a];
-      const float u = static_cast<float>(x1[q] * T(0.5) + x2[q] * T(0.5));
-      const float v = static_cast<float>(y1[q] * T(0.5) + y2[q] * T(0.5));
+      const Box4<T> bq = box[active[a]];
+      const float u = static_cast<float>(bq.x1 * T(0.5) + bq.x2 * T(0.5));
+      const float v = static_cast<float>(bq.y1 * T(0.5) + bq.y2 * T(0.5));
       cx[a] = u;
       cy[a] = v;
       lox = std::min(lox, u);
@@ -271,67 +267,32 @@ const int32_t* nms_problem(const BoxesView<T>& bv, const int32_t* ids, int64_t m
       loy = std::min(loy, v);
       hiy = std::max(hiy, v);
     }
-    // Enough bits per axis for a few blocks per cell; 10 at most (two 10-bit passes).
-    int bits = 2;
-    while (bits < kMortonBits && (int64_t{1} << (2 * bits)) < na / 4) ++bits;
+    int bits = 2;  // about four blocks' worth of boxes per cell
+    while (bits < kCellBitsMax && (int64_t{1} << (2 * bits)) * 64 < na) ++bits;
     const float kMax = static_cast<float>((1 << bits) - 1);
     const float rx = hix - lox, ry = hiy - loy;
-    constexpr float kFInf = std::numeric_limits<float>::infinity();
     const float sx = rx > 0.0f && rx < kFInf ? kMax / rx : 0.0f;
     const float sy = ry > 0.0f && ry < kFInf ? kMax / ry : 0.0f;
     auto quant = [&](float v) -> uint32_t {
       return v > 0.0f ? (v < kMax ? static_cast<uint32_t>(v) : static_cast<uint32_t>(kMax)) : 0u;
     };
     uint32_t* key = ws.key.get(na);
+    const int64_t nk = int64_t{1} << (2 * bits);
+    int64_t* h = ws.hist.get(nk);
+    std::fill(h, h + nk, 0);
     for (int64_t a = 0; a < na; ++a) {
-      key[a] = spread10(quant((cx[a] - lox) * sx)) | (spread10(quant((cy[a] - loy) * sy)) << 1);
+      const uint32_t kk = spread6(quant((cx[a] - lox) * sx)) | (spread6(quant((cy[a] - loy) * sy)) << 1);
+      key[a] = kk;
+      ++h[kk];
     }
-    int32_t* tmp = ws.tmp.get(na);
-    const int kb = 2 * bits;
-    if (kb <= 12) {
-      // One counting pass.
-      const int64_t nk = int64_t{1} << kb;
-      int64_t* h = ws.hist.get(nk);
-      std::fill(h, h + nk, 0);
-      for (int64_t a = 0; a < na; ++a) ++h[key[a]];
-      int64_t sum = 0;
-      for (int64_t d = 0; d < nk; ++d) {
-        const int64_t c = h[d];
-        h[d] = sum;
-        sum += c;
-      }
-      for (int64_t a = 0; a < na; ++a) tmp[h[key[a]]++] = active[a];
-    } else {
-      // Two LSD passes: positions a (into active[]) by the low half, then stable by the high.
-      const int lo_bits = kb / 2;
-      const int64_t nlo = int64_t{1} << lo_bits, nhi = int64_t{1} << (kb - lo_bits);
-      const uint32_t lo_mask = static_cast<uint32_t>(nlo - 1);
-      int64_t* h = ws.hist.get(nlo + nhi);
-      std::fill(h, h + nlo + nhi, 0);
-      for (int64_t a = 0; a < na; ++a) {
-        ++h[key[a] & lo_mask];
-        ++h[nlo + (key[a] >> lo_bits)];
-      }
-      int64_t sum = 0;
-      for (int64_t d = 0; d < nlo; ++d) {
-        const int64_t c = h[d];
-        h[d] = sum;
-        sum += c;
-      }
-      sum = 0;
-      for (int64_t d = nlo; d < nlo + nhi; ++d) {
-        const int64_t c = h[d];
-        h[d] = sum;
-        sum += c;
-      }
-      uint32_t* perm = reinterpret_cast<uint32_t*>(cx);  // the centres are no longer needed
-      for (int64_t a = 0; a < na; ++a) perm[h[key[a] & lo_mask]++] = static_cast<uint32_t>(a);
-      for (int64_t i = 0; i < na; ++i) {
-        const uint32_t a = perm[i];
-        tmp[h[nlo + (key[a] >> lo_bits)]++] = active[a];
-      }
+    int64_t sum = 0;
+    for (int64_t d = 0; d < nk; ++d) {
+      const int64_t c = h[d];
+      h[d] = sum;
+      sum += c;
     }
-    std::copy(tmp, tmp + na, active);
+    placed = ws.tmp.get(na);
+    for (int64_t a = 0; a < na; ++a) placed[h[key[a]]++] = active[a];
   }
 
   const int64_t nb = (na + kNmsBlock - 1) / kNmsBlock;
@@ -340,7 +301,7 @@ const int32_t* nms_problem(const BoxesView<T>& bv, const int32_t* ids, int64_t m
   T* bbox = ws.bbox.get(std::max<int64_t>(nbp, 1) * 4);
   uint32_t* alive = ws.alive.get(std::max<int64_t>(nbp, 1));
   const T nan = std::numeric_limits<T>::quiet_NaN();
-  for (int64_t b = 0; b < nbp; ++b) {
+  for (int64_t b = nb; b < nbp; ++b) {
     alive[b] = 0;
     bbox[b] = bbox[nbp + b] = bbox[2 * nbp + b] = bbox[3 * nbp + b] = nan;
   }
@@ -349,22 +310,23 @@ const int32_t* nms_problem(const BoxesView<T>& bv, const int32_t* ids, int64_t m
     const int64_t a0 = b * kNmsBlock;
     const int lanes = static_cast<int>(std::min<int64_t>(kNmsBlock, na - a0));
     T lx = kInf, ly = kInf, hx = -kInf, hy = -kInf;
-    for (int l = 0; l < kNmsBlock; ++l) {
-      if (l < lanes) {
-        const int32_t q = active[a0 + l];
-        slot_of[q] = static_cast<int32_t>(a0 + l);
-        blk[l] = x1[q];
-        blk[kNmsBlock + l] = y1[q];
-        blk[2 * kNmsBlock + l] = x2[q];
-        blk[3 * kNmsBlock + l] = y2[q];
-        blk[4 * kNmsBlock + l] = area[q];
-        lx = std::min(lx, x1[q]);
-        ly = std::min(ly, y1[q]);
-        hx = std::max(hx, x2[q]);
-        hy = std::max(hy, y2[q]);
-      } else {
-        for (int c = 0; c < 5; ++c) blk[c * kNmsBlock + l] = T(0);
-      }
+    for (int l = 0; l < lanes; ++l) {
+      const int32_t q = placed[a0 + l];
+      const Box4<T> bq = box[q];
+      slot_of[q] = static_cast<int32_t>(a0 + l);
+      blk[l] = bq.x1;
+      blk[kNmsBlock + l] = bq.y1;
+      blk[2 * kNmsBlock + l] = bq.x2;
+      blk[3 * kNmsBlock + l] = bq.y2;
+      // The area as every caller of detseg::nms_suppresses computes it.
+      blk[4 * kNmsBlock + l] = (bq.x2 - bq.x1) * (bq.y2 - bq.y1);
+      lx = std::min(lx, bq.x1);
+      ly = std::min(ly, bq.y1);
+      hx = std::max(hx, bq.x2);
+      hy = std::max(hy, bq.y2);
+    }
+    for (int l = lanes; l < kNmsBlock; ++l) {
+      for (int c = 0; c < 5; ++c) blk[c * kNmsBlock + l] = T(0);
     }
     alive[b] = lanes == 32 ? ~0u : ((1u << lanes) - 1u);
     bbox[b] = lx;

@@ -4,14 +4,6 @@ detseg._backend dispatches `getattr(detseg.triton, op)(*args)`."""
 
 import triton  # noqa: F401  -- ImportError here marks the backend unavailable
 
-from .boxes import (  # noqa: F401
-    _box_iou_loss_backward,
-    _box_iou_matrix_backward,
-    box_area,
-    box_convert,
-    box_iou_loss,
-    box_iou_matrix,
-    clip_boxes_to_image,
-    remove_small_boxes,
-)
+from .boxes import box_area, box_convert, clip_boxes_to_image, remove_small_boxes  # noqa: F401
+from .iou import _box_iou_loss_backward, _box_iou_matrix_backward, box_iou_loss, box_iou_matrix  # noqa: F401
 from .nms import batched_nms, nms  # noqa: F401

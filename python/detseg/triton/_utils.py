@@ -41,6 +41,21 @@ def pow2(n: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, triton.next_power_of_2(max(int(n), 1))))
 
 
+def elementwise_block(t: torch.Tensor, n: int) -> int:
+    return pow2(n, 16, 4096 if interpreted(t) else 256)
+
+
+_TL = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32,
+       torch.float64: tl.float64, torch.int8: tl.int8, torch.uint8: tl.uint8, torch.int16: tl.int16,
+       torch.int32: tl.int32, torch.int64: tl.int64}
+
+
+def tl_dtype(dt: torch.dtype):
+    if dt not in _TL:
+        raise TypeError(f"detseg.triton: unsupported dtype {dt}")
+    return _TL[dt]
+
+
 def rows4(boxes: torch.Tensor) -> torch.Tensor:
     """Tensor[..., 4] -> a Tensor[R, 4] view when one exists (strides go to the kernel),
     else a copy."""

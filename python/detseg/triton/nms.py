@@ -7,8 +7,9 @@ Pipeline (no host round trip but the final kept count):
   2. `_nms_mask_kernel`: bitmask of suppressions over BR x BC tiles, one int64 word per 64
      candidates; bit (i, j) set iff j > i, j in i's class segment and box i suppresses box j
      (the rule of csrc/include/detseg/nms.h, mirrored in `_suppresses`);
-  3. `_nms_unwrap_kernel`: one program walks the rows in priority order with the removed
-     mask in memory, keeping row i iff no kept row before it suppressed it;
+  3. `_nms_unwrap_kernel`: one program walks the rows in priority order (the current
+     64-row word of the removed mask in a register, the rest in memory), keeping row i iff
+     no kept row before it suppressed it;
   4. order-preserving compaction of the kept flags (`_utils.compact`).
 """
 
@@ -20,7 +21,7 @@ import triton.language as tl
 
 from ..ops import _checks
 from ..reference import nms_threshold
-from ._utils import launch, clamp_min0, compact, compute_dtype, dmax, dmin, fdiv, interpreted, pow2
+from ._utils import clamp_min0, compact, compute_dtype, dmax, dmin, fdiv, interpreted, launch, pow2
 
 
 @triton.jit
@@ -142,9 +143,8 @@ def _nms_sorted(boxes: torch.Tensor, order: torch.Tensor, perm: torch.Tensor, se
     else:
         br, bc, chunk = 64, 128, 128
     ct_tl = tl.float64 if ct == torch.float64 else tl.float32
-    launch(_nms_mask_kernel, (triton.cdiv(n, br), triton.cdiv(n, bc)), 
-        boxes, boxes.stride(0), boxes.stride(1), order, seg, thr, mask, n, n_words,
-        BATCHED=batched, CT=ct_tl, BR=br, BC=bc)
+    launch(_nms_mask_kernel, (triton.cdiv(n, br), triton.cdiv(n, bc)), boxes, boxes.stride(0), boxes.stride(1),
+           order, seg, thr, mask, n, n_words, BATCHED=batched, CT=ct_tl, BR=br, BC=bc)
     launch(_nms_unwrap_kernel, (1,), mask, removed, keep, perm, seg, n, n_words, BATCHED=batched, CHUNK=chunk)
     return keep
 
