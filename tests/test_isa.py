@@ -62,14 +62,16 @@ SCRIPT = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def per_isa(tmp_path_factory):
     B.require("cpp")
-    if torch.backends.cpu.get_cpu_capability() not in ("AVX512",):
-        pytest.skip(f"this CPU tops out at {torch.backends.cpu.get_cpu_capability()}: cannot run every ISA")
+    top = torch.backends.cpu.get_cpu_capability()
+    isas = {"DEFAULT": ["default"], "AVX2": ["default", "avx2"]}.get(top, list(ISAS))
+    if len(isas) < 2:
+        pytest.skip(f"this CPU has only the {top} path")
     d = tmp_path_factory.mktemp("isa")
     script = d / "parity.py"
     script.write_text(SCRIPT.format(tests=str(ROOT / "tests")))
     results = {}
     procs = {}
-    for isa in ISAS:
+    for isa in isas:
         env = dict(os.environ, ATEN_CPU_CAPABILITY=isa, PYTHONPATH=str(ROOT / "python"), OMP_NUM_THREADS="1")
         procs[isa] = subprocess.Popen([sys.executable, str(script), str(d / f"{isa}.pt")], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -89,10 +91,14 @@ def _flat(v):
     return list(v) if isinstance(v, tuple) else [v]
 
 
+def _others(per_isa):
+    return [isa for isa in per_isa if isa != "default"]
+
+
 def _mismatches(per_isa, keys):
     base = per_isa["default"]
     bad = []
-    for isa in ("avx2", "avx512"):
+    for isa in _others(per_isa):
         for key in keys:
             for x, y in zip(_flat(base[key]), _flat(per_isa[isa][key])):
                 try:
@@ -107,21 +113,28 @@ def _keys(per_isa, pred):
 
 
 def test_forward_and_nms_bitwise_identical_across_isas(per_isa):
-    assert set(per_isa["avx2"]) == set(per_isa["default"]) == set(per_isa["avx512"])
+    for isa in _others(per_isa):
+        assert set(per_isa[isa]) == set(per_isa["default"])
     keys = _keys(per_isa, lambda k: not k.endswith("-grad"))
     bad = _mismatches(per_isa, keys)
     assert not bad, "\n".join(bad)
 
 
-def test_gradients_across_isas(per_isa):
-    # the backward sums a pair's contributions over the other box set; bitwise equality
-    # across ISAs is expected only where the kernel keeps the scalar summation order.
+def test_gradients_across_isas_close(per_isa):
     keys = _keys(per_isa, lambda k: k.endswith("-grad"))
-    bad = _mismatches(per_isa, keys)
-    for isa in ("avx2", "avx512"):
+    for isa in _others(per_isa):
         for key in keys:
             for x, y in zip(_flat(per_isa["default"][key]), _flat(per_isa[isa][key])):
                 assert_close(y, x.double(), what="grad")
+
+
+@pytest.mark.xfail(strict=False, reason="float32 matrix gradients of the SIMD builds (AVX2 == AVX512) differ from "
+                   "DEFAULT by a few ulps (measured: rel <= 1.3e-4 on near-zero entries); float64 and the forward "
+                   "are bitwise equal. Bitwise equality across ISAs is not promised for gradients (CONTEXT.md: "
+                   "across thread counts only).")
+def test_gradients_bitwise_across_isas(per_isa):
+    keys = _keys(per_isa, lambda k: k.endswith("-grad"))
+    bad = _mismatches(per_isa, keys)
     assert not bad, "\n".join(bad)
 
 
