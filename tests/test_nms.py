@@ -414,8 +414,9 @@ def test_nms_large_cpp_vs_reference(dtype, scenario):
     else:
         boxes, scores = D.random_boxes(n, 23, scale=1500, max_wh=40), _special_scores(n, torch.float64, 24)
     boxes, scores = boxes.to(dtype), scores.to(dtype)
-    keep = detseg.nms(boxes, scores, 0.5, backend="cpp")
-    assert keep.tolist() == R.nms(boxes, scores, 0.5).tolist()
+    for thr in (0.0, 0.5, 0.9):
+        keep = detseg.nms(boxes, scores, thr, backend="cpp")
+        assert keep.tolist() == R.nms(boxes, scores, thr).tolist(), thr
 
 
 @pytest.mark.parametrize("classes", [1, 64, 3000])
