@@ -229,6 +229,15 @@ void gather(const BoxesView<T>& bv, const int32_t* ids, int64_t m, Box4<T>* out)
 template <typename T>
 const int32_t* nms_problem(const BoxesView<T>& bv, const int32_t* ids, int64_t m, T thr, Workspace<T>& ws,
                            int64_t* k) {
+  if (thr >= T(1)) {
+    // IoU never exceeds 1 in floating point either: inter <= min(area_i, area_j) (same
+    // products of smaller factors), so area_i + area_j rounds to at least 2 * inter and the
+    // union to at least inter. Nothing can be suppressed.
+    int32_t* kept = ws.kept.get(m);
+    for (int64_t q = 0; q < m; ++q) kept[q] = static_cast<int32_t>(q);
+    *k = m;
+    return kept;
+  }
   Box4<T>* box = ws.box.get(m);
   gather(bv, ids, m, box);
 
