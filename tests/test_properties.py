@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -16,7 +15,6 @@ from detseg import reference as R
 
 # Triton runs in the interpreter on the CPU: fewer examples there.
 BACKEND_EXAMPLES = {"cpp": 60, "reference": 60, "triton": 8}
-PARAMS = [pytest.param(b, marks=[]) for b in B.CPU_BACKENDS]
 
 coord = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False, width=32)
 side = st.floats(min_value=2.0 ** -6, max_value=5e2, allow_nan=False, allow_infinity=False, width=32)
