@@ -19,6 +19,7 @@
 #include <new>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "checks.h"
 #include "cpu/isa.h"
@@ -70,94 +71,73 @@ inline uint64_t desc_key(double f) {
   return ~ord;
 }
 
-constexpr int kRadixBits = 11;
-constexpr int kRadix = 1 << kRadixBits;
 // Below this, a comparison sort of (key, index) pairs beats clearing the histograms.
 constexpr int64_t kSmallSort = 256;
+// Below this, 8-bit digits: the prefix sums over 2^11 buckets would cost more than the
+// extra passes.
+constexpr int64_t kWideDigits = 4096;
 
 struct SortScratch {
   Buf<uint64_t> a, b;
   Buf<uint32_t> ka, kb, ia, ib;
-  Buf<int64_t> hist;
+  Buf<uint32_t> hist;
 };
 
-// order[r] = index of the r-th box: ascending key, ties by ascending index (LSD radix is
-// stable and the input is in index order).
-void argsort_keys(const uint32_t* key, int64_t n, int32_t* order, SortScratch& s) {
-  if (n <= kSmallSort) {
-    uint64_t* v = s.a.get(n);
-    for (int64_t i = 0; i < n; ++i) v[i] = (static_cast<uint64_t>(key[i]) << 32) | static_cast<uint64_t>(i);
-    std::sort(v, v + n);
-    for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(v[i] & 0xffffffffu);
-    return;
-  }
-  constexpr int kPasses = (32 + kRadixBits - 1) / kRadixBits;
-  int64_t* h = s.hist.get(kPasses * kRadix);
-  std::fill(h, h + kPasses * kRadix, 0);
-  uint64_t* src = s.a.get(n);
-  uint64_t* dst = s.b.get(n);
-  for (int64_t i = 0; i < n; ++i) {
-    const uint32_t k = key[i];
-    src[i] = (static_cast<uint64_t>(k) << 32) | static_cast<uint64_t>(i);
-    for (int p = 0; p < kPasses; ++p) ++h[p * kRadix + ((k >> (p * kRadixBits)) & (kRadix - 1))];
-  }
-  for (int p = 0; p < kPasses; ++p) {
-    int64_t* hp = h + p * kRadix;
-    const int shift = 32 + p * kRadixBits;
-    if (hp[(src[0] >> shift) & (kRadix - 1)] == n) continue;  // one digit value: nothing moves
-    int64_t sum = 0;
-    for (int d = 0; d < kRadix; ++d) {
-      const int64_t c = hp[d];
-      hp[d] = sum;
-      sum += c;
-    }
-    for (int64_t i = 0; i < n; ++i) dst[hp[(src[i] >> shift) & (kRadix - 1)]++] = src[i];
-    std::swap(src, dst);
-  }
-  for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(src[i] & 0xffffffffu);
-}
-
-void argsort_keys(const uint64_t* key, int64_t n, int32_t* order, SortScratch& s) {
-  if (n <= kSmallSort) {
-    // (key, index) pairs are distinct, so any sort of them is the stable order.
-    auto* v = reinterpret_cast<std::pair<uint64_t, uint32_t>*>(s.a.get(2 * n));
-    for (int64_t i = 0; i < n; ++i) v[i] = {key[i], static_cast<uint32_t>(i)};
-    std::sort(v, v + n);
-    for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(v[i].second);
-    return;
-  }
-  constexpr int kPasses = (64 + kRadixBits - 1) / kRadixBits;
-  int64_t* h = s.hist.get(kPasses * kRadix);
-  std::fill(h, h + kPasses * kRadix, 0);
-  uint64_t* ksrc = s.a.get(n);
-  uint64_t* kdst = s.b.get(n);
+// LSD radix argsort of n > kSmallSort keys: order[r] = index of the r-th smallest key, ties
+// by ascending index (each pass is stable and the input is in index order).
+template <int kBits, typename K>
+void radix_argsort(const K* key, int64_t n, int32_t* order, SortScratch& s) {
+  constexpr int kRadix = 1 << kBits;
+  constexpr K kMask = static_cast<K>(kRadix - 1);
+  constexpr int kPasses = (8 * static_cast<int>(sizeof(K)) + kBits - 1) / kBits;
+  uint32_t* h = s.hist.get(kPasses * kRadix);
+  std::fill(h, h + kPasses * kRadix, 0u);
+  K* ksrc = reinterpret_cast<K*>(s.a.get(n));
+  K* kdst = reinterpret_cast<K*>(s.b.get(n));
   uint32_t* isrc = s.ia.get(n);
   uint32_t* idst = s.ib.get(n);
   for (int64_t i = 0; i < n; ++i) {
-    const uint64_t k = key[i];
-    ksrc[i] = k;
-    isrc[i] = static_cast<uint32_t>(i);
-    for (int p = 0; p < kPasses; ++p) ++h[p * kRadix + ((k >> (p * kRadixBits)) & (kRadix - 1))];
+    const K k = key[i];
+    for (int p = 0; p < kPasses; ++p) ++h[p * kRadix + ((k >> (p * kBits)) & kMask)];
   }
+  const K* kin = key;
+  const uint32_t* iin = nullptr;  // identity until the first pass that moves anything
   for (int p = 0; p < kPasses; ++p) {
-    int64_t* hp = h + p * kRadix;
-    const int shift = p * kRadixBits;
-    if (hp[(ksrc[0] >> shift) & (kRadix - 1)] == n) continue;
-    int64_t sum = 0;
+    uint32_t* hp = h + p * kRadix;
+    const int shift = p * kBits;
+    if (hp[(kin[0] >> shift) & kMask] == static_cast<uint32_t>(n)) continue;  // one digit value
+    uint32_t sum = 0;
     for (int d = 0; d < kRadix; ++d) {
-      const int64_t c = hp[d];
+      const uint32_t c = hp[d];
       hp[d] = sum;
       sum += c;
     }
     for (int64_t i = 0; i < n; ++i) {
-      const int64_t at = hp[(ksrc[i] >> shift) & (kRadix - 1)]++;
-      kdst[at] = ksrc[i];
-      idst[at] = isrc[i];
+      const uint32_t at = hp[(kin[i] >> shift) & kMask]++;
+      kdst[at] = kin[i];
+      idst[at] = iin ? iin[i] : static_cast<uint32_t>(i);
     }
+    kin = kdst;
+    iin = idst;
     std::swap(ksrc, kdst);
     std::swap(isrc, idst);
   }
-  for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(isrc[i]);
+  for (int64_t i = 0; i < n; ++i) order[i] = iin ? static_cast<int32_t>(iin[i]) : static_cast<int32_t>(i);
+}
+
+template <typename K>
+void argsort_keys(const K* key, int64_t n, int32_t* order, SortScratch& s) {
+  if (n <= kSmallSort) {
+    // (key, index) pairs are distinct, so any sort of them is the stable order.
+    auto* v = reinterpret_cast<std::pair<K, uint32_t>*>(s.a.get(2 * n));
+    for (int64_t i = 0; i < n; ++i) v[i] = {key[i], static_cast<uint32_t>(i)};
+    std::sort(v, v + n);
+    for (int64_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(v[i].second);
+  } else if (n < kWideDigits) {
+    radix_argsort<8>(key, n, order, s);
+  } else {
+    radix_argsort<11>(key, n, order, s);
+  }
 }
 
 // Fills order[0..n) with the priority order of `scores` (any floating dtype, any stride).
@@ -166,7 +146,7 @@ void score_order(const at::Tensor& scores, int32_t* order, SortScratch& s) {
   const int64_t st = scores.stride(0);
   if (scores.scalar_type() == at::kDouble) {
     const double* p = scores.const_data_ptr<double>();
-    uint64_t* key = reinterpret_cast<uint64_t*>(s.kb.get(2 * n));
+    uint64_t* key = reinterpret_cast<uint64_t*>(s.kb.get(2 * n));  // kb is free until the sort
     for (int64_t i = 0; i < n; ++i) key[i] = desc_key(p[i * st]);
     argsort_keys(key, n, order, s);
     return;
@@ -183,21 +163,28 @@ void score_order(const at::Tensor& scores, int32_t* order, SortScratch& s) {
 
 // Problems with at most this many active boxes keep them in priority order: the spatial
 // sort would cost more than the block visits it saves.
-constexpr int64_t kSpatialMin = 96;
-constexpr int kMortonBits = 10;
+constexpr int64_t kSpatialMin = 256;
+// Cells of the spatial sort: up to 2^6 x 2^6, so a single counting pass over at most 4096
+// buckets; finer cells would not make the 16-box blocks any tighter.
+constexpr int kCellBitsMax = 6;
 
-inline uint32_t spread10(uint32_t v) {  // bit i -> bit 2i
-  v &= 0x3ffu;
-  v = (v | (v << 8)) & 0x00ff00ffu;
-  v = (v | (v << 4)) & 0x0f0f0f0fu;
-  v = (v | (v << 2)) & 0x33333333u;
-  v = (v | (v << 1)) & 0x55555555u;
+inline uint32_t spread6(uint32_t v) {  // bit i -> bit 2i (Z-order of the cells)
+  v &= 0x3fu;
+  v = (v | (v << 4)) & 0x0f0fu;
+  v = (v | (v << 2)) & 0x3333u;
+  v = (v | (v << 1)) & 0x5555u;
   return v;
 }
 
 template <typename T>
+struct Box4 {
+  T x1, y1, x2, y2;
+};
+
+template <typename T>
 struct Workspace {
-  Buf<T> x1, y1, x2, y2, area, blocks, bbox;
+  Buf<Box4<T>> box;
+  Buf<T> blocks, bbox;
   Buf<int32_t> active, slot_of, kept, tmp;
   Buf<uint32_t> key, alive;
   Buf<float> cx, cy;
@@ -212,36 +199,27 @@ struct BoxesView {
 };
 
 template <typename T, typename S>
-inline void gather_as(const S* p, int64_t s0, int64_t s1, const int32_t* ids, int64_t m, T* x1, T* y1, T* x2,
-                      T* y2) {
-  if (s1 == 1) {
-    for (int64_t q = 0; q < m; ++q) {
-      const S* b = p + static_cast<int64_t>(ids[q]) * s0;
-      x1[q] = static_cast<T>(b[0]);
-      y1[q] = static_cast<T>(b[1]);
-      x2[q] = static_cast<T>(b[2]);
-      y2[q] = static_cast<T>(b[3]);
-    }
-    return;
-  }
+inline void gather_as(const S* p, int64_t s0, int64_t s1, const int32_t* ids, int64_t m, Box4<T>* out) {
   for (int64_t q = 0; q < m; ++q) {
     const S* b = p + static_cast<int64_t>(ids[q]) * s0;
-    x1[q] = static_cast<T>(b[0]);
-    y1[q] = static_cast<T>(b[s1]);
-    x2[q] = static_cast<T>(b[2 * s1]);
-    y2[q] = static_cast<T>(b[3 * s1]);
+    out[q] = Box4<T>{static_cast<T>(b[0]), static_cast<T>(b[s1]), static_cast<T>(b[2 * s1]),
+                     static_cast<T>(b[3 * s1])};
   }
 }
 
 template <typename T>
-void gather(const BoxesView<T>& bv, const int32_t* ids, int64_t m, T* x1, T* y1, T* x2, T* y2) {
+void gather(const BoxesView<T>& bv, const int32_t* ids, int64_t m, Box4<T>* out) {
   switch (bv.dtype) {
-    case at::kDouble: gather_as(static_cast<const double*>(bv.data), bv.s0, bv.s1, ids, m, x1, y1, x2, y2); break;
-    case at::kFloat: gather_as(static_cast<const float*>(bv.data), bv.s0, bv.s1, ids, m, x1, y1, x2, y2); break;
-    case at::kHalf: gather_as(static_cast<const at::Half*>(bv.data), bv.s0, bv.s1, ids, m, x1, y1, x2, y2); break;
-    case at::kBFloat16:
-      gather_as(static_cast<const at::BFloat16*>(bv.data), bv.s0, bv.s1, ids, m, x1, y1, x2, y2);
+    case at::kDouble: gather_as(static_cast<const double*>(bv.data), bv.s0, bv.s1, ids, m, out); break;
+    case at::kFloat:
+      if (bv.s1 == 1) {
+        gather_as(static_cast<const float*>(bv.data), bv.s0, int64_t{1}, ids, m, out);
+      } else {
+        gather_as(static_cast<const float*>(bv.data), bv.s0, bv.s1, ids, m, out);
+      }
       break;
+    case at::kHalf: gather_as(static_cast<const at::Half*>(bv.data), bv.s0, bv.s1, ids, m, out); break;
+    case at::kBFloat16: gather_as(static_cast<const at::BFloat16*>(bv.data), bv.s0, bv.s1, ids, m, out); break;
     default: TORCH_CHECK(false, "detseg.nms: unexpected boxes dtype ", bv.dtype);
   }
 }
@@ -251,12 +229,17 @@ void gather(const BoxesView<T>& bv, const int32_t* ids, int64_t m, T* x1, T* y1,
 template <typename T>
 const int32_t* nms_problem(const BoxesView<T>& bv, const int32_t* ids, int64_t m, T thr, Workspace<T>& ws,
                            int64_t* k) {
-  T* x1 = ws.x1.get(m);
-  T* y1 = ws.y1.get(m);
-  T* x2 = ws.x2.get(m);
-  T* y2 = ws.y2.get(m);
-  T* area = ws.area.get(m);
-  gather(bv, ids, m, x1, y1, x2, y2);
+  if (thr >= T(1)) {
+    // IoU never exceeds 1 in floating point either: inter <= min(area_i, area_j) (same
+    // products of smaller factors), so area_i + area_j rounds to at least 2 * inter and the
+    // union to at least inter. Nothing can be suppressed.
+    int32_t* kept = ws.kept.get(m);
+    for (int64_t q = 0; q < m; ++q) kept[q] = static_cast<int32_t>(q);
+    *k = m;
+    return kept;
+  }
+  Box4<T>* box = ws.box.get(m);
+  gather(bv, ids, m, box);
 
   // A box takes part only with positive width and height and a finite area; any other box
   // has IoU 0 or NaN with every box, so it is kept and suppresses nothing.
@@ -265,26 +248,27 @@ const int32_t* nms_problem(const BoxesView<T>& bv, const int32_t* ids, int64_t m
   int64_t na = 0;
   constexpr T kInf = std::numeric_limits<T>::infinity();
   for (int64_t q = 0; q < m; ++q) {
-    const T w = x2[q] - x1[q];
-    const T h = y2[q] - y1[q];
-    const T a = w * h;  // the area of detseg::nms_suppresses' callers: (x2 - x1) * (y2 - y1)
-    area[q] = a;
-    const bool on = w > T(0) && h > T(0) && a < kInf;
+    const Box4<T> bq = box[q];
+    const T w = bq.x2 - bq.x1;
+    const T h = bq.y2 - bq.y1;
+    const bool on = w > T(0) && h > T(0) && w * h < kInf;
     slot_of[q] = -1;
     active[na] = static_cast<int32_t>(q);
     na += on;
   }
 
+  int32_t* placed = active;  // active boxes in block order
   if (na > kSpatialMin) {
-    // Z-order of the box centres: boxes that share a block are near each other, so block
-    // bounding boxes stay tight and a kept box visits few blocks.
+    // Z-order of the box centres over a grid of cells: boxes that share a block are near
+    // each other, so block bounding boxes stay tight and a kept box visits few blocks.
     float* cx = ws.cx.get(na);
     float* cy = ws.cy.get(na);
-    float lox = std::numeric_limits<float>::infinity(), hix = -lox, loy = lox, hiy = -lox;
+    constexpr float kFInf = std::numeric_limits<float>::infinity();
+    float lox = kFInf, hix = -kFInf, loy = kFInf, hiy = -kFInf;
     for (int64_t a = 0; a < na; ++a) {
-      const int32_t q = active[a];
-      const float u = static_cast<float>(x1[q] * T(0.5) + x2[q] * T(0.5));
-      const float v = static_cast<float>(y1[q] * T(0.5) + y2[q] * T(0.5));
+      const Box4<T> bq = box[active[a]];
+      const float u = static_cast<float>(bq.x1 * T(0.5) + bq.x2 * T(0.5));
+      const float v = static_cast<float>(bq.y1 * T(0.5) + bq.y2 * T(0.5));
       cx[a] = u;
       cy[a] = v;
       lox = std::min(lox, u);
@@ -292,40 +276,32 @@ const int32_t* nms_problem(const BoxesView<T>& bv, const int32_t* ids, int64_t m
       loy = std::min(loy, v);
       hiy = std::max(hiy, v);
     }
-    constexpr float kMax = static_cast<float>((1 << kMortonBits) - 1);
-    const float sx = hix - lox > 0.0f && hix - lox < std::numeric_limits<float>::infinity() ? kMax / (hix - lox) : 0.0f;
-    const float sy = hiy - loy > 0.0f && hiy - loy < std::numeric_limits<float>::infinity() ? kMax / (hiy - loy) : 0.0f;
+    int bits = 2;  // about four blocks' worth of boxes per cell
+    while (bits < kCellBitsMax && (int64_t{1} << (2 * bits)) * 64 < na) ++bits;
+    const float kMax = static_cast<float>((1 << bits) - 1);
+    const float rx = hix - lox, ry = hiy - loy;
+    const float sx = rx > 0.0f && rx < kFInf ? kMax / rx : 0.0f;
+    const float sy = ry > 0.0f && ry < kFInf ? kMax / ry : 0.0f;
     auto quant = [&](float v) -> uint32_t {
       return v > 0.0f ? (v < kMax ? static_cast<uint32_t>(v) : static_cast<uint32_t>(kMax)) : 0u;
     };
     uint32_t* key = ws.key.get(na);
+    const int64_t nk = int64_t{1} << (2 * bits);
+    int64_t* h = ws.hist.get(nk);
+    std::fill(h, h + nk, 0);
     for (int64_t a = 0; a < na; ++a) {
-      key[a] = spread10(quant((cx[a] - lox) * sx)) | (spread10(quant((cy[a] - loy) * sy)) << 1);
+      const uint32_t kk = spread6(quant((cx[a] - lox) * sx)) | (spread6(quant((cy[a] - loy) * sy)) << 1);
+      key[a] = kk;
+      ++h[kk];
     }
-    // Two LSD passes of 10 bits over the 20-bit keys.
-    int32_t* tmp = ws.tmp.get(na);
-    int64_t* h = ws.hist.get(2 * 1024);
-    std::fill(h, h + 2 * 1024, 0);
-    for (int64_t a = 0; a < na; ++a) {
-      ++h[key[a] & 1023];
-      ++h[1024 + (key[a] >> 10)];
+    int64_t sum = 0;
+    for (int64_t d = 0; d < nk; ++d) {
+      const int64_t c = h[d];
+      h[d] = sum;
+      sum += c;
     }
-    for (int p = 0; p < 2; ++p) {
-      int64_t sum = 0;
-      for (int d = 0; d < 1024; ++d) {
-        const int64_t c = h[p * 1024 + d];
-        h[p * 1024 + d] = sum;
-        sum += c;
-      }
-    }
-    // Pass 1: positions a (into active[]) by the low digit; pass 2: stable by the high one.
-    uint32_t* perm = reinterpret_cast<uint32_t*>(ws.cx.get(std::max<int64_t>(na, 1)));  // cx is no longer needed
-    for (int64_t a = 0; a < na; ++a) perm[h[key[a] & 1023]++] = static_cast<uint32_t>(a);
-    for (int64_t i = 0; i < na; ++i) {
-      const uint32_t a = perm[i];
-      tmp[h[1024 + (key[a] >> 10)]++] = active[a];
-    }
-    std::copy(tmp, tmp + na, active);
+    placed = ws.tmp.get(na);
+    for (int64_t a = 0; a < na; ++a) placed[h[key[a]]++] = active[a];
   }
 
   const int64_t nb = (na + kNmsBlock - 1) / kNmsBlock;
@@ -334,7 +310,7 @@ const int32_t* nms_problem(const BoxesView<T>& bv, const int32_t* ids, int64_t m
   T* bbox = ws.bbox.get(std::max<int64_t>(nbp, 1) * 4);
   uint32_t* alive = ws.alive.get(std::max<int64_t>(nbp, 1));
   const T nan = std::numeric_limits<T>::quiet_NaN();
-  for (int64_t b = 0; b < nbp; ++b) {
+  for (int64_t b = nb; b < nbp; ++b) {
     alive[b] = 0;
     bbox[b] = bbox[nbp + b] = bbox[2 * nbp + b] = bbox[3 * nbp + b] = nan;
   }
@@ -343,22 +319,23 @@ const int32_t* nms_problem(const BoxesView<T>& bv, const int32_t* ids, int64_t m
     const int64_t a0 = b * kNmsBlock;
     const int lanes = static_cast<int>(std::min<int64_t>(kNmsBlock, na - a0));
     T lx = kInf, ly = kInf, hx = -kInf, hy = -kInf;
-    for (int l = 0; l < kNmsBlock; ++l) {
-      if (l < lanes) {
-        const int32_t q = active[a0 + l];
-        slot_of[q] = static_cast<int32_t>(a0 + l);
-        blk[l] = x1[q];
-        blk[kNmsBlock + l] = y1[q];
-        blk[2 * kNmsBlock + l] = x2[q];
-        blk[3 * kNmsBlock + l] = y2[q];
-        blk[4 * kNmsBlock + l] = area[q];
-        lx = std::min(lx, x1[q]);
-        ly = std::min(ly, y1[q]);
-        hx = std::max(hx, x2[q]);
-        hy = std::max(hy, y2[q]);
-      } else {
-        for (int c = 0; c < 5; ++c) blk[c * kNmsBlock + l] = T(0);
-      }
+    for (int l = 0; l < lanes; ++l) {
+      const int32_t q = placed[a0 + l];
+      const Box4<T> bq = box[q];
+      slot_of[q] = static_cast<int32_t>(a0 + l);
+      blk[l] = bq.x1;
+      blk[kNmsBlock + l] = bq.y1;
+      blk[2 * kNmsBlock + l] = bq.x2;
+      blk[3 * kNmsBlock + l] = bq.y2;
+      // The area as every caller of detseg::nms_suppresses computes it.
+      blk[4 * kNmsBlock + l] = (bq.x2 - bq.x1) * (bq.y2 - bq.y1);
+      lx = std::min(lx, bq.x1);
+      ly = std::min(ly, bq.y1);
+      hx = std::max(hx, bq.x2);
+      hy = std::max(hy, bq.y2);
+    }
+    for (int l = lanes; l < kNmsBlock; ++l) {
+      for (int c = 0; c < 5; ++c) blk[c * kNmsBlock + l] = T(0);
     }
     alive[b] = lanes == 32 ? ~0u : ((1u << lanes) - 1u);
     bbox[b] = lx;
@@ -486,10 +463,14 @@ at::Tensor batched_nms_impl(const at::Tensor& boxes, const at::Tensor& scores, c
   int32_t* ids = ids_buf.get(n);
   for (int64_t i = 0; i < n; ++i) ids[i] = order[grouped[i]];
 
-  // keep[r] for each rank; categories are independent, so threads split them by box count
-  // and the result cannot depend on the split.
-  at::Tensor keep_t = at::zeros({n}, at::kByte);
-  uint8_t* keep = keep_t.data_ptr<uint8_t>();
+  // Categories are independent, so threads split them by box count and the result cannot
+  // depend on the split. Each category writes the ranks it keeps into its own run of
+  // kept_rank[] (threads never share a cache line but at run borders); the keep flags are
+  // set afterwards.
+  Buf<int32_t> kept_rank_buf;
+  Buf<int64_t> nkept_buf;
+  int32_t* kept_rank = kept_rank_buf.get(n);
+  int64_t* nkept = nkept_buf.get(nseg);
   const BoxesView<T> bv = view_of<T>(boxes);
   const T thr = threshold_of<T>(iou_threshold);
   auto run = [&](int64_t begin, int64_t end) {
@@ -500,14 +481,23 @@ at::Tensor batched_nms_impl(const at::Tensor& boxes, const at::Tensor& scores, c
       const int64_t a = seg[s], m = seg[s + 1] - seg[s];
       int64_t k = 0;
       const int32_t* kept = nms_problem<T>(bv, ids + a, m, thr, ws, &k);
-      for (int64_t i = 0; i < k; ++i) keep[grouped[a + kept[i]]] = 1;
+      for (int64_t i = 0; i < k; ++i) kept_rank[a + i] = grouped[a + kept[i]];
+      nkept[s] = k;
     }
   };
-  constexpr int64_t kGrain = 4096;
-  if (n <= kGrain || at::get_num_threads() == 1) {
+  // A parallel region costs a scheduler wake-up (far more on a busy machine); below ~32k
+  // boxes (torch's own grain) the whole call is cheaper than that risk.
+  constexpr int64_t kGrain = 16384;
+  if (n < 2 * kGrain || at::get_num_threads() == 1) {
     run(0, n);
   } else {
     at::parallel_for(0, n, kGrain, run);
+  }
+  Buf<uint8_t> keep_buf;
+  uint8_t* keep = keep_buf.get(n);
+  std::fill(keep, keep + n, uint8_t{0});
+  for (int64_t s = 0; s < nseg; ++s) {
+    for (int64_t i = 0; i < nkept[s]; ++i) keep[kept_rank[seg[s] + i]] = 1;
   }
 
   int64_t k = 0;

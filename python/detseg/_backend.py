@@ -20,16 +20,16 @@ BACKENDS = ("auto", "cpp", "triton", "reference")
 _stack: list[str] = ["auto"]
 
 
-def _check_name(name: str) -> str:
+def _check_name(name: str, op: str) -> str:
     if name not in BACKENDS:
-        raise ValueError(f"detseg: backend must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}")
+        raise ValueError(f"detseg.{op}: backend must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}")
     return name
 
 
 @contextlib.contextmanager
 def use_backend(name: str):
     """Context manager: run detseg ops inside the block on backend `name`."""
-    _stack.append(_check_name(name))
+    _stack.append(_check_name(name, "use_backend"))
     try:
         yield
     finally:
@@ -51,6 +51,10 @@ def _cpp_available(device: torch.device) -> bool:
         _cpp_state["cuda"] = _C is not None and bool(_C.build_info()["cuda"])
     return _cpp_state.get(device.type, False)
 
+
+# Filled at import (detseg._C is already bound by then): dynamo cannot trace the pybind11
+# build_info() call, so a first detseg call inside torch.compile(fullgraph=True) would break.
+_cpp_available(torch.device("cpu"))
 
 _triton_state: dict[str, object] = {}
 
@@ -85,7 +89,7 @@ def available_backends(device: str | torch.device = "cpu") -> list[str]:
 
 
 def resolve(op: str, backend: str | None, device: torch.device) -> str:
-    name = _check_name(backend if backend not in (None, "auto") else _stack[-1])
+    name = _check_name(backend if backend not in (None, "auto") else _stack[-1], op)
     if name == "auto":
         if _cpp_available(device):
             return "cpp"

@@ -13,8 +13,10 @@ namespace {
 using at::vec::Vectorized;
 
 // Bit l set iff kept box i suppresses slot l of the block. A plain loop over the shared
-// rule: g++ turns it into vector min/max/div over the block (-fno-trapping-math), with
-// the same operations in the same order as the scalar call, so decisions are identical.
+// rule: g++ turns it into vector min/max/div over the block (-fno-trapping-math), with the
+// same operations in the same order as the scalar call, so decisions are identical. The
+// 0/1 lanes go through a vector compare so that the mask is one instruction (kmov /
+// movmsk), not a chain of shifts and ors.
 template <typename T>
 inline uint32_t suppress_mask(const T* blk, T ix1, T iy1, T ix2, T iy2, T iarea, T thr) {
   const T* x1 = blk;
@@ -22,11 +24,15 @@ inline uint32_t suppress_mask(const T* blk, T ix1, T iy1, T ix2, T iy2, T iarea,
   const T* x2 = blk + 2 * kNmsBlock;
   const T* y2 = blk + 3 * kNmsBlock;
   const T* ar = blk + 4 * kNmsBlock;
-  uint32_t m = 0;
+  alignas(64) T hit[kNmsBlock];
   for (int l = 0; l < kNmsBlock; ++l) {
-    m |= static_cast<uint32_t>(
-             detseg::nms_suppresses(ix1, iy1, ix2, iy2, iarea, x1[l], y1[l], x2[l], y2[l], ar[l], thr))
-         << l;
+    hit[l] = detseg::nms_suppresses(ix1, iy1, ix2, iy2, iarea, x1[l], y1[l], x2[l], y2[l], ar[l], thr) ? T(1) : T(0);
+  }
+  using Vec = Vectorized<T>;
+  constexpr int kW = Vec::size();
+  uint32_t m = 0;
+  for (int v = 0; v < kNmsBlock; v += kW) {
+    m |= (~static_cast<uint32_t>(Vec::loadu(hit + v).zero_mask()) & ((1u << kW) - 1u)) << v;
   }
   return m;
 }
