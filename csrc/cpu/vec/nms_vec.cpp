@@ -87,9 +87,11 @@ int64_t greedy(const NmsBlocks<T>& b, const int32_t* slot_of, int64_t n, T thr, 
         const int64_t j = c0 + __builtin_ctz(ov);
         ov &= ov - 1;
         const uint32_t sup = suppress_mask<T>(b.blocks + j * 5 * kNmsBlock, ix1, iy1, ix2, iy2, ia, thr);
-        if (sup & alive[j]) {
-          if ((alive[j] &= ~sup) == 0) bx1[j] = nan;
-        }
+        // No branch on the result: the next block's division can start while this one's
+        // is still in flight.
+        const uint32_t left = alive[j] & ~sup;
+        alive[j] = left;
+        bx1[j] = left ? bx1[j] : nan;
       }
     }
   }
