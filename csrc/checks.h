@@ -47,6 +47,14 @@ inline IouKind iou_kind(const char* op, std::string_view kind) {
   TORCH_CHECK_VALUE(false, "detseg.", op, ": kind must be one of 'iou', 'giou', 'diou', 'ciou', got '", kind, "'");
 }
 
+// boxes1 floating, boxes2 of its dtype and on its device (the IoU matrix and loss ops).
+inline void boxes_pair_types(const char* op, const at::Tensor& b1, const at::Tensor& b2) {
+  floating(op, "boxes1", b1);
+  TORCH_CHECK_TYPE(b2.scalar_type() == b1.scalar_type(), "detseg.", op, ": boxes2 must have the dtype of boxes1 (",
+              b1.scalar_type(), "), got ", b2.scalar_type());
+  same_device(op, "boxes2", b2, b1);
+}
+
 // box_iou_matrix: boxes1 [N, 4] with boxes2 [M, 4], or [B, N, 4] with [B, M, 4].
 inline void iou_matrix(const at::Tensor& b1, const at::Tensor& b2) {
   const char* op = "box_iou_matrix";
@@ -55,10 +63,7 @@ inline void iou_matrix(const at::Tensor& b1, const at::Tensor& b2) {
   TORCH_CHECK_VALUE(b2.dim() == b1.dim() && b2.size(-1) == 4 && (b1.dim() == 2 || b2.size(0) == b1.size(0)), "detseg.", op,
               ": boxes2 must be a Tensor[", b1.dim() == 3 ? "B, " : "", "M, 4] matching boxes1 ", b1.sizes(),
               ", got shape ", b2.sizes());
-  floating(op, "boxes1", b1);
-  TORCH_CHECK_TYPE(b2.scalar_type() == b1.scalar_type(), "detseg.", op, ": boxes2 must have the dtype of boxes1 (",
-              b1.scalar_type(), "), got ", b2.scalar_type());
-  same_device(op, "boxes2", b2, b1);
+  boxes_pair_types(op, b1, b2);
 }
 
 // box_iou_loss: aligned pairs boxes1 [N, 4], boxes2 [N, 4].
@@ -67,10 +72,7 @@ inline void iou_loss(const at::Tensor& b1, const at::Tensor& b2) {
   boxes_n4(op, "boxes1", b1);
   TORCH_CHECK_VALUE(b2.dim() == 2 && b2.size(1) == 4 && b2.size(0) == b1.size(0), "detseg.", op,
               ": boxes2 must be a Tensor[N, 4] with N = ", b1.size(0), " as boxes1, got shape ", b2.sizes());
-  floating(op, "boxes1", b1);
-  TORCH_CHECK_TYPE(b2.scalar_type() == b1.scalar_type(), "detseg.", op, ": boxes2 must have the dtype of boxes1 (",
-              b1.scalar_type(), "), got ", b2.scalar_type());
-  same_device(op, "boxes2", b2, b1);
+  boxes_pair_types(op, b1, b2);
 }
 
 // The backward ops: the forward's checks (under the forward's name), the kind, then grad, whose
