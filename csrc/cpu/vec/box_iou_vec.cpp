@@ -20,9 +20,9 @@ namespace detseg {
 
 // The header's selects, for vector operands. x86 MINPS/MAXPS return their second operand
 // unless the comparison holds, which is exactly `a < b ? a : b` / `a > b ? a : b`, NaN
-// and signed zeros included; clamp_min0(x) = `x < 0 ? 0 : x` = MAXPS(0, x) (NaN passes,
-// -0 stays -0: both forms return x unless x < 0).
-#define DETSEG_VEC_SELECTS(S, MIN, MAX, ZERO)                                                        \
+// and signed zeros included; clamp_min0(x) = `x < 0 ? 0 : x` = MAXPS(0, x) (NaN passes).
+// CLAMP0 is an expression in the argument x.
+#define DETSEG_VEC_SELECTS(S, MIN, MAX, CLAMP0)                                                       \
   template <>                                                                                       \
   inline at::vec::Vectorized<S> dmin(at::vec::Vectorized<S> a, at::vec::Vectorized<S> b) {         \
     return MIN(a, b);                                                                               \
@@ -33,15 +33,15 @@ namespace detseg {
   }                                                                                                 \
   template <>                                                                                       \
   inline at::vec::Vectorized<S> clamp_min0(at::vec::Vectorized<S> x) {                             \
-    return MAX(ZERO, x);                                                                            \
+    return CLAMP0;                                                                                  \
   }
 
 #if defined(CPU_CAPABILITY_AVX512)
-DETSEG_VEC_SELECTS(float, _mm512_min_ps, _mm512_max_ps, _mm512_setzero_ps())
-DETSEG_VEC_SELECTS(double, _mm512_min_pd, _mm512_max_pd, _mm512_setzero_pd())
+DETSEG_VEC_SELECTS(float, _mm512_min_ps, _mm512_max_ps, _mm512_max_ps(_mm512_setzero_ps(), x))
+DETSEG_VEC_SELECTS(double, _mm512_min_pd, _mm512_max_pd, _mm512_max_pd(_mm512_setzero_pd(), x))
 #elif defined(CPU_CAPABILITY_AVX2)
-DETSEG_VEC_SELECTS(float, _mm256_min_ps, _mm256_max_ps, _mm256_setzero_ps())
-DETSEG_VEC_SELECTS(double, _mm256_min_pd, _mm256_max_pd, _mm256_setzero_pd())
+DETSEG_VEC_SELECTS(float, _mm256_min_ps, _mm256_max_ps, _mm256_max_ps(_mm256_setzero_ps(), x))
+DETSEG_VEC_SELECTS(double, _mm256_min_pd, _mm256_max_pd, _mm256_max_pd(_mm256_setzero_pd(), x))
 #else
 // DEFAULT: Vectorized is a plain array; lane loops the compiler vectorises with SSE2.
 template <typename S>
@@ -56,8 +56,14 @@ inline at::vec::Vectorized<S> lanes_max(const at::vec::Vectorized<S>& a, const a
   for (int i = 0; i < at::vec::Vectorized<S>::size(); ++i) r[i] = dmax(a[i], b[i]);
   return r;
 }
-DETSEG_VEC_SELECTS(float, lanes_min, lanes_max, at::vec::Vectorized<float>(0.0f))
-DETSEG_VEC_SELECTS(double, lanes_min, lanes_max, at::vec::Vectorized<double>(0.0))
+template <typename S>
+inline at::vec::Vectorized<S> lanes_clamp_min0(const at::vec::Vectorized<S>& x) {
+  at::vec::Vectorized<S> r;
+  for (int i = 0; i < at::vec::Vectorized<S>::size(); ++i) r[i] = clamp_min0(x[i]);
+  return r;
+}
+DETSEG_VEC_SELECTS(float, lanes_min, lanes_max, lanes_clamp_min0(x))
+DETSEG_VEC_SELECTS(double, lanes_min, lanes_max, lanes_clamp_min0(x))
 #endif
 #undef DETSEG_VEC_SELECTS
 
