@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <string_view>
+#include <vector>
 
 #include "detseg/boxes.h"
 
@@ -46,6 +47,14 @@ inline IouKind iou_kind(const char* op, std::string_view kind) {
   TORCH_CHECK_VALUE(false, "detseg.", op, ": kind must be one of 'iou', 'giou', 'diou', 'ciou', got '", kind, "'");
 }
 
+// boxes1 floating, boxes2 of its dtype and on its device (the IoU matrix and loss ops).
+inline void boxes_pair_types(const char* op, const at::Tensor& b1, const at::Tensor& b2) {
+  floating(op, "boxes1", b1);
+  TORCH_CHECK_TYPE(b2.scalar_type() == b1.scalar_type(), "detseg.", op, ": boxes2 must have the dtype of boxes1 (",
+              b1.scalar_type(), "), got ", b2.scalar_type());
+  same_device(op, "boxes2", b2, b1);
+}
+
 // box_iou_matrix: boxes1 [N, 4] with boxes2 [M, 4], or [B, N, 4] with [B, M, 4].
 inline void iou_matrix(const at::Tensor& b1, const at::Tensor& b2) {
   const char* op = "box_iou_matrix";
@@ -54,10 +63,7 @@ inline void iou_matrix(const at::Tensor& b1, const at::Tensor& b2) {
   TORCH_CHECK_VALUE(b2.dim() == b1.dim() && b2.size(-1) == 4 && (b1.dim() == 2 || b2.size(0) == b1.size(0)), "detseg.", op,
               ": boxes2 must be a Tensor[", b1.dim() == 3 ? "B, " : "", "M, 4] matching boxes1 ", b1.sizes(),
               ", got shape ", b2.sizes());
-  floating(op, "boxes1", b1);
-  TORCH_CHECK_TYPE(b2.scalar_type() == b1.scalar_type(), "detseg.", op, ": boxes2 must have the dtype of boxes1 (",
-              b1.scalar_type(), "), got ", b2.scalar_type());
-  same_device(op, "boxes2", b2, b1);
+  boxes_pair_types(op, b1, b2);
 }
 
 // box_iou_loss: aligned pairs boxes1 [N, 4], boxes2 [N, 4].
@@ -66,10 +72,34 @@ inline void iou_loss(const at::Tensor& b1, const at::Tensor& b2) {
   boxes_n4(op, "boxes1", b1);
   TORCH_CHECK_VALUE(b2.dim() == 2 && b2.size(1) == 4 && b2.size(0) == b1.size(0), "detseg.", op,
               ": boxes2 must be a Tensor[N, 4] with N = ", b1.size(0), " as boxes1, got shape ", b2.sizes());
-  floating(op, "boxes1", b1);
-  TORCH_CHECK_TYPE(b2.scalar_type() == b1.scalar_type(), "detseg.", op, ": boxes2 must have the dtype of boxes1 (",
-              b1.scalar_type(), "), got ", b2.scalar_type());
-  same_device(op, "boxes2", b2, b1);
+  boxes_pair_types(op, b1, b2);
+}
+
+// The backward ops: the forward's checks (under the forward's name), the kind, then grad, whose
+// shape is the forward's output. Returns the parsed kind.
+inline IouKind iou_matrix_backward(const at::Tensor& grad, const at::Tensor& b1, const at::Tensor& b2,
+                                   std::string_view kind_s) {
+  const char* op = "_box_iou_matrix_backward";
+  iou_matrix(b1, b2);
+  const IouKind kind = iou_kind(op, kind_s);
+  const int64_t n = b1.size(-2), m = b2.size(-2);
+  const auto shape = b1.dim() == 3 ? std::vector<int64_t>{b1.size(0), n, m} : std::vector<int64_t>{n, m};
+  TORCH_CHECK_VALUE(grad.sizes() == at::IntArrayRef(shape), "detseg.", op, ": grad must be a Tensor",
+                    at::IntArrayRef(shape), ", got shape ", grad.sizes());
+  same_device(op, "grad", grad, b1);
+  return kind;
+}
+
+inline IouKind iou_loss_backward(const at::Tensor& grad, const at::Tensor& b1, const at::Tensor& b2,
+                                 std::string_view kind_s) {
+  const char* op = "_box_iou_loss_backward";
+  iou_loss(b1, b2);
+  const IouKind kind = iou_kind(op, kind_s);
+  const int64_t n = b1.size(0);
+  TORCH_CHECK_VALUE(grad.dim() == 1 && grad.size(0) == n, "detseg.", op, ": grad must be a Tensor[", n,
+                    "], got shape ", grad.sizes());
+  same_device(op, "grad", grad, b1);
+  return kind;
 }
 
 inline void nms(const at::Tensor& boxes, const at::Tensor& scores, double thr) {

@@ -363,17 +363,9 @@ at::Tensor box_iou_matrix_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2
 std::tuple<at::Tensor, at::Tensor> box_iou_matrix_backward_cpu(const at::Tensor& grad, const at::Tensor& boxes1,
                                                                const at::Tensor& boxes2, c10::string_view kind_s,
                                                                double eps) {
-  checks::iou_matrix(boxes1, boxes2);
-  const IouKind kind = checks::iou_kind("_box_iou_matrix_backward", kind_s);
-  const bool batched = boxes1.dim() == 3;
-  const int64_t B = batched ? boxes1.size(0) : 1;
+  const IouKind kind = checks::iou_matrix_backward(grad, boxes1, boxes2, kind_s);
+  const int64_t B = boxes1.dim() == 3 ? boxes1.size(0) : 1;
   const int64_t n = boxes1.size(-2), m = boxes2.size(-2);
-  std::vector<int64_t> shape;
-  if (batched) shape.push_back(B);
-  shape.push_back(n);
-  shape.push_back(m);
-  TORCH_CHECK_VALUE(grad.sizes() == at::IntArrayRef(shape), "detseg._box_iou_matrix_backward: grad must be a Tensor",
-                    at::IntArrayRef(shape), ", got shape ", grad.sizes());
   const auto dt = compute_dtype(boxes1.scalar_type());
   at::Tensor g1 = at::zeros(boxes1.sizes(), boxes1.options().dtype(dt));
   at::Tensor g2 = at::zeros(boxes2.sizes(), boxes2.options().dtype(dt));
@@ -478,11 +470,8 @@ at::Tensor box_iou_loss_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, 
 std::tuple<at::Tensor, at::Tensor> box_iou_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& boxes1,
                                                              const at::Tensor& boxes2, c10::string_view kind_s,
                                                              double eps) {
-  checks::iou_loss(boxes1, boxes2);
-  const IouKind kind = checks::iou_kind("_box_iou_loss_backward", kind_s);
+  const IouKind kind = checks::iou_loss_backward(grad, boxes1, boxes2, kind_s);
   const int64_t n = boxes1.size(0);
-  TORCH_CHECK_VALUE(grad.dim() == 1 && grad.size(0) == n, "detseg._box_iou_loss_backward: grad must be a Tensor[",
-                    n, "], got shape ", grad.sizes());
   const auto dt = compute_dtype(boxes1.scalar_type());
   at::Tensor g1 = at::empty({n, 4}, boxes1.options().dtype(dt));
   at::Tensor g2 = at::empty({n, 4}, boxes2.options().dtype(dt));

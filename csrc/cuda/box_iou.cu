@@ -224,15 +224,9 @@ __global__ void sum_chunks_kernel(const at::opmath_type<scalar_t>* __restrict__ 
 std::tuple<at::Tensor, at::Tensor> box_iou_matrix_backward_cuda(const at::Tensor& grad, const at::Tensor& boxes1,
                                                                 const at::Tensor& boxes2, std::string_view kind_s,
                                                                 double eps) {
-  checks::iou_matrix(boxes1, boxes2);
-  const IouKind kind = checks::iou_kind("_box_iou_matrix_backward", kind_s);
-  const bool batched = boxes1.dim() == 3;
-  const int64_t batch = batched ? boxes1.size(0) : 1;
+  const IouKind kind = checks::iou_matrix_backward(grad, boxes1, boxes2, kind_s);
+  const int64_t batch = boxes1.dim() == 3 ? boxes1.size(0) : 1;
   const int64_t n = boxes1.size(-2), m = boxes2.size(-2);
-  const auto gshape = batched ? std::vector<int64_t>{batch, n, m} : std::vector<int64_t>{n, m};
-  TORCH_CHECK_VALUE(grad.sizes() == at::IntArrayRef(gshape), "detseg._box_iou_matrix_backward: grad must be a Tensor",
-                    at::IntArrayRef(gshape), ", got shape ", grad.sizes());
-  checks::same_device("_box_iou_matrix_backward", "grad", grad, boxes1);
   DeviceScope scope(boxes1);
   const at::Tensor b1 = boxes1.contiguous(), b2 = boxes2.contiguous();
   const auto acc_type = compute_type(b1);
@@ -335,12 +329,8 @@ __global__ void iou_loss_grad_kernel(const at::opmath_type<scalar_t>* __restrict
 std::tuple<at::Tensor, at::Tensor> box_iou_loss_backward_cuda(const at::Tensor& grad, const at::Tensor& boxes1,
                                                               const at::Tensor& boxes2, std::string_view kind_s,
                                                               double eps) {
-  checks::iou_loss(boxes1, boxes2);
-  const IouKind kind = checks::iou_kind("_box_iou_loss_backward", kind_s);
+  const IouKind kind = checks::iou_loss_backward(grad, boxes1, boxes2, kind_s);
   const int64_t n = boxes1.size(0);
-  TORCH_CHECK_VALUE(grad.dim() == 1 && grad.size(0) == n, "detseg._box_iou_loss_backward: grad must be a Tensor[",
-                    n, "], got shape ", grad.sizes());
-  checks::same_device("_box_iou_loss_backward", "grad", grad, boxes1);
   DeviceScope scope(boxes1);
   const at::Tensor b1 = boxes1.contiguous(), b2 = boxes2.contiguous();
   const at::Tensor g = grad.to(compute_type(b1)).contiguous();

@@ -21,56 +21,27 @@ namespace detseg {
 // The header's selects, for vector operands. x86 MINPS/MAXPS return their second operand
 // unless the comparison holds, which is exactly `a < b ? a : b` / `a > b ? a : b`, NaN
 // and signed zeros included; clamp_min0(x) = `x < 0 ? 0 : x` = MAXPS(0, x) (NaN passes).
+// CLAMP0 is an expression in the argument x.
+#define DETSEG_VEC_SELECTS(S, MIN, MAX, CLAMP0)                                                       \
+  template <>                                                                                       \
+  inline at::vec::Vectorized<S> dmin(at::vec::Vectorized<S> a, at::vec::Vectorized<S> b) {         \
+    return MIN(a, b);                                                                               \
+  }                                                                                                 \
+  template <>                                                                                       \
+  inline at::vec::Vectorized<S> dmax(at::vec::Vectorized<S> a, at::vec::Vectorized<S> b) {         \
+    return MAX(a, b);                                                                               \
+  }                                                                                                 \
+  template <>                                                                                       \
+  inline at::vec::Vectorized<S> clamp_min0(at::vec::Vectorized<S> x) {                             \
+    return CLAMP0;                                                                                  \
+  }
+
 #if defined(CPU_CAPABILITY_AVX512)
-template <>
-inline at::vec::Vectorized<float> dmin(at::vec::Vectorized<float> a, at::vec::Vectorized<float> b) {
-  return _mm512_min_ps(a, b);
-}
-template <>
-inline at::vec::Vectorized<float> dmax(at::vec::Vectorized<float> a, at::vec::Vectorized<float> b) {
-  return _mm512_max_ps(a, b);
-}
-template <>
-inline at::vec::Vectorized<float> clamp_min0(at::vec::Vectorized<float> x) {
-  return _mm512_max_ps(_mm512_setzero_ps(), x);
-}
-template <>
-inline at::vec::Vectorized<double> dmin(at::vec::Vectorized<double> a, at::vec::Vectorized<double> b) {
-  return _mm512_min_pd(a, b);
-}
-template <>
-inline at::vec::Vectorized<double> dmax(at::vec::Vectorized<double> a, at::vec::Vectorized<double> b) {
-  return _mm512_max_pd(a, b);
-}
-template <>
-inline at::vec::Vectorized<double> clamp_min0(at::vec::Vectorized<double> x) {
-  return _mm512_max_pd(_mm512_setzero_pd(), x);
-}
+DETSEG_VEC_SELECTS(float, _mm512_min_ps, _mm512_max_ps, _mm512_max_ps(_mm512_setzero_ps(), x))
+DETSEG_VEC_SELECTS(double, _mm512_min_pd, _mm512_max_pd, _mm512_max_pd(_mm512_setzero_pd(), x))
 #elif defined(CPU_CAPABILITY_AVX2)
-template <>
-inline at::vec::Vectorized<float> dmin(at::vec::Vectorized<float> a, at::vec::Vectorized<float> b) {
-  return _mm256_min_ps(a, b);
-}
-template <>
-inline at::vec::Vectorized<float> dmax(at::vec::Vectorized<float> a, at::vec::Vectorized<float> b) {
-  return _mm256_max_ps(a, b);
-}
-template <>
-inline at::vec::Vectorized<float> clamp_min0(at::vec::Vectorized<float> x) {
-  return _mm256_max_ps(_mm256_setzero_ps(), x);
-}
-template <>
-inline at::vec::Vectorized<double> dmin(at::vec::Vectorized<double> a, at::vec::Vectorized<double> b) {
-  return _mm256_min_pd(a, b);
-}
-template <>
-inline at::vec::Vectorized<double> dmax(at::vec::Vectorized<double> a, at::vec::Vectorized<double> b) {
-  return _mm256_max_pd(a, b);
-}
-template <>
-inline at::vec::Vectorized<double> clamp_min0(at::vec::Vectorized<double> x) {
-  return _mm256_max_pd(_mm256_setzero_pd(), x);
-}
+DETSEG_VEC_SELECTS(float, _mm256_min_ps, _mm256_max_ps, _mm256_max_ps(_mm256_setzero_ps(), x))
+DETSEG_VEC_SELECTS(double, _mm256_min_pd, _mm256_max_pd, _mm256_max_pd(_mm256_setzero_pd(), x))
 #else
 // DEFAULT: Vectorized is a plain array; lane loops the compiler vectorises with SSE2.
 template <typename S>
@@ -91,31 +62,10 @@ inline at::vec::Vectorized<S> lanes_clamp_min0(const at::vec::Vectorized<S>& x) 
   for (int i = 0; i < at::vec::Vectorized<S>::size(); ++i) r[i] = clamp_min0(x[i]);
   return r;
 }
-template <>
-inline at::vec::Vectorized<float> dmin(at::vec::Vectorized<float> a, at::vec::Vectorized<float> b) {
-  return lanes_min(a, b);
-}
-template <>
-inline at::vec::Vectorized<float> dmax(at::vec::Vectorized<float> a, at::vec::Vectorized<float> b) {
-  return lanes_max(a, b);
-}
-template <>
-inline at::vec::Vectorized<float> clamp_min0(at::vec::Vectorized<float> x) {
-  return lanes_clamp_min0(x);
-}
-template <>
-inline at::vec::Vectorized<double> dmin(at::vec::Vectorized<double> a, at::vec::Vectorized<double> b) {
-  return lanes_min(a, b);
-}
-template <>
-inline at::vec::Vectorized<double> dmax(at::vec::Vectorized<double> a, at::vec::Vectorized<double> b) {
-  return lanes_max(a, b);
-}
-template <>
-inline at::vec::Vectorized<double> clamp_min0(at::vec::Vectorized<double> x) {
-  return lanes_clamp_min0(x);
-}
+DETSEG_VEC_SELECTS(float, lanes_min, lanes_max, lanes_clamp_min0(x))
+DETSEG_VEC_SELECTS(double, lanes_min, lanes_max, lanes_clamp_min0(x))
 #endif
+#undef DETSEG_VEC_SELECTS
 
 }  // namespace detseg
 

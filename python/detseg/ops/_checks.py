@@ -81,6 +81,14 @@ def eps(op: str, value) -> float:
 
 # ---- per internal op (the schemas of csrc/ops.cpp) ----
 
+def boxes_pair_types(op: str, b1: torch.Tensor, b2: torch.Tensor) -> None:
+    """boxes1 floating, boxes2 of its dtype and on its device (the IoU matrix and loss ops)."""
+    floating(op, "boxes1", b1)
+    if b2.dtype != b1.dtype:
+        fail(op, f"boxes2 must have the dtype of boxes1 ({b1.dtype}), got {b2.dtype}", TypeError)
+    same_device(op, "boxes2", b2, b1)
+
+
 def iou_matrix(b1: torch.Tensor, b2: torch.Tensor, kind_: str, eps_: float) -> None:
     op = "box_iou_matrix"
     tensor(op, "boxes1", b1)
@@ -90,10 +98,7 @@ def iou_matrix(b1: torch.Tensor, b2: torch.Tensor, kind_: str, eps_: float) -> N
     if b2.dim() != b1.dim() or b2.shape[-1] != 4 or (b1.dim() == 3 and b2.shape[0] != b1.shape[0]):
         lead = "B, " if b1.dim() == 3 else ""
         fail(op, f"boxes2 must be a Tensor[{lead}M, 4] matching boxes1 {list(b1.shape)}, got shape {list(b2.shape)}")
-    floating(op, "boxes1", b1)
-    if b2.dtype != b1.dtype:
-        fail(op, f"boxes2 must have the dtype of boxes1 ({b1.dtype}), got {b2.dtype}", TypeError)
-    same_device(op, "boxes2", b2, b1)
+    boxes_pair_types(op, b1, b2)
     kind(op, kind_)
 
 
@@ -103,10 +108,7 @@ def iou_loss(b1: torch.Tensor, b2: torch.Tensor, kind_: str, eps_: float) -> Non
     tensor(op, "boxes2", b2)
     if b2.dim() != 2 or b2.shape[1] != 4 or b2.shape[0] != b1.shape[0]:
         fail(op, f"boxes2 must be a Tensor[N, 4] with N = {b1.shape[0]} as boxes1, got shape {list(b2.shape)}")
-    floating(op, "boxes1", b1)
-    if b2.dtype != b1.dtype:
-        fail(op, f"boxes2 must have the dtype of boxes1 ({b1.dtype}), got {b2.dtype}", TypeError)
-    same_device(op, "boxes2", b2, b1)
+    boxes_pair_types(op, b1, b2)
     kind(op, kind_)
 
 

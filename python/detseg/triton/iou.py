@@ -377,20 +377,30 @@ def _iou_matrix_backward(grad, boxes1, boxes2, kind: str, eps: float):
     return g1, g2
 
 
-class _IouMatrix(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, boxes1, boxes2, kind, eps):
-        ctx.save_for_backward(boxes1, boxes2)
-        ctx.kind = kind
-        ctx.eps = eps
-        return _iou_matrix_forward(boxes1, boxes2, kind, eps)
+def _iou_autograd(name: str, forward_fn, backward_fn) -> type:
+    """An autograd.Function over (boxes1, boxes2, kind, eps) from a forward launcher and its
+    backward launcher: the matrix and the loss ops differ only in those two."""
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        b1, b2 = ctx.saved_tensors
-        g1, g2 = _iou_matrix_backward(grad, b1, b2, ctx.kind, ctx.eps)
-        return (g1 if ctx.needs_input_grad[0] else None, g2 if ctx.needs_input_grad[1] else None, None, None)
+    class _Fn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, boxes1, boxes2, kind, eps):
+            ctx.save_for_backward(boxes1, boxes2)
+            ctx.kind = kind
+            ctx.eps = eps
+            return forward_fn(boxes1, boxes2, kind, eps)
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, grad):
+            b1, b2 = ctx.saved_tensors
+            g1, g2 = backward_fn(grad, b1, b2, ctx.kind, ctx.eps)
+            return (g1 if ctx.needs_input_grad[0] else None, g2 if ctx.needs_input_grad[1] else None, None, None)
+
+    _Fn.__name__ = _Fn.__qualname__ = name
+    return _Fn
+
+
+_IouMatrix = _iou_autograd("_IouMatrix", _iou_matrix_forward, _iou_matrix_backward)
 
 
 def box_iou_matrix(boxes1: torch.Tensor, boxes2: torch.Tensor, kind: str, eps: float) -> torch.Tensor:
@@ -468,20 +478,7 @@ def _iou_loss_backward(grad, boxes1, boxes2, kind: str, eps: float):
     return g1, g2
 
 
-class _IouLoss(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, boxes1, boxes2, kind, eps):
-        ctx.save_for_backward(boxes1, boxes2)
-        ctx.kind = kind
-        ctx.eps = eps
-        return _iou_loss_forward(boxes1, boxes2, kind, eps)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        b1, b2 = ctx.saved_tensors
-        g1, g2 = _iou_loss_backward(grad, b1, b2, ctx.kind, ctx.eps)
-        return (g1 if ctx.needs_input_grad[0] else None, g2 if ctx.needs_input_grad[1] else None, None, None)
+_IouLoss = _iou_autograd("_IouLoss", _iou_loss_forward, _iou_loss_backward)
 
 
 def box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, kind: str, eps: float) -> torch.Tensor:
