@@ -52,6 +52,10 @@ def _cpp_available(device: torch.device) -> bool:
     return _cpp_state.get(device.type, False)
 
 
+# Filled at import (detseg._C is already bound by then): dynamo cannot trace the pybind11
+# build_info() call, so a first detseg call inside torch.compile(fullgraph=True) would break.
+_cpp_available(torch.device("cpu"))
+
 _triton_state: dict[str, object] = {}
 
 
