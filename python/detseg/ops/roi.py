@@ -1,0 +1,123 @@
+"""RoI ops, torchvision.ops-compatible, plus keyword-only ``backend=`` (and ``pool_mode=`` on
+roi_align, mmcv's max-over-samples convention).
+
+Differences from torchvision, all on inputs where torchvision crashes or returns garbage:
+a batch index that is out of range or not an integer raises; a RoI with a NaN / inf
+coordinate outputs 0 (and gets no gradient); boxes may have a floating dtype other than
+input's (they are read in float32, float64 for float64 input); float16 / bfloat16 are
+supported on CPU (accumulated in float32); roi_pool's argmax is int64 and follows
+torch.argmax on NaN (NaN wins) where torchvision's strict '>' skips it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import _backend
+from . import _checks
+
+__all__ = ["roi_align", "roi_pool", "RoIAlign", "RoIPool"]
+
+
+def _pair(op: str, output_size) -> tuple[int, int]:
+    if isinstance(output_size, int):
+        return output_size, output_size
+    try:
+        h, w = output_size
+        return int(h), int(w)
+    except (TypeError, ValueError):
+        _checks.fail(op, f"output_size must be an int or a pair (height, width), got {output_size!r}")
+
+
+def _to_rois(op: str, boxes, input: torch.Tensor) -> torch.Tensor:
+    """Tensor[K, 5] as is, or a list of Tensor[L_i, 4] -> Tensor[sum L_i, 5] with batch index i."""
+    if isinstance(boxes, torch.Tensor):
+        if boxes.dim() != 2 or boxes.shape[1] != 5:
+            _checks.fail(op, f"boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got shape {list(boxes.shape)}")
+        rois = boxes
+    elif isinstance(boxes, (list, tuple)):
+        parts = []
+        for i, b in enumerate(boxes):
+            if not isinstance(b, torch.Tensor) or b.dim() != 2 or b.shape[1] != 4:
+                got = list(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__
+                _checks.fail(op, f"boxes[{i}] must be a Tensor[L, 4], got {got}")
+            parts.append(torch.cat([torch.full_like(b[:, :1], i), b], dim=1))
+        if not parts:
+            return input.new_zeros((0, 5), dtype=torch.float64 if input.dtype == torch.float64 else torch.float32)
+        rois = torch.cat(parts, dim=0)
+    else:
+        _checks.fail(op, f"boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got {type(boxes).__name__}",
+                     TypeError)
+    if not rois.is_floating_point():
+        rois = rois.to(torch.float64 if input.dtype == torch.float64 else torch.float32)
+    return rois
+
+
+def roi_align(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0, sampling_ratio: int = -1,
+              aligned: bool = False, *, pool_mode: str = "avg", backend: str = "auto") -> torch.Tensor:
+    """RoIAlign (Mask R-CNN). ``input Tensor[N, C, H, W]``, ``boxes Tensor[K, 5]`` (batch index,
+    x1, y1, x2, y2) or a list of ``Tensor[L_i, 4]`` -> ``Tensor[K, C, oh, ow]`` in input's dtype
+    (channels-last when input is).
+
+    spatial_scale maps box to feature coordinates; sampling_ratio <= 0 samples
+    ceil(roi_size / output_size) points per bin and axis; aligned shifts by half a pixel
+    (ONNX 'half_pixel'). pool_mode 'avg' averages the bilinear samples of a bin (torchvision),
+    'max' takes their maximum (mmcv).
+    """
+    op = "roi_align"
+    _checks.tensor(op, "input", input)
+    rois = _to_rois(op, boxes, input)
+    ph, pw = _pair(op, output_size)
+    return _backend.dispatch(op, backend, input.device, input, rois, float(spatial_scale), ph, pw,
+                             int(sampling_ratio), bool(aligned), pool_mode)
+
+
+def roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0, *,
+             backend: str = "auto") -> torch.Tensor:
+    """RoIPool (Fast R-CNN): max over quantised bins. ``input Tensor[N, C, H, W]``, boxes as in
+    :func:`roi_align` -> ``Tensor[K, C, oh, ow]``; an empty bin gives 0."""
+    op = "roi_pool"
+    _checks.tensor(op, "input", input)
+    rois = _to_rois(op, boxes, input)
+    ph, pw = _pair(op, output_size)
+    out, _ = _backend.dispatch(op, backend, input.device, input, rois, float(spatial_scale), ph, pw)
+    return out
+
+
+class RoIAlign(nn.Module):
+    """Module form of :func:`roi_align` (torchvision.ops.RoIAlign)."""
+
+    def __init__(self, output_size, spatial_scale: float, sampling_ratio: int, aligned: bool = False, *,
+                 pool_mode: str = "avg", backend: str = "auto"):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+        self.pool_mode = pool_mode
+        self.backend = backend
+
+    def forward(self, input: torch.Tensor, rois) -> torch.Tensor:
+        return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned,
+                         pool_mode=self.pool_mode, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, pool_mode={self.pool_mode!r}")
+
+
+class RoIPool(nn.Module):
+    """Module form of :func:`roi_pool` (torchvision.ops.RoIPool)."""
+
+    def __init__(self, output_size, spatial_scale: float, *, backend: str = "auto"):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.backend = backend
+
+    def forward(self, input: torch.Tensor, rois) -> torch.Tensor:
+        return roi_pool(input, rois, self.output_size, self.spatial_scale, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"
