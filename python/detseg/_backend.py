@@ -113,7 +113,17 @@ def dispatch(op: str, backend: str | None, device: torch.device, *args):
     if name == "cpp":
         return getattr(torch.ops.detseg, op)(*args)
     if name == "triton":
-        return getattr(_triton_module(), op)(*args)
+        fn = getattr(_triton_module(), op, None)
+        if fn is None:
+            # An op family whose Triton kernels are not written yet: "auto" falls back to the
+            # reference, an explicit request says so instead of an AttributeError.
+            if (backend in (None, "auto")) and _stack[-1] == "auto":
+                from . import reference
+
+                return getattr(reference, op)(*args)
+            raise NotImplementedError(f"detseg.{op}: not implemented for the triton backend yet "
+                                      f"(use backend='cpp' or 'reference')")
+        return fn(*args)
     from . import reference
 
     return getattr(reference, op)(*args)
