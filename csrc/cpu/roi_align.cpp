@@ -99,7 +99,7 @@ acc_t bin_value_nchw(const scalar_t* plane, int64_t W, const RoiSamples<acc_t>& 
 template <typename scalar_t, typename acc_t>
 void forward_nchw(const scalar_t* in, const acc_t* rois, scalar_t* out, int64_t K, acc_t scale, const AlignParams& a) {
   const int64_t C = a.channels, HW = a.height * a.width, PP = int64_t(a.ph) * a.pw;
-  at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
+  at::parallel_for(0, K, roi_grain(C * PP * 4), [&](int64_t k0, int64_t k1) {
     RoiSamples<acc_t> s;
     for (int64_t k = k0; k < k1; ++k) {
       const acc_t* roi = rois + 5 * k;
@@ -119,7 +119,7 @@ void forward_nchw(const scalar_t* in, const acc_t* rois, scalar_t* out, int64_t 
 template <typename scalar_t, typename acc_t>
 void forward_nhwc(const scalar_t* in, const acc_t* rois, scalar_t* out, int64_t K, acc_t scale, const AlignParams& a) {
   const int64_t C = a.channels, W = a.width, HWC = a.height * a.width * C;
-  at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
+  at::parallel_for(0, K, roi_grain(C * a.ph * a.pw * 4), [&](int64_t k0, int64_t k1) {
     RoiSamples<acc_t> s;
     std::vector<acc_t> acc(C);
     for (int64_t k = k0; k < k1; ++k) {
@@ -241,7 +241,8 @@ template <typename scalar_t, typename acc_t>
 void backward_nchw(const scalar_t* grad, const acc_t* rois, const scalar_t* in, acc_t* gin, int64_t N,
                    const std::vector<std::vector<int64_t>>& by_batch, acc_t scale, const AlignParams& a) {
   const int64_t C = a.channels, W = a.width, HW = a.height * a.width, PP = int64_t(a.ph) * a.pw;
-  at::parallel_for(0, N * C, 1, [&](int64_t i0, int64_t i1) {
+  const int64_t per_plane = (N > 0 ? 1 + by_batch_total(by_batch) / N : 1) * PP * 4;
+  at::parallel_for(0, N * C, roi_grain(per_plane), [&](int64_t i0, int64_t i1) {
     RoiSamples<acc_t> s;
     for (int64_t idx = i0; idx < i1; ++idx) {
       const int64_t b = idx / C, c = idx % C;
@@ -284,7 +285,8 @@ void backward_nhwc(const scalar_t* grad, const acc_t* rois, const scalar_t* in, 
   constexpr int64_t kBlock = 32;
   const int64_t C = a.channels, W = a.width, HWC = a.height * a.width * C;
   const int64_t nblk = (C + kBlock - 1) / kBlock;
-  at::parallel_for(0, N * nblk, 1, [&](int64_t i0, int64_t i1) {
+  const int64_t per_task = (N > 0 ? 1 + by_batch_total(by_batch) / N : 1) * a.ph * a.pw * 4 * std::min(kBlock, C);
+  at::parallel_for(0, N * nblk, roi_grain(per_task), [&](int64_t i0, int64_t i1) {
     RoiSamples<acc_t> s;
     acc_t gb[kBlock], best[kBlock];
     int bi[kBlock], bj[kBlock];

@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -22,6 +23,19 @@ std::vector<std::vector<int64_t>> rois_by_batch(const acc_t* rois, int64_t k, in
   std::vector<std::vector<int64_t>> out(static_cast<size_t>(n));
   for (int64_t i = 0; i < k; ++i) out[static_cast<size_t>(rois[5 * i])].push_back(i);
   return out;
+}
+
+inline int64_t by_batch_total(const std::vector<std::vector<int64_t>>& by_batch) {
+  int64_t n = 0;
+  for (const auto& v : by_batch) n += static_cast<int64_t>(v.size());
+  return n;
+}
+
+// parallel_for grain for items of `per_item` work units (~ one bilinear sample each): tiny
+// problems stay on the calling thread, where starting the pool costs more than the work.
+inline int64_t roi_grain(int64_t per_item) {
+  constexpr int64_t kWork = 1 << 14;
+  return std::max<int64_t>(1, kWork / std::max<int64_t>(1, per_item));
 }
 
 }  // namespace detseg::cpu

@@ -46,7 +46,7 @@ template <typename scalar_t, typename acc_t>
 void forward_nchw(const scalar_t* in, const acc_t* rois, scalar_t* out, int64_t* arg, int64_t K, acc_t scale,
                   const PoolParams& a) {
   const int64_t C = a.channels, W = a.width, HW = a.height * a.width, PP = int64_t(a.ph) * a.pw;
-  at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
+  at::parallel_for(0, K, roi_grain(C * PP * 4), [&](int64_t k0, int64_t k1) {
     RoiBins<acc_t> bins;
     for (int64_t k = k0; k < k1; ++k) {
       const acc_t* roi = rois + 5 * k;
@@ -80,7 +80,7 @@ template <typename scalar_t, typename acc_t>
 void forward_nhwc(const scalar_t* in, const acc_t* rois, scalar_t* out, int64_t* arg, int64_t K, acc_t scale,
                   const PoolParams& a) {
   const int64_t C = a.channels, W = a.width, HWC = a.height * a.width * C;
-  at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
+  at::parallel_for(0, K, roi_grain(C * a.ph * a.pw * 4), [&](int64_t k0, int64_t k1) {
     RoiBins<acc_t> bins;
     std::vector<acc_t> best(C);
     for (int64_t k = k0; k < k1; ++k) {
@@ -177,7 +177,8 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& rois,
     acc_t* out = gin.data_ptr<acc_t>();
     const int64_t PP = int64_t(ph) * pw;
     if (!cl) {
-      at::parallel_for(0, N * C, 1, [&](int64_t i0, int64_t i1) {
+      const int64_t per_plane = (1 + K / std::max<int64_t>(N, 1)) * PP;
+      at::parallel_for(0, N * C, roi_grain(per_plane), [&](int64_t i0, int64_t i1) {
         for (int64_t idx = i0; idx < i1; ++idx) {
           const int64_t b = idx / C, c = idx % C;
           acc_t* plane = out + idx * HW;
@@ -196,7 +197,8 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& rois,
     } else {
       constexpr int64_t kBlock = 64;
       const int64_t nblk = (C + kBlock - 1) / kBlock;
-      at::parallel_for(0, N * nblk, 1, [&](int64_t i0, int64_t i1) {
+      const int64_t per_task = (1 + K / std::max<int64_t>(N, 1)) * PP * std::min(kBlock, C);
+      at::parallel_for(0, N * nblk, roi_grain(per_task), [&](int64_t i0, int64_t i1) {
         for (int64_t idx = i0; idx < i1; ++idx) {
           const int64_t b = idx / nblk, c0 = (idx % nblk) * kBlock, c1 = std::min(C, c0 + kBlock);
           acc_t* base = out + b * HW * C;
