@@ -383,7 +383,7 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const int64_t K = rois.size(0), N = batch_size, C = channels, H = height, W = width;
   const at::ScalarType acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor gin = at::zeros({N, C, H, W}, grad.options().dtype(acc_type).memory_format(fmt));
+  at::Tensor gin = at::empty({N, C, H, W}, grad.options().dtype(acc_type).memory_format(fmt)).zero_();  // at::zeros drops memory_format
   const at::Tensor r = roi_rows(rois, grad.scalar_type());
   const AlignParams a{C, H, W, int(pooled_height), int(pooled_width), int(sampling_ratio), aligned, mode};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "detseg_roi_align_backward", [&] {

@@ -162,7 +162,7 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& rois,
   const int64_t K = rois.size(0), N = batch_size, C = channels, HW = height * width;
   const int ph = int(pooled_height), pw = int(pooled_width);
   const at::ScalarType acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor gin = at::zeros({N, C, height, width}, grad.options().dtype(acc_type).memory_format(fmt));
+  at::Tensor gin = at::empty({N, C, height, width}, grad.options().dtype(acc_type).memory_format(fmt)).zero_();  // at::zeros drops memory_format
   const at::Tensor r = roi_rows(rois, grad.scalar_type());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "detseg_roi_pool_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
