@@ -42,6 +42,7 @@ DETSEG_HOST_DEVICE int roi_grid(int sampling_ratio, T roi_size, int pooled) {
   if (sampling_ratio > 0) return sampling_ratio;
   const T g = dceil(roi_size / static_cast<T>(pooled));
   if (!(g > T(0))) return 0;  // NaN, -inf, negative (aligned RoI with x2 < x1), 0
+  if (g - g != T(0)) return 0;  // +inf: an infinite RoI has no finite sample positions either
   if (!(g < static_cast<T>(kRoiMaxGrid))) return kRoiMaxGrid;
   return static_cast<int>(g);
 }

@@ -155,7 +155,8 @@ def roi_align(input: torch.Tensor, rois: torch.Tensor, spatial_scale: float, poo
         if sampling_ratio > 0:
             return torch.full((K,), int(sampling_ratio), dtype=torch.int64, device=r.device)
         g = torch.ceil(size / pooled)
-        g = torch.where(g > 0, g, torch.zeros_like(g))  # NaN, -inf, negative -> 0 (first: NaN fails both tests)
+        # NaN, +-inf, negative -> 0 (before the cap: NaN fails both comparisons)
+        g = torch.where((g > 0) & torch.isfinite(g), g, torch.zeros_like(g))
         return torch.where(g < _MAX_GRID, g, torch.full_like(g, _MAX_GRID)).long()
 
     grid_h, grid_w = grid(roi_h, ph), grid(roi_w, pw)
