@@ -429,3 +429,18 @@ def test_onnxruntime_maxroipool():
     node = helper.make_node("MaxRoiPool", ["x", "rois"], ["y"], pooled_shape=[3, 4], spatial_scale=0.25)
     ort = _ort_run(node, {"x": x.numpy(), "rois": rois.numpy()}, 16, [23, 4, 3, 4])
     torch.testing.assert_close(detseg.roi_pool(x, rois, (3, 4), 0.25), ort, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["avg", "max", "pool"])
+def test_nchw_and_channels_last_loops_agree_bitwise(mode):
+    # Few RoIs on a large map run the NCHW loop on NCHW input; channels-last input always runs
+    # the channel-inner loop. Both apply the same per-element operation order.
+    x = make_input(1, 6, 40, 50, torch.float32, "contiguous", seed=1)
+    rois = torch.tensor([[0, 3.2, 4.1, 30.5, 22.7], [0, -5.0, 10.0, 12.0, 60.0], [0, 40.0, 2.0, 41.0, 3.0]])
+
+    def run(t):
+        if mode == "pool":
+            return torch.ops.detseg.roi_pool(t, rois, 0.5, 5, 4)[0]
+        return torch.ops.detseg.roi_align(t, rois, 0.5, 5, 4, -1, False, mode)
+
+    bitwise(run(x), run(x.contiguous(memory_format=torch.channels_last)).contiguous())

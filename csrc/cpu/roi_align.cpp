@@ -115,9 +115,11 @@ void forward_nchw(const scalar_t* in, const acc_t* rois, scalar_t* out, int64_t 
   });
 }
 
-// Channels-last: input [N, H, W, C], output [K, ph, pw, C] in memory.
+// Channels-last input [N, H, W, C]; output element (k, c, bin) at out[k * C * PP + c * ocs + bin * obs]
+// (channels-last output: ocs 1, obs C; NCHW output: ocs PP, obs 1).
 template <typename scalar_t, typename acc_t>
-void forward_nhwc(const scalar_t* in, const acc_t* rois, scalar_t* out, int64_t K, acc_t scale, const AlignParams& a) {
+void forward_nhwc(const scalar_t* in, const acc_t* rois, scalar_t* out, int64_t K, acc_t scale, const AlignParams& a,
+                  int64_t ocs, int64_t obs) {
   const int64_t C = a.channels, W = a.width, HWC = a.height * a.width * C;
   at::parallel_for(0, K, roi_grain(C * a.ph * a.pw * 4), [&](int64_t k0, int64_t k1) {
     RoiSamples<acc_t> s;
@@ -156,11 +158,11 @@ void forward_nhwc(const scalar_t* in, const acc_t* rois, scalar_t* out, int64_t 
               }
             }
           }
-          scalar_t* o = out + ((k * a.ph + p) * a.pw + q) * C;
+          scalar_t* o = out + k * C * a.ph * a.pw + (int64_t(p) * a.pw + q) * obs;
           if (a.mode == RoiPoolMode::kAvg) {
-            for (int64_t c = 0; c < C; ++c) o[c] = scalar_t(acc[c] / s.g.count);
+            for (int64_t c = 0; c < C; ++c) o[c * ocs] = scalar_t(acc[c] / s.g.count);
           } else {
-            for (int64_t c = 0; c < C; ++c) o[c] = scalar_t(acc[c]);
+            for (int64_t c = 0; c < C; ++c) o[c * ocs] = scalar_t(acc[c]);
           }
         }
       }
@@ -188,12 +190,16 @@ at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double
       out.zero_();
       return;
     }
-    const at::Tensor x = input.contiguous(fmt);
     const acc_t scale = static_cast<acc_t>(spatial_scale);
-    if (cl)
-      forward_nhwc(x.data_ptr<scalar_t>(), r.data_ptr<acc_t>(), out.data_ptr<scalar_t>(), K, scale, a);
-    else
+    if (cl || roi_prefer_nhwc(K, a.ph, a.pw, N, H, W)) {
+      const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+      const int64_t PP = int64_t(a.ph) * a.pw;
+      forward_nhwc(x.data_ptr<scalar_t>(), r.data_ptr<acc_t>(), out.data_ptr<scalar_t>(), K, scale, a, cl ? 1 : PP,
+                   cl ? C : 1);
+    } else {
+      const at::Tensor x = input.contiguous();
       forward_nchw(x.data_ptr<scalar_t>(), r.data_ptr<acc_t>(), out.data_ptr<scalar_t>(), K, scale, a);
+    }
   });
   return out;
 }

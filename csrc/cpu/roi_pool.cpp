@@ -75,24 +75,25 @@ void forward_nchw(const scalar_t* in, const acc_t* rois, scalar_t* out, int64_t*
   });
 }
 
-// Channels-last: input [N, H, W, C]; out and argmax [K, ph, pw, C] in memory.
+// Channels-last input [N, H, W, C]; out / argmax element (k, c, bin) at k * C * PP + c * ocs + bin * obs
+// (channels-last output: ocs 1, obs C; NCHW output: ocs PP, obs 1).
 template <typename scalar_t, typename acc_t>
 void forward_nhwc(const scalar_t* in, const acc_t* rois, scalar_t* out, int64_t* arg, int64_t K, acc_t scale,
-                  const PoolParams& a) {
+                  const PoolParams& a, int64_t ocs, int64_t obs) {
   const int64_t C = a.channels, W = a.width, HWC = a.height * a.width * C;
   at::parallel_for(0, K, roi_grain(C * a.ph * a.pw * 4), [&](int64_t k0, int64_t k1) {
     RoiBins<acc_t> bins;
     std::vector<acc_t> best(C);
+    std::vector<int64_t> am(C);
     for (int64_t k = k0; k < k1; ++k) {
       const acc_t* roi = rois + 5 * k;
       bins.fill(roi, scale, a);
       const scalar_t* base = in + static_cast<int64_t>(roi[0]) * HWC;
       for (int p = 0; p < a.ph; ++p) {
         for (int q = 0; q < a.pw; ++q) {
-          scalar_t* o = out + ((k * a.ph + p) * a.pw + q) * C;
-          int64_t* am = arg + ((k * a.ph + p) * a.pw + q) * C;
+          const int64_t off = k * C * a.ph * a.pw + (int64_t(p) * a.pw + q) * obs;
           std::fill(best.begin(), best.end(), acc_t(0));
-          std::fill(am, am + C, int64_t(-1));
+          std::fill(am.begin(), am.end(), int64_t(-1));
           bool first = true;
           for (int64_t h = bins.h0[p]; h < bins.h1[p]; ++h) {
             for (int64_t w = bins.w0[q]; w < bins.w1[q]; ++w) {
@@ -105,7 +106,7 @@ void forward_nhwc(const scalar_t* in, const acc_t* rois, scalar_t* out, int64_t*
               first = false;
             }
           }
-          for (int64_t c = 0; c < C; ++c) o[c] = scalar_t(best[c]);
+          for (int64_t c = 0; c < C; ++c) out[off + c * ocs] = scalar_t(best[c]), arg[off + c * ocs] = am[c];
         }
       }
     }
@@ -127,15 +128,18 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_cpu(const at::Tensor& input, const a
     using acc_t = at::opmath_type<scalar_t>;
     checks::roi_batch_indices(op, r.data_ptr<acc_t>(), K, N);
     if (K == 0 || C == 0) return;
-    const at::Tensor x = input.contiguous(fmt);
     const acc_t scale = static_cast<acc_t>(spatial_scale);
     // An empty map (H or W = 0) clips every bin to empty: 0 and argmax -1, no special case.
-    if (cl)
+    if (cl || roi_prefer_nhwc(K, a.ph, a.pw, N, H, W)) {
+      const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+      const int64_t PP = int64_t(a.ph) * a.pw;
       forward_nhwc(x.data_ptr<scalar_t>(), r.data_ptr<acc_t>(), out.data_ptr<scalar_t>(), arg.data_ptr<int64_t>(), K,
-                   scale, a);
-    else
+                   scale, a, cl ? 1 : PP, cl ? C : 1);
+    } else {
+      const at::Tensor x = input.contiguous();
       forward_nchw(x.data_ptr<scalar_t>(), r.data_ptr<acc_t>(), out.data_ptr<scalar_t>(), arg.data_ptr<int64_t>(), K,
                    scale, a);
+    }
   });
   return {out, arg};
 }
