@@ -167,6 +167,13 @@ inline void roi_backward_sizes(const char* op, const at::Tensor& grad, const at:
   floating(op, "grad", grad);
 }
 
+// ps_roi_align / ps_roi_pool: input channels split into pooled_height * pooled_width groups.
+inline void ps_roi_channels(const char* op, int64_t channels, int64_t pooled_height, int64_t pooled_width) {
+  TORCH_CHECK_VALUE(channels % (pooled_height * pooled_width) == 0, "detseg.", op,
+              ": input channels must be a multiple of output_size[0] * output_size[1] = ",
+              pooled_height * pooled_width, ", got ", channels);
+}
+
 // Channels-last is kept when the tensor is laid out so and not also plain contiguous (C == 1
 // or H == W == 1 are both): the fake kernels use the same rule.
 inline bool roi_channels_last(const at::Tensor& t) {

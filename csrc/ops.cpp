@@ -37,4 +37,18 @@ TORCH_LIBRARY(detseg, m) {
         "-> (Tensor, Tensor)");
   m.def("_roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, float spatial_scale, int pooled_height, "
         "int pooled_width, int batch_size, int channels, int height, int width) -> Tensor");
+
+  // Position-sensitive (R-FCN), torchvision's schemas: input Tensor[N, C, H, W] with
+  // C = C_out * pooled_height * pooled_width -> (Tensor[K, C_out, ph, pw], channel_mapping int64
+  // Tensor[K, C_out, ph, pw] = the input channel each output read). ps_roi_align uses the
+  // half-pixel (aligned) geometry; ps_roi_pool averages its quantised bins.
+  m.def("ps_roi_align(Tensor input, Tensor rois, float spatial_scale, int pooled_height, int pooled_width, "
+        "int sampling_ratio) -> (Tensor, Tensor)");
+  m.def("_ps_roi_align_backward(Tensor grad, Tensor rois, Tensor channel_mapping, float spatial_scale, "
+        "int pooled_height, int pooled_width, int sampling_ratio, int batch_size, int channels, int height, "
+        "int width) -> Tensor");
+  m.def("ps_roi_pool(Tensor input, Tensor rois, float spatial_scale, int pooled_height, int pooled_width) "
+        "-> (Tensor, Tensor)");
+  m.def("_ps_roi_pool_backward(Tensor grad, Tensor rois, Tensor channel_mapping, float spatial_scale, "
+        "int pooled_height, int pooled_width, int batch_size, int channels, int height, int width) -> Tensor");
 }

@@ -23,6 +23,7 @@
 #include "checks.h"
 #include "cpu/roi_common.h"
 #include "detseg/roi_align.h"
+#include "detseg/roi_pool.h"  // ps_input_channel
 
 namespace detseg::cpu {
 namespace {
@@ -411,10 +412,112 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
   return gin.scalar_type() == grad.scalar_type() ? gin : gin.to(grad.scalar_type());
 }
 
+// ---------------------------------------------------------------- ps_roi_align
+// Position-sensitive RoIAlign (torchvision's geometry = aligned, average mode). NCHW only:
+// each output bin reads one input plane, so there is no channel-inner loop to vectorise.
+
+std::tuple<at::Tensor, at::Tensor> ps_roi_align_cpu(const at::Tensor& input, const at::Tensor& rois,
+                                                    double spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                                                    int64_t sampling_ratio) {
+  const char* op = "ps_roi_align";
+  checks::roi_args(op, input, rois, spatial_scale, pooled_height, pooled_width);
+  checks::roi_sampling_ratio(op, sampling_ratio);
+  checks::ps_roi_channels(op, input.size(1), pooled_height, pooled_width);
+  const int64_t K = rois.size(0), N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
+  const int ph = int(pooled_height), pw = int(pooled_width);
+  const int64_t PP = int64_t(ph) * pw, Cout = C / PP, HW = H * W;
+  at::Tensor out = at::zeros({K, Cout, ph, pw}, input.options());
+  at::Tensor map = at::empty({K, Cout, ph, pw}, input.options().dtype(at::kLong));
+  const at::Tensor r = roi_rows(rois, input.scalar_type());
+  const AlignParams a{C, H, W, ph, pw, int(sampling_ratio), true, RoiPoolMode::kAvg};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "detseg_ps_roi_align", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t* rp = r.data_ptr<acc_t>();
+    checks::roi_batch_indices(op, rp, K, N);
+    int64_t* mp = map.data_ptr<int64_t>();
+    for (int64_t i = 0; i < K * Cout * PP; ++i) mp[i] = (i / PP % Cout) * PP + i % PP;
+    if (K == 0 || Cout == 0 || HW == 0) return;
+    const at::Tensor x = input.contiguous();
+    const scalar_t* in = x.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    const acc_t scale = static_cast<acc_t>(spatial_scale);
+    at::parallel_for(0, K, roi_grain(Cout * PP * 4), [&](int64_t k0, int64_t k1) {
+      RoiSamples<acc_t> s;
+      for (int64_t k = k0; k < k1; ++k) {
+        s.fill(rp + 5 * k, scale, a);
+        const int64_t b = static_cast<int64_t>(rp[5 * k]);
+        for (int64_t c = 0; c < Cout; ++c)
+          for (int p = 0; p < ph; ++p)
+            for (int q = 0; q < pw; ++q) {
+              const scalar_t* plane = in + (b * C + ps_input_channel(c, p, q, ph, pw)) * HW;
+              o[((k * Cout + c) * ph + p) * pw + q] = scalar_t(bin_value_nchw(plane, W, s, p, q, RoiPoolMode::kAvg));
+            }
+      }
+    });
+  });
+  return {out, map};
+}
+
+// One task per input plane (b, c_in): that plane is bin (p, q) of output channel c_out only.
+at::Tensor ps_roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& channel_mapping,
+                                     double spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                                     int64_t sampling_ratio, int64_t batch_size, int64_t channels, int64_t height,
+                                     int64_t width) {
+  const char* op = "_ps_roi_align_backward";
+  checks::roi_scale_size(op, spatial_scale, pooled_height, pooled_width);
+  checks::ps_roi_channels(op, channels, pooled_height, pooled_width);
+  const int64_t PP = pooled_height * pooled_width, Cout = channels / PP;
+  checks::roi_backward_sizes(op, grad, rois, batch_size, Cout, height, width, pooled_height, pooled_width);
+  checks::roi_sampling_ratio(op, sampling_ratio);
+  TORCH_CHECK_VALUE(channel_mapping.sizes() == grad.sizes(), "detseg.", op,
+              ": channel_mapping must have the shape of grad ", grad.sizes(), ", got ", channel_mapping.sizes());
+  const int64_t K = rois.size(0), N = batch_size, C = channels, H = height, W = width, HW = H * W;
+  const int ph = int(pooled_height), pw = int(pooled_width);
+  const at::ScalarType acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor gin = at::zeros({N, C, H, W}, grad.options().dtype(acc_type));
+  const at::Tensor r = roi_rows(rois, grad.scalar_type());
+  const AlignParams a{C, H, W, ph, pw, int(sampling_ratio), true, RoiPoolMode::kAvg};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "detseg_ps_roi_align_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t* rp = r.data_ptr<acc_t>();
+    checks::roi_batch_indices(op, rp, K, N);
+    if (K == 0 || C == 0 || HW == 0) return;
+    const std::vector<std::vector<int64_t>> by_batch = rois_by_batch(rp, K, N);
+    const at::Tensor g = grad.contiguous();
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    acc_t* gi = gin.data_ptr<acc_t>();
+    const acc_t scale = static_cast<acc_t>(spatial_scale);
+    at::parallel_for(0, N * C, roi_grain((1 + K / std::max<int64_t>(N, 1)) * 16), [&](int64_t i0, int64_t i1) {
+      RoiSamples<acc_t> s;
+      for (int64_t idx = i0; idx < i1; ++idx) {
+        const int64_t b = idx / C, ci = idx % C, c = ci / PP;
+        const int p = int(ci / pw % ph), q = int(ci % pw);
+        acc_t* plane = gi + idx * HW;
+        for (const int64_t k : by_batch[b]) {
+          s.fill(rp + 5 * k, scale, a);
+          const acc_t gb = acc_t(gp[((k * Cout + c) * ph + p) * pw + q]);
+          const int gh = s.g.grid_h, gw = s.g.grid_w;
+          for (int i = 0; i < gh; ++i) {
+            const AxisSample<acc_t>& ay = s.ys[size_t(p) * gh + i];
+            if (!ay.valid) continue;
+            for (int j = 0; j < gw; ++j) {
+              const AxisSample<acc_t>& ax = s.xs[size_t(q) * gw + j];
+              if (ax.valid) scatter_sample(plane, W, ay, ax, gb, s.g.count);
+            }
+          }
+        }
+      }
+    });
+  });
+  return gin.scalar_type() == grad.scalar_type() ? gin : gin.to(grad.scalar_type());
+}
+
 }  // namespace
 }  // namespace detseg::cpu
 
 TORCH_LIBRARY_IMPL(detseg, CPU, m) {
   m.impl("roi_align", &detseg::cpu::roi_align_cpu);
   m.impl("_roi_align_backward", &detseg::cpu::roi_align_backward_cpu);
+  m.impl("ps_roi_align", &detseg::cpu::ps_roi_align_cpu);
+  m.impl("_ps_roi_align_backward", &detseg::cpu::ps_roi_align_backward_cpu);
 }

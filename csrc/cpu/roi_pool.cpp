@@ -28,8 +28,8 @@ struct PoolParams {
 template <typename acc_t>
 struct RoiBins {
   std::vector<int64_t> h0, h1, w0, w1;
-  void fill(const acc_t* roi, acc_t scale, const PoolParams& a) {
-    const RoiPoolGeom<acc_t> g = roi_pool_geom<acc_t>(roi, scale, a.ph, a.pw);
+  void fill(const acc_t* roi, acc_t scale, const PoolParams& a, bool extent_plus_one = true) {
+    const RoiPoolGeom<acc_t> g = roi_pool_geom<acc_t>(roi, scale, a.ph, a.pw, extent_plus_one);
     h0.resize(a.ph), h1.resize(a.ph), w0.resize(a.pw), w1.resize(a.pw);
     for (int p = 0; p < a.ph; ++p) {
       if (g.finite) roi_pool_bin(g.start_h, g.bin_h, p, a.height, h0[p], h1[p]);
@@ -225,10 +225,110 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& rois,
   return gin.scalar_type() == grad.scalar_type() ? gin : gin.to(grad.scalar_type());
 }
 
+// ---------------------------------------------------------------- ps_roi_pool
+// Position-sensitive RoIPool (R-FCN): the average of a quantised bin of one input plane.
+
+std::tuple<at::Tensor, at::Tensor> ps_roi_pool_cpu(const at::Tensor& input, const at::Tensor& rois,
+                                                   double spatial_scale, int64_t pooled_height,
+                                                   int64_t pooled_width) {
+  const char* op = "ps_roi_pool";
+  checks::roi_args(op, input, rois, spatial_scale, pooled_height, pooled_width);
+  checks::ps_roi_channels(op, input.size(1), pooled_height, pooled_width);
+  const int64_t K = rois.size(0), N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
+  const int ph = int(pooled_height), pw = int(pooled_width);
+  const int64_t PP = int64_t(ph) * pw, Cout = C / PP, HW = H * W;
+  at::Tensor out = at::empty({K, Cout, ph, pw}, input.options());
+  at::Tensor map = at::empty({K, Cout, ph, pw}, input.options().dtype(at::kLong));
+  const at::Tensor r = roi_rows(rois, input.scalar_type());
+  const PoolParams a{C, H, W, ph, pw};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "detseg_ps_roi_pool", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t* rp = r.data_ptr<acc_t>();
+    checks::roi_batch_indices(op, rp, K, N);
+    int64_t* mp = map.data_ptr<int64_t>();
+    for (int64_t i = 0; i < K * Cout * PP; ++i) mp[i] = (i / PP % Cout) * PP + i % PP;
+    if (K == 0 || Cout == 0) return;
+    const at::Tensor x = input.contiguous();
+    const scalar_t* in = x.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    const acc_t scale = static_cast<acc_t>(spatial_scale);
+    at::parallel_for(0, K, roi_grain(Cout * PP * 4), [&](int64_t k0, int64_t k1) {
+      RoiBins<acc_t> bins;
+      for (int64_t k = k0; k < k1; ++k) {
+        bins.fill(rp + 5 * k, scale, a, /*extent_plus_one=*/false);
+        const int64_t b = static_cast<int64_t>(rp[5 * k]);
+        for (int64_t c = 0; c < Cout; ++c)
+          for (int p = 0; p < ph; ++p)
+            for (int q = 0; q < pw; ++q) {
+              const int64_t h0 = bins.h0[p], h1 = bins.h1[p], w0 = bins.w0[q], w1 = bins.w1[q];
+              acc_t v = acc_t(0);
+              if (h1 > h0 && w1 > w0) {
+                const scalar_t* plane = in + (b * C + ps_input_channel(c, p, q, ph, pw)) * HW;
+                acc_t sum = acc_t(0);
+                for (int64_t h = h0; h < h1; ++h)
+                  for (int64_t w = w0; w < w1; ++w) sum += acc_t(plane[h * W + w]);
+                v = sum / static_cast<acc_t>((h1 - h0) * (w1 - w0));
+              }
+              o[((k * Cout + c) * ph + p) * pw + q] = scalar_t(v);
+            }
+      }
+    });
+  });
+  return {out, map};
+}
+
+at::Tensor ps_roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& channel_mapping,
+                                    double spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                                    int64_t batch_size, int64_t channels, int64_t height, int64_t width) {
+  const char* op = "_ps_roi_pool_backward";
+  checks::roi_scale_size(op, spatial_scale, pooled_height, pooled_width);
+  checks::ps_roi_channels(op, channels, pooled_height, pooled_width);
+  const int64_t PP = pooled_height * pooled_width, Cout = channels / PP;
+  checks::roi_backward_sizes(op, grad, rois, batch_size, Cout, height, width, pooled_height, pooled_width);
+  TORCH_CHECK_VALUE(channel_mapping.sizes() == grad.sizes(), "detseg.", op,
+              ": channel_mapping must have the shape of grad ", grad.sizes(), ", got ", channel_mapping.sizes());
+  const int64_t K = rois.size(0), N = batch_size, C = channels, W = width, HW = height * width;
+  const int ph = int(pooled_height), pw = int(pooled_width);
+  const at::ScalarType acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor gin = at::zeros({N, C, height, width}, grad.options().dtype(acc_type));
+  const at::Tensor r = roi_rows(rois, grad.scalar_type());
+  const PoolParams a{C, height, width, ph, pw};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "detseg_ps_roi_pool_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t* rp = r.data_ptr<acc_t>();
+    checks::roi_batch_indices(op, rp, K, N);
+    if (K == 0 || C == 0 || HW == 0) return;
+    const std::vector<std::vector<int64_t>> by_batch = rois_by_batch(rp, K, N);
+    const at::Tensor g = grad.contiguous();
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    acc_t* gi = gin.data_ptr<acc_t>();
+    const acc_t scale = static_cast<acc_t>(spatial_scale);
+    at::parallel_for(0, N * C, roi_grain((1 + K / std::max<int64_t>(N, 1)) * 16), [&](int64_t i0, int64_t i1) {
+      RoiBins<acc_t> bins;
+      for (int64_t idx = i0; idx < i1; ++idx) {
+        const int64_t b = idx / C, ci = idx % C, c = ci / PP;
+        const int p = int(ci / pw % ph), q = int(ci % pw);
+        acc_t* plane = gi + idx * HW;
+        for (const int64_t k : by_batch[b]) {
+          bins.fill(rp + 5 * k, scale, a, /*extent_plus_one=*/false);
+          const int64_t h0 = bins.h0[p], h1 = bins.h1[p], w0 = bins.w0[q], w1 = bins.w1[q];
+          if (h1 <= h0 || w1 <= w0) continue;
+          const acc_t d = acc_t(gp[((k * Cout + c) * ph + p) * pw + q]) / static_cast<acc_t>((h1 - h0) * (w1 - w0));
+          for (int64_t h = h0; h < h1; ++h)
+            for (int64_t w = w0; w < w1; ++w) plane[h * W + w] += d;
+        }
+      }
+    });
+  });
+  return gin.scalar_type() == grad.scalar_type() ? gin : gin.to(grad.scalar_type());
+}
+
 }  // namespace
 }  // namespace detseg::cpu
 
 TORCH_LIBRARY_IMPL(detseg, CPU, m) {
   m.impl("roi_pool", &detseg::cpu::roi_pool_cpu);
   m.impl("_roi_pool_backward", &detseg::cpu::roi_pool_backward_cpu);
+  m.impl("ps_roi_pool", &detseg::cpu::ps_roi_pool_cpu);
+  m.impl("_ps_roi_pool_backward", &detseg::cpu::ps_roi_pool_backward_cpu);
 }

@@ -60,9 +60,11 @@ DETSEG_HOST_DEVICE int64_t roi_pool_corner(T v) {
   return static_cast<int64_t>(dround(v));
 }
 
-// roi points at (batch, x1, y1, x2, y2).
+// roi points at (batch, x1, y1, x2, y2). extent_plus_one: roi_pool spans end - start + 1
+// pixels (inclusive corners), ps_roi_pool end - start (torchvision's two kernels differ).
 template <typename T>
-DETSEG_HOST_DEVICE RoiPoolGeom<T> roi_pool_geom(const T* roi, T spatial_scale, int pooled_h, int pooled_w) {
+DETSEG_HOST_DEVICE RoiPoolGeom<T> roi_pool_geom(const T* roi, T spatial_scale, int pooled_h, int pooled_w,
+                                                bool extent_plus_one = true) {
   RoiPoolGeom<T> g;
   const T x1 = roi[1] * spatial_scale, y1 = roi[2] * spatial_scale;
   const T x2 = roi[3] * spatial_scale, y2 = roi[4] * spatial_scale;
@@ -77,8 +79,9 @@ DETSEG_HOST_DEVICE RoiPoolGeom<T> roi_pool_geom(const T* roi, T spatial_scale, i
   g.start_h = roi_pool_corner(y1);
   const int64_t end_w = roi_pool_corner(x2);
   const int64_t end_h = roi_pool_corner(y2);
-  const int64_t roi_w = dmax<int64_t>(end_w - g.start_w + 1, 1);
-  const int64_t roi_h = dmax<int64_t>(end_h - g.start_h + 1, 1);
+  const int64_t one = extent_plus_one ? 1 : 0;
+  const int64_t roi_w = dmax<int64_t>(end_w - g.start_w + one, 1);
+  const int64_t roi_h = dmax<int64_t>(end_h - g.start_h + one, 1);
   g.bin_h = static_cast<T>(roi_h) / static_cast<T>(pooled_h);
   g.bin_w = static_cast<T>(roi_w) / static_cast<T>(pooled_w);
   return g;
@@ -91,6 +94,12 @@ DETSEG_HOST_DEVICE void roi_pool_bin(int64_t start, T bin, int p, int64_t size, 
   hi = static_cast<int64_t>(dceil_pool(static_cast<T>(p + 1) * bin)) + start;
   lo = dmin<int64_t>(dmax<int64_t>(lo, 0), size);
   hi = dmin<int64_t>(dmax<int64_t>(hi, 0), size);
+}
+
+// Position-sensitive ops: output channel c of bin (p, q) reads input channel
+// (c * pooled_h + p) * pooled_w + q (R-FCN), so input channels = out channels * pooled_h * pooled_w.
+DETSEG_HOST_DEVICE int64_t ps_input_channel(int64_t c_out, int p, int q, int pooled_h, int pooled_w) {
+  return (c_out * pooled_h + p) * pooled_w + q;
 }
 
 // Max over a bin keeps the first maximum in row-major order and lets NaN win, as

@@ -200,6 +200,12 @@ def roi_channels_last(t: torch.Tensor) -> bool:
     return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
 
 
+def ps_roi_channels(op: str, channels: int, pooled_height: int, pooled_width: int) -> None:
+    if channels % (pooled_height * pooled_width) != 0:
+        fail(op, f"input channels must be a multiple of output_size[0] * output_size[1] = "
+                 f"{pooled_height * pooled_width}, got {channels}")
+
+
 def roi_align(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, pool_mode) -> None:
     op = "roi_align"
     roi_args(op, input, rois, spatial_scale, pooled_height, pooled_width)

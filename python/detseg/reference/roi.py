@@ -139,6 +139,24 @@ def roi_align(input: torch.Tensor, rois: torch.Tensor, spatial_scale: float, poo
         return _empty_like_out(input, K, C, ph, pw, input.dtype, cl)
     cdt = _compute_dtype(input)
     r = rois.detach().to(cdt)
+    start_h, start_w, bin_h, bin_w, grid_h, grid_w, count = _align_geometry(r, spatial_scale, ph, pw, sampling_ratio,
+                                                                            aligned, cdt)
+    xf = _flat_nhwc(input.to(cdt))
+    extents = list(zip(grid_h.tolist(), grid_w.tolist()))
+    outs = []
+    for k0, k1, gh, gw in _chunks(extents, C * ph * pw):
+        args = (xf, r[k0:k1], start_h[k0:k1], start_w[k0:k1], bin_h[k0:k1], bin_w[k0:k1], grid_h[k0:k1],
+                grid_w[k0:k1], count[k0:k1], H, W, ph, pw, gh, gw, pool_mode == "max")
+        if torch.is_grad_enabled() and xf.requires_grad:
+            outs.append(checkpoint(_roi_align_chunk, *args, use_reentrant=False))
+        else:
+            outs.append(_roi_align_chunk(*args))
+    return _finish(torch.cat(outs), input.dtype, cl)
+
+
+def _align_geometry(r, spatial_scale, ph: int, pw: int, sampling_ratio: int, aligned: bool, cdt):
+    """RoiAlignGeom of every RoI (detseg/roi_align.h): start, bin size, grid, count."""
+    K = r.shape[0]
     scale = float(spatial_scale)
     off = 0.5 if aligned else 0.0
     start_w = r[:, 1] * scale - off
@@ -162,17 +180,7 @@ def roi_align(input: torch.Tensor, rois: torch.Tensor, spatial_scale: float, poo
     grid_h, grid_w = grid(roi_h, ph), grid(roi_w, pw)
     n = grid_h * grid_w
     count = torch.where(n > 0, grid_h.to(cdt) * grid_w.to(cdt), torch.ones((), dtype=cdt, device=r.device))
-    xf = _flat_nhwc(input.to(cdt))
-    extents = list(zip(grid_h.tolist(), grid_w.tolist()))
-    outs = []
-    for k0, k1, gh, gw in _chunks(extents, C * ph * pw):
-        args = (xf, r[k0:k1], start_h[k0:k1], start_w[k0:k1], bin_h[k0:k1], bin_w[k0:k1], grid_h[k0:k1],
-                grid_w[k0:k1], count[k0:k1], H, W, ph, pw, gh, gw, pool_mode == "max")
-        if torch.is_grad_enabled() and xf.requires_grad:
-            outs.append(checkpoint(_roi_align_chunk, *args, use_reentrant=False))
-        else:
-            outs.append(_roi_align_chunk(*args))
-    return _finish(torch.cat(outs), input.dtype, cl)
+    return start_h, start_w, bin_h, bin_w, grid_h, grid_w, count
 
 
 # ---------------------------------------------------------------- roi_pool
@@ -189,6 +197,28 @@ def _pool_axis(start, bin_, pooled: int, size: int, cdt):
     lo = torch.floor(p * bin_[:, None]).long() + start[:, None]
     hi = torch.ceil((p + 1) * bin_[:, None]).long() + start[:, None]
     return lo.clamp(0, size), hi.clamp(0, size)
+
+
+def _pool_geometry(r, spatial_scale, ph: int, pw: int, H: int, W: int, cdt, plus_one: int):
+    """Bin pixel ranges [h0, h1) x [w0, w1): Tensors[K, ph] / [K, pw] (detseg/roi_pool.h), and
+    each RoI's largest bin extent."""
+    c = r[:, 1:] * float(spatial_scale)
+    finite = torch.isfinite(c).all(dim=1)
+    c = torch.where(finite[:, None], c, torch.zeros_like(c)).clamp(-_COORD_LIMIT, _COORD_LIMIT)
+    c = _round_half_away(c).long()
+    sw, sh, ew, eh = c.unbind(1)
+    bin_w = (ew - sw + plus_one).clamp(min=1).to(cdt) / pw
+    bin_h = (eh - sh + plus_one).clamp(min=1).to(cdt) / ph
+    h0, h1 = _pool_axis(sh, bin_h, ph, H, cdt)
+    w0, w1 = _pool_axis(sw, bin_w, pw, W, cdt)
+    zero = torch.zeros((), dtype=torch.int64, device=r.device)
+    h1 = torch.where(finite[:, None], h1, zero)
+    h0 = torch.where(finite[:, None], h0, zero)
+    w1 = torch.where(finite[:, None], w1, zero)
+    w0 = torch.where(finite[:, None], w0, zero)
+    ext_h = (h1 - h0).clamp(min=0).amax(dim=1).tolist()
+    ext_w = (w1 - w0).clamp(min=0).amax(dim=1).tolist()
+    return h0, h1, w0, w1, list(zip(ext_h, ext_w))
 
 
 def _roi_pool_chunk(xf, b, h0, h1, w0, w1, H: int, W: int, bh: int, bw: int):
@@ -232,23 +262,7 @@ def roi_pool(input: torch.Tensor, rois: torch.Tensor, spatial_scale: float, pool
         return _empty_like_out(input, K, C, ph, pw, input.dtype, cl), arg
     cdt = _compute_dtype(input)
     r = rois.detach().to(cdt)
-    c = r[:, 1:] * float(spatial_scale)
-    finite = torch.isfinite(c).all(dim=1)
-    c = torch.where(finite[:, None], c, torch.zeros_like(c)).clamp(-_COORD_LIMIT, _COORD_LIMIT)
-    c = _round_half_away(c).long()
-    sw, sh, ew, eh = c.unbind(1)
-    bin_w = (ew - sw + 1).clamp(min=1).to(cdt) / pw
-    bin_h = (eh - sh + 1).clamp(min=1).to(cdt) / ph
-    h0, h1 = _pool_axis(sh, bin_h, ph, H, cdt)
-    w0, w1 = _pool_axis(sw, bin_w, pw, W, cdt)
-    zero = torch.zeros((), dtype=torch.int64, device=r.device)
-    h1 = torch.where(finite[:, None], h1, zero)
-    h0 = torch.where(finite[:, None], h0, zero)
-    w1 = torch.where(finite[:, None], w1, zero)
-    w0 = torch.where(finite[:, None], w0, zero)
-    ext_h = (h1 - h0).clamp(min=0).amax(dim=1).tolist()
-    ext_w = (w1 - w0).clamp(min=0).amax(dim=1).tolist()
-    extents = list(zip(ext_h, ext_w))
+    h0, h1, w0, w1, extents = _pool_geometry(r, spatial_scale, ph, pw, H, W, cdt, 1)
     b = r[:, 0].long()
     xf = _flat_nhwc(input.to(cdt))
     outs, args = [], []
@@ -263,3 +277,105 @@ def roi_pool(input: torch.Tensor, rois: torch.Tensor, spatial_scale: float, pool
     out = _finish(torch.cat(outs), input.dtype, cl)
     arg = torch.cat(args).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
     return out, arg
+
+
+# ---------------------------------------------------------------- position-sensitive ops
+
+def _ps_setup(op, input, rois, spatial_scale, ph, pw):
+    _checks.roi_args(op, input, rois, spatial_scale, ph, pw)
+    _checks.ps_roi_channels(op, input.shape[1], ph, pw)
+    N, C, H, W = input.shape
+    _checks.roi_batch_indices(op, rois, N)
+    K, cout = rois.shape[0], C // (ph * pw)
+    dev = input.device
+    cin = ((torch.arange(cout, device=dev)[:, None, None] * ph + torch.arange(ph, device=dev)[:, None]) * pw
+           + torch.arange(pw, device=dev))  # [Cout, ph, pw]: ps_input_channel
+    mapping = cin.expand(K, cout, ph, pw).contiguous()
+    return N, C, H, W, K, cout, cin, mapping
+
+
+def _ps_roi_align_chunk(xflat, r, start_h, start_w, bin_h, bin_w, grid_h, grid_w, count, cin,
+                        C: int, H: int, W: int, ph: int, pw: int, gh: int, gw: int):
+    cdt = xflat.dtype
+    ylo, yhi, ly, hy, vy = _axis(start_h, bin_h, grid_h, ph, gh, H, cdt)  # [k, ph, gh]
+    xlo, xhi, lx, hx, vx = _axis(start_w, bin_w, grid_w, pw, gw, W, cdt)  # [k, pw, gw]
+    base = ((r[:, 0].long()[:, None, None, None] * C + cin[None]) * (H * W))[:, :, :, None, :, None]
+
+    def yy(t):
+        return t[:, None, :, :, None, None]
+
+    def xx(t):
+        return t[:, None, None, None, :, :]
+
+    def corner(yi, xi):
+        return xflat[base + yy(yi) * W + xx(xi)]  # [k, Cout, ph, gh, pw, gw]
+
+    val = (yy(hy) * xx(hx) * corner(ylo, xlo) + yy(hy) * xx(lx) * corner(ylo, xhi)
+           + yy(ly) * xx(hx) * corner(yhi, xlo) + yy(ly) * xx(lx) * corner(yhi, xhi))
+    val = torch.where(yy(vy) & xx(vx), val, torch.zeros((), dtype=cdt, device=val.device))
+    return val.sum(dim=(3, 5)) / count[:, None, None, None]
+
+
+def ps_roi_align(input: torch.Tensor, rois: torch.Tensor, spatial_scale: float, pooled_height: int,
+                 pooled_width: int, sampling_ratio: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """input Tensor[N, C_out * ph * pw, H, W], rois Tensor[K, 5] -> (Tensor[K, C_out, ph, pw],
+    channel_mapping int64 Tensor[K, C_out, ph, pw]). Aligned (half-pixel) geometry, average."""
+    op = "ps_roi_align"
+    ph, pw = int(pooled_height), int(pooled_width)
+    _checks.roi_sampling_ratio(op, sampling_ratio)
+    N, C, H, W, K, cout, cin, mapping = _ps_setup(op, input, rois, spatial_scale, ph, pw)
+    if K == 0 or cout == 0 or H == 0 or W == 0:
+        return _empty_like_out(input, K, cout, ph, pw, input.dtype, False), mapping
+    cdt = _compute_dtype(input)
+    r = rois.detach().to(cdt)
+    start_h, start_w, bin_h, bin_w, grid_h, grid_w, count = _align_geometry(r, spatial_scale, ph, pw, sampling_ratio,
+                                                                            True, cdt)
+    xflat = input.to(cdt).reshape(-1)
+    extents = list(zip(grid_h.tolist(), grid_w.tolist()))
+    outs = []
+    for k0, k1, gh, gw in _chunks(extents, cout * ph * pw):
+        args = (xflat, r[k0:k1], start_h[k0:k1], start_w[k0:k1], bin_h[k0:k1], bin_w[k0:k1], grid_h[k0:k1],
+                grid_w[k0:k1], count[k0:k1], cin, C, H, W, ph, pw, gh, gw)
+        if torch.is_grad_enabled() and xflat.requires_grad:
+            outs.append(checkpoint(_ps_roi_align_chunk, *args, use_reentrant=False))
+        else:
+            outs.append(_ps_roi_align_chunk(*args))
+    return torch.cat(outs).to(input.dtype), mapping
+
+
+def _ps_roi_pool_chunk(xflat, b, h0, h1, w0, w1, cin, C: int, H: int, W: int, bh: int, bw: int):
+    cdt, dev = xflat.dtype, xflat.device
+    hh = h0[:, :, None] + torch.arange(bh, device=dev)[None, None, :]  # [k, ph, bh]
+    ww = w0[:, :, None] + torch.arange(bw, device=dev)[None, None, :]  # [k, pw, bw]
+    vh, vw = hh < h1[:, :, None], ww < w1[:, :, None]
+    hh, ww = hh.clamp(max=H - 1), ww.clamp(max=W - 1)
+    base = ((b[:, None, None, None] * C + cin[None]) * (H * W))[:, :, :, None, :, None]
+    vals = xflat[base + hh[:, None, :, :, None, None] * W + ww[:, None, None, None, :, :]]
+    valid = vh[:, None, :, :, None, None] & vw[:, None, None, None, :, :]
+    s = torch.where(valid, vals, torch.zeros((), dtype=cdt, device=dev)).sum(dim=(3, 5))  # [k, Cout, ph, pw]
+    area = ((h1 - h0).clamp(min=0)[:, :, None] * (w1 - w0).clamp(min=0)[:, None, :])[:, None]  # [k, 1, ph, pw]
+    return torch.where(area > 0, s / area.clamp(min=1).to(cdt), torch.zeros((), dtype=cdt, device=dev))
+
+
+def ps_roi_pool(input: torch.Tensor, rois: torch.Tensor, spatial_scale: float, pooled_height: int,
+                pooled_width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """input Tensor[N, C_out * ph * pw, H, W], rois Tensor[K, 5] -> (Tensor[K, C_out, ph, pw],
+    channel_mapping int64 Tensor[K, C_out, ph, pw]): the mean of each quantised bin."""
+    op = "ps_roi_pool"
+    ph, pw = int(pooled_height), int(pooled_width)
+    N, C, H, W, K, cout, cin, mapping = _ps_setup(op, input, rois, spatial_scale, ph, pw)
+    if K == 0 or cout == 0 or H == 0 or W == 0:
+        return _empty_like_out(input, K, cout, ph, pw, input.dtype, False), mapping
+    cdt = _compute_dtype(input)
+    r = rois.detach().to(cdt)
+    h0, h1, w0, w1, extents = _pool_geometry(r, spatial_scale, ph, pw, H, W, cdt, 0)
+    b = r[:, 0].long()
+    xflat = input.to(cdt).reshape(-1)
+    outs = []
+    for k0, k1, bh, bw in _chunks(extents, cout * ph * pw):
+        a = (xflat, b[k0:k1], h0[k0:k1], h1[k0:k1], w0[k0:k1], w1[k0:k1], cin, C, H, W, bh, bw)
+        if torch.is_grad_enabled() and xflat.requires_grad:
+            outs.append(checkpoint(_ps_roi_pool_chunk, *a, use_reentrant=False))
+        else:
+            outs.append(_ps_roi_pool_chunk(*a))
+    return torch.cat(outs).to(input.dtype), mapping
