@@ -372,7 +372,9 @@ def test_compile_fullgraph():
     def f(x, rois):
         return (detseg.roi_align(x, rois, 3, 0.25, 2, True).sum()
                 + detseg.roi_align(x, rois, 2, 0.25, -1, False, pool_mode="max").sum()
-                + detseg.roi_pool(x, rois, 2, 0.25).sum())
+                + detseg.roi_pool(x, rois, 2, 0.25).sum()
+                + detseg.ps_roi_align(x[:, :2], rois, (2, 1), 0.25, 2).sum()
+                + detseg.ps_roi_pool(x[:, :2], rois, (1, 2), 0.25).sum())
 
     cf = torch.compile(f, fullgraph=True, backend="aot_eager")
     y = cf(x, rois)
@@ -444,3 +446,106 @@ def test_nchw_and_channels_last_loops_agree_bitwise(mode):
         return torch.ops.detseg.roi_align(t, rois, 0.5, 5, 4, -1, False, mode)
 
     bitwise(run(x), run(x.contiguous(memory_format=torch.channels_last)).contiguous())
+
+
+# ---------------------------------------------------------------- position-sensitive ops
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("k", [0, 1, 13])
+@pytest.mark.parametrize("op", ["ps_roi_align_-1", "ps_roi_align_0", "ps_roi_align_2", "ps_roi_pool"])
+def test_ps_forward_matrix(dtype, layout, k, op):
+    x = make_input(2, 12, 11, 13, dtype, layout, seed=k)
+    rois = make_rois(k, 2, 44, 52, seed=k + 3)
+    if op == "ps_roi_pool":
+        out, mapping = torch.ops.detseg.ps_roi_pool(x, rois, 0.25, 2, 3)
+        oracle, omap = R.ps_roi_pool(x.double(), rois.double(), 0.25, 2, 3)
+        pub = detseg.ps_roi_pool(x, rois, (2, 3), 0.25)
+    else:
+        sr = int(op.rsplit("_", 1)[1])
+        out, mapping = torch.ops.detseg.ps_roi_align(x, rois, 0.25, 2, 3, sr)
+        oracle, omap = R.ps_roi_align(x.double(), rois.double(), 0.25, 2, 3, sr)
+        pub = detseg.ps_roi_align(x, rois, (2, 3), 0.25, sr)
+    assert out.shape == (k, 2, 2, 3) and out.dtype == dtype and mapping.dtype == torch.int64
+    assert torch.equal(mapping, omap)
+    close(out, oracle)
+    assert torch.equal(pub, out)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "reference"])
+def test_ps_hand_values(backend):
+    # One output channel, one bin: ps_roi_align samples at -0.5 + (0.5, 1.5) * 4 / 2 = 0.5, 2.5
+    # (half-pixel geometry); ps_roi_pool averages the 4 x 4 pixels (extent end - start = 4).
+    box = torch.tensor([[0.0, 0, 0, 4, 4]])
+    a = detseg.ps_roi_align(PLANE, box, 1, 1.0, 2, backend=backend)
+    torch.testing.assert_close(a.flatten(), torch.tensor([7.5]))
+    p = detseg.ps_roi_pool(PLANE, box, 1, 1.0, backend=backend)
+    torch.testing.assert_close(p.flatten(), torch.tensor([7.5]))
+    # 2 x 2 bins over 4 channels: bin (i, j) reads channel 2 i + j; channel c holds PLANE + 100 c.
+    x = torch.cat([PLANE + 100 * c for c in range(4)], 1)
+    p = detseg.ps_roi_pool(x, box, 2, 1.0, backend=backend)[0, 0]
+    torch.testing.assert_close(p, torch.tensor([[2.5, 104.5], [210.5, 312.5]]))
+
+
+@pytest.mark.parametrize("backend", ["cpp", "reference"])
+@pytest.mark.parametrize("op", ["align", "pool"])
+def test_ps_gradcheck(backend, op):
+    x = torch.randn(2, 8, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    rois = torch.tensor([[0, 1, 1.5, 7, 6], [1, -3, 2, 12, 10], [1, 2, 2, 2.2, 2.1], [0, math.nan, 1, 3, 3]],
+                        dtype=torch.float64)
+    if op == "align":
+        f = lambda t: detseg.ps_roi_align(t, rois, (2, 2), 0.5, -1, backend=backend)  # noqa: E731
+    else:
+        f = lambda t: detseg.ps_roi_pool(t, rois, (2, 2), 0.5, backend=backend)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (x,))
+
+
+@pytest.mark.parametrize("op", ["align", "pool"])
+def test_ps_backward_bitwise_any_thread_count(op):
+    x = make_input(2, 4 * 49, 20, 23, torch.float32, "contiguous", seed=8)
+    rois = make_rois(50, 2, 80, 92, seed=10)
+    g = torch.randn(50, 4, 7, 7, generator=torch.Generator().manual_seed(3))
+
+    def grad():
+        xc = x.detach().requires_grad_()
+        f = detseg.ps_roi_align if op == "align" else detseg.ps_roi_pool
+        return torch.autograd.grad(f(xc, rois, 7, 0.25), xc, g)[0]
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        g1 = grad()
+        torch.set_num_threads(2)
+        g2 = grad()
+    finally:
+        torch.set_num_threads(before)
+    bitwise(g1, g2)
+    xr = x.detach().double().requires_grad_()
+    fr = R.ps_roi_align if op == "align" else R.ps_roi_pool
+    args = (0.25, 7, 7, -1) if op == "align" else (0.25, 7, 7)
+    (gr,) = torch.autograd.grad(fr(xr, rois.double(), *args)[0], xr, g.double())
+    close(g1, gr, scale=4.0)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "reference"])
+def test_ps_bad_arguments(backend):
+    x = torch.randn(2, 6, 8, 8)
+    with pytest.raises(ValueError, match=r"detseg\.ps_roi_align: input channels must be a multiple of "
+                                         r"output_size\[0\] \* output_size\[1\] = 4, got 6"):
+        detseg.ps_roi_align(x, torch.zeros(1, 5), 2, backend=backend)
+    with pytest.raises(ValueError, match=r"detseg\.ps_roi_pool: rois\[:, 0\] must hold integer batch indices"):
+        detseg.ps_roi_pool(x, torch.tensor([[3.0, 0, 0, 2, 2]]), (2, 3), backend=backend)
+    assert detseg.ps_roi_pool(x, [torch.zeros(0, 4)], (2, 3), backend=backend).shape == (0, 1, 2, 3)
+
+
+def test_ps_opcheck_and_modules():
+    x = make_input(2, 8, 7, 8, torch.float32, "contiguous", seed=2).requires_grad_()
+    rois = make_rois(6, 2, 28, 32, seed=4)
+    torch.library.opcheck(torch.ops.detseg.ps_roi_align.default, (x, rois, 0.25, 2, 2, -1))
+    torch.library.opcheck(torch.ops.detseg.ps_roi_pool.default, (x, rois, 0.25, 2, 2))
+    g = torch.randn(6, 2, 2, 2)
+    _, m = torch.ops.detseg.ps_roi_pool(x.detach(), rois, 0.25, 2, 2)
+    torch.library.opcheck(torch.ops.detseg._ps_roi_align_backward.default, (g, rois, m, 0.25, 2, 2, 2, 2, 8, 7, 8))
+    torch.library.opcheck(torch.ops.detseg._ps_roi_pool_backward.default, (g, rois, m, 0.25, 2, 2, 2, 8, 7, 8))
+    torch.testing.assert_close(detseg.PSRoIAlign(2, 0.25, 2)(x, rois), detseg.ps_roi_align(x, rois, 2, 0.25, 2))
+    torch.testing.assert_close(detseg.PSRoIPool(2, 0.25)(x, rois), detseg.ps_roi_pool(x, rois, 2, 0.25))

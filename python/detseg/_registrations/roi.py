@@ -74,6 +74,48 @@ def _roi_pool_backward_fake(grad, rois, argmax, spatial_scale, pooled_height, po
                        memory_format=_fmt(grad))
 
 
+def _ps_fake(op, input, rois, spatial_scale, ph, pw):
+    _checks.roi_args(op, input, rois, spatial_scale, ph, pw)
+    _checks.ps_roi_channels(op, input.shape[1], ph, pw)
+    shape = (rois.shape[0], input.shape[1] // (ph * pw), ph, pw)
+    return (torch.empty(shape, dtype=input.dtype, device=input.device),
+            torch.empty(shape, dtype=torch.int64, device=input.device))
+
+
+@torch.library.register_fake(lib + "ps_roi_align")
+def _ps_roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio):
+    _checks.roi_sampling_ratio("ps_roi_align", sampling_ratio)
+    return _ps_fake("ps_roi_align", input, rois, spatial_scale, pooled_height, pooled_width)
+
+
+@torch.library.register_fake(lib + "ps_roi_pool")
+def _ps_roi_pool_fake(input, rois, spatial_scale, pooled_height, pooled_width):
+    return _ps_fake("ps_roi_pool", input, rois, spatial_scale, pooled_height, pooled_width)
+
+
+def _ps_backward_fake(op, grad, rois, channel_mapping, spatial_scale, ph, pw, n, c, h, w):
+    _checks.ps_roi_channels(op, c, ph, pw)
+    _backward_checks(op, grad, rois, spatial_scale, ph, pw, n, c // (ph * pw), h, w)
+    if channel_mapping.shape != grad.shape:
+        _checks.fail(op, f"channel_mapping must have the shape of grad {list(grad.shape)}, "
+                         f"got {list(channel_mapping.shape)}")
+    return torch.empty((n, c, h, w), dtype=grad.dtype, device=grad.device)
+
+
+@torch.library.register_fake(lib + "_ps_roi_align_backward")
+def _ps_roi_align_backward_fake(grad, rois, channel_mapping, spatial_scale, pooled_height, pooled_width,
+                                sampling_ratio, batch_size, channels, height, width):
+    return _ps_backward_fake("_ps_roi_align_backward", grad, rois, channel_mapping, spatial_scale, pooled_height,
+                             pooled_width, batch_size, channels, height, width)
+
+
+@torch.library.register_fake(lib + "_ps_roi_pool_backward")
+def _ps_roi_pool_backward_fake(grad, rois, channel_mapping, spatial_scale, pooled_height, pooled_width, batch_size,
+                               channels, height, width):
+    return _ps_backward_fake("_ps_roi_pool_backward", grad, rois, channel_mapping, spatial_scale, pooled_height,
+                             pooled_width, batch_size, channels, height, width)
+
+
 # ---------------------------------------------------------------- autograd
 # Boxes get no gradient (as torchvision). The backward ops are registered kernels of their
 # own (deterministic on CPU); max mode recomputes its argmax sample from the saved input.
@@ -113,3 +155,31 @@ def _roi_pool_backward(ctx, grad, _grad_argmax):
 
 torch.library.register_autograd(lib + "roi_align", _roi_align_backward, setup_context=_roi_align_setup)
 torch.library.register_autograd(lib + "roi_pool", _roi_pool_backward, setup_context=_roi_pool_setup)
+
+
+def _ps_setup(ctx, inputs, output):
+    input, rois = inputs[:2]
+    ctx.save_for_backward(rois, output[1])
+    ctx.mark_non_differentiable(output[1])
+    ctx.args = tuple(inputs[2:])
+    ctx.in_shape = tuple(input.shape)
+
+
+def _ps_roi_align_backward(ctx, grad, _grad_map):
+    rois, mapping = ctx.saved_tensors
+    spatial_scale, ph, pw, sampling_ratio = ctx.args
+    n, c, h, w = ctx.in_shape
+    g = torch.ops.detseg._ps_roi_align_backward(grad, rois, mapping, spatial_scale, ph, pw, sampling_ratio, n, c, h, w)
+    return g, None, None, None, None, None
+
+
+def _ps_roi_pool_backward(ctx, grad, _grad_map):
+    rois, mapping = ctx.saved_tensors
+    spatial_scale, ph, pw = ctx.args
+    n, c, h, w = ctx.in_shape
+    g = torch.ops.detseg._ps_roi_pool_backward(grad, rois, mapping, spatial_scale, ph, pw, n, c, h, w)
+    return g, None, None, None, None
+
+
+torch.library.register_autograd(lib + "ps_roi_align", _ps_roi_align_backward, setup_context=_ps_setup)
+torch.library.register_autograd(lib + "ps_roi_pool", _ps_roi_pool_backward, setup_context=_ps_setup)

@@ -17,7 +17,7 @@ from torch import nn
 from .. import _backend
 from . import _checks
 
-__all__ = ["roi_align", "roi_pool", "RoIAlign", "RoIPool"]
+__all__ = ["roi_align", "roi_pool", "ps_roi_align", "ps_roi_pool", "RoIAlign", "RoIPool", "PSRoIAlign", "PSRoIPool"]
 
 
 def _pair(op: str, output_size) -> tuple[int, int]:
@@ -85,6 +85,33 @@ def roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0
     return out
 
 
+def ps_roi_align(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0, sampling_ratio: int = -1, *,
+                 backend: str = "auto") -> torch.Tensor:
+    """Position-sensitive RoIAlign (R-FCN). ``input Tensor[N, C, H, W]`` with C a multiple of
+    oh * ow, boxes as in :func:`roi_align` -> ``Tensor[K, C / (oh * ow), oh, ow]``: output channel c
+    of bin (i, j) averages the bilinear samples of input channel (c * oh + i) * ow + j, with
+    the half-pixel (aligned) geometry, as torchvision."""
+    op = "ps_roi_align"
+    _checks.tensor(op, "input", input)
+    rois = _to_rois(op, boxes, input)
+    ph, pw = _pair(op, output_size)
+    out, _ = _backend.dispatch(op, backend, input.device, input, rois, float(spatial_scale), ph, pw,
+                               int(sampling_ratio))
+    return out
+
+
+def ps_roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0, *,
+                backend: str = "auto") -> torch.Tensor:
+    """Position-sensitive RoIPool (R-FCN): as :func:`ps_roi_align` but each output is the mean of
+    a quantised bin (corners rounded, RoI extent end - start as torchvision); an empty bin gives 0."""
+    op = "ps_roi_pool"
+    _checks.tensor(op, "input", input)
+    rois = _to_rois(op, boxes, input)
+    ph, pw = _pair(op, output_size)
+    out, _ = _backend.dispatch(op, backend, input.device, input, rois, float(spatial_scale), ph, pw)
+    return out
+
+
 class RoIAlign(nn.Module):
     """Module form of :func:`roi_align` (torchvision.ops.RoIAlign)."""
 
@@ -118,6 +145,41 @@ class RoIPool(nn.Module):
 
     def forward(self, input: torch.Tensor, rois) -> torch.Tensor:
         return roi_pool(input, rois, self.output_size, self.spatial_scale, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"
+
+
+class PSRoIAlign(nn.Module):
+    """Module form of :func:`ps_roi_align` (torchvision.ops.PSRoIAlign)."""
+
+    def __init__(self, output_size, spatial_scale: float, sampling_ratio: int, *, backend: str = "auto"):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+        self.backend = backend
+
+    def forward(self, input: torch.Tensor, rois) -> torch.Tensor:
+        return ps_roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio,
+                            backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+                f"sampling_ratio={self.sampling_ratio}")
+
+
+class PSRoIPool(nn.Module):
+    """Module form of :func:`ps_roi_pool` (torchvision.ops.PSRoIPool)."""
+
+    def __init__(self, output_size, spatial_scale: float, *, backend: str = "auto"):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.backend = backend
+
+    def forward(self, input: torch.Tensor, rois) -> torch.Tensor:
+        return ps_roi_pool(input, rois, self.output_size, self.spatial_scale, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"
