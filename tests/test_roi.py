@@ -445,7 +445,20 @@ def test_nchw_and_channels_last_loops_agree_bitwise(mode):
             return torch.ops.detseg.roi_pool(t, rois, 0.5, 5, 4)[0]
         return torch.ops.detseg.roi_align(t, rois, 0.5, 5, 4, -1, False, mode)
 
-    bitwise(run(x), run(x.contiguous(memory_format=torch.channels_last)).contiguous())
+    xcl = x.contiguous(memory_format=torch.channels_last)
+    bitwise(run(x), run(xcl).contiguous())
+    g = torch.randn(3, 6, 5, 4, generator=torch.Generator().manual_seed(4))
+    grads = []
+    for t, gg in ((x, g), (xcl, g.contiguous(memory_format=torch.channels_last))):
+        t = t.detach().requires_grad_()
+        grads.append(torch.autograd.grad(run(t), t, gg)[0])
+    bitwise(grads[0], grads[1].contiguous())
+    xo = x.detach().double().requires_grad_()
+    if mode == "pool":
+        oo = R.roi_pool(xo, rois.double(), 0.5, 5, 4)[0]
+    else:
+        oo = R.roi_align(xo, rois.double(), 0.5, 5, 4, -1, False, mode)
+    close(grads[0], torch.autograd.grad(oo, xo, g.double())[0])
 
 
 # ---------------------------------------------------------------- position-sensitive ops

@@ -387,8 +387,11 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
                 grad.scalar_type(), "), got ", input->scalar_type());
   }
   const bool cl = checks::roi_channels_last(grad);
-  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const int64_t K = rois.size(0), N = batch_size, C = channels, H = height, W = width;
+  // As in the forward, many RoIs per pixel make the channel-inner loop worth a transposition
+  // of grad and of the result; the bits are the same either way.
+  const bool nhwc = cl || roi_prefer_nhwc(K, pooled_height, pooled_width, N, H, W);
+  const auto fmt = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::ScalarType acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor gin = at::empty({N, C, H, W}, grad.options().dtype(acc_type).memory_format(fmt)).zero_();  // at::zeros drops memory_format
   const at::Tensor r = roi_rows(rois, grad.scalar_type());
@@ -404,12 +407,13 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
     if (mode == RoiPoolMode::kMax) x = input->contiguous(fmt);
     const scalar_t* xp = x.defined() ? x.data_ptr<scalar_t>() : nullptr;
     const acc_t scale = static_cast<acc_t>(spatial_scale);
-    if (cl)
+    if (nhwc)
       backward_nhwc(g.data_ptr<scalar_t>(), rp, xp, gin.data_ptr<acc_t>(), N, by_batch, scale, a);
     else
       backward_nchw(g.data_ptr<scalar_t>(), rp, xp, gin.data_ptr<acc_t>(), N, by_batch, scale, a);
   });
-  return gin.scalar_type() == grad.scalar_type() ? gin : gin.to(grad.scalar_type());
+  at::Tensor res = gin.scalar_type() == grad.scalar_type() ? gin : gin.to(grad.scalar_type());
+  return nhwc && !cl ? res.contiguous() : res;
 }
 
 // ---------------------------------------------------------------- ps_roi_align
