@@ -562,3 +562,32 @@ def test_ps_opcheck_and_modules():
     torch.library.opcheck(torch.ops.detseg._ps_roi_pool_backward.default, (g, rois, m, 0.25, 2, 2, 2, 8, 7, 8))
     torch.testing.assert_close(detseg.PSRoIAlign(2, 0.25, 2)(x, rois), detseg.ps_roi_align(x, rois, 2, 0.25, 2))
     torch.testing.assert_close(detseg.PSRoIPool(2, 0.25)(x, rois), detseg.ps_roi_pool(x, rois, 2, 0.25))
+
+
+# ---------------------------------------------------------------- MultiScaleRoIAlign
+
+def test_multiscale_roi_align():
+    from detseg.ops.roi import fpn_levels
+
+    g = torch.Generator().manual_seed(0)
+    x = {"p2": torch.randn(2, 3, 32, 40, generator=g), "p3": torch.randn(2, 3, 16, 20, generator=g),
+         "p4": torch.randn(2, 3, 8, 10, generator=g), "skip": torch.randn(2, 3, 4, 5, generator=g)}
+    boxes = [torch.tensor([[0.0, 0, 20, 20], [5, 5, 120, 100]]), torch.tensor([[10.0, 10, 70, 70], [0, 0, 3, 3]])]
+    m = detseg.MultiScaleRoIAlign(["p2", "p3", "p4"], 3, 2, canonical_scale=56, canonical_level=3)
+    out = m(x, boxes, [(128, 160), (120, 150)])
+    rois = torch.cat([torch.cat([torch.full((len(b), 1), float(i)), b], 1) for i, b in enumerate(boxes)])
+    lv = fpn_levels(rois[:, 1:], 2, 4, 56, 3)
+    # sqrt(area) 20 -> floor(3 + log2(20 / 56)) = 1 -> clamped to 2; 107.2 -> 3; 60 -> 3; 3 -> 2
+    assert lv.tolist() == [0, 1, 1, 0]
+    feats = [x["p2"], x["p3"], x["p4"]]
+    for i in range(4):
+        lvl = int(lv[i])
+        exp = detseg.roi_align(feats[lvl], rois[i:i + 1], 3, 2.0 ** -(lvl + 2), 2)
+        torch.testing.assert_close(out[i:i + 1], exp)
+    # Just below a level boundary (sqrt(area) = 2 * 56 * (1 - 1e-7)): torchvision's eps outside
+    # the log lifts the box to level 4, detectron2's eps inside the log keeps it at level 3.
+    side = 112.0 * (1 - 1e-7)
+    b = torch.tensor([[0.0, 0.0, side, side]], dtype=torch.float64)
+    assert fpn_levels(b, 2, 5, 56, 3).item() == 2
+    assert fpn_levels(b, 2, 5, 56, 3, eps=1e-8, eps_in_log=True).item() == 1
+    assert detseg.MultiScaleRoIAlign(["p2"], 2, 2)(x, boxes, [(128, 160)]).shape == (4, 3, 2, 2)

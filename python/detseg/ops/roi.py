@@ -11,13 +11,16 @@ torch.argmax on NaN (NaN wins) where torchvision's strict '>' skips it.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from .. import _backend
 from . import _checks
 
-__all__ = ["roi_align", "roi_pool", "ps_roi_align", "ps_roi_pool", "RoIAlign", "RoIPool", "PSRoIAlign", "PSRoIPool"]
+__all__ = ["roi_align", "roi_pool", "ps_roi_align", "ps_roi_pool", "RoIAlign", "RoIPool", "PSRoIAlign", "PSRoIPool",
+           "MultiScaleRoIAlign"]
 
 
 def _pair(op: str, output_size) -> tuple[int, int]:
@@ -183,3 +186,76 @@ class PSRoIPool(nn.Module):
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"
+
+
+def _infer_scale(feature: torch.Tensor, original_size: tuple[int, int]) -> float:
+    # Power of two nearest to feature / image size (torchvision's rule; height decides).
+    approx = float(feature.shape[-2]) / float(original_size[0])
+    return 2.0 ** round(math.log2(approx))
+
+
+def fpn_levels(boxes: torch.Tensor, k_min: int, k_max: int, canonical_scale: float = 224.0,
+               canonical_level: int = 4, eps: float = 1e-6, eps_in_log: bool = False) -> torch.Tensor:
+    """FPN level of each box ``Tensor[K, 4]`` (Feature Pyramid Networks, eq. 1), minus k_min:
+    floor(k0 + log2(sqrt(area) / s0) + eps) clamped to [k_min, k_max] (torchvision), or with
+    eps_in_log floor(k0 + log2(sqrt(area) / s0 + eps)) (detectron2, eps 1e-8)."""
+    b = boxes.to(torch.float64 if boxes.dtype == torch.float64 else torch.float32)
+    size = torch.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
+    if eps_in_log:
+        lvl = torch.floor(canonical_level + torch.log2(size / canonical_scale + eps))
+    else:
+        lvl = torch.floor(canonical_level + torch.log2(size / canonical_scale) + eps)
+    return lvl.clamp(min=k_min, max=k_max).to(torch.int64) - k_min
+
+
+class MultiScaleRoIAlign(nn.Module):
+    """RoIAlign over a feature pyramid (torchvision.ops.MultiScaleRoIAlign): each box is pooled
+    from the level its size selects; scales are inferred from feature / image sizes.
+
+    forward(x: dict[str, Tensor[N, C, H_l, W_l]], boxes: list[Tensor[L_i, 4]],
+    image_shapes: list[(h, w)]) -> Tensor[sum L_i, C, oh, ow]. aligned defaults to False as in
+    torchvision; ``eps_in_log=True`` (with eps=1e-8) is detectron2's level rule.
+    """
+
+    def __init__(self, featmap_names: list[str], output_size, sampling_ratio: int, *, canonical_scale: int = 224,
+                 canonical_level: int = 4, aligned: bool = False, eps: float = 1e-6, eps_in_log: bool = False,
+                 backend: str = "auto"):
+        super().__init__()
+        self.featmap_names = list(featmap_names)
+        self.output_size = output_size
+        self.sampling_ratio = sampling_ratio
+        self.canonical_scale = canonical_scale
+        self.canonical_level = canonical_level
+        self.aligned = aligned
+        self.eps = eps
+        self.eps_in_log = eps_in_log
+        self.backend = backend
+
+    def forward(self, x: dict, boxes: list, image_shapes: list) -> torch.Tensor:
+        op = "MultiScaleRoIAlign"
+        feats = [x[k] for k in self.featmap_names]
+        if not feats:
+            _checks.fail(op, "featmap_names must name at least one feature map")
+        size = (max(int(s[0]) for s in image_shapes), max(int(s[1]) for s in image_shapes))
+        scales = [_infer_scale(f, size) for f in feats]
+        rois = _to_rois(op, boxes, feats[0])
+
+        def pool(feat, r, scale):
+            return roi_align(feat, r, self.output_size, scale, self.sampling_ratio, self.aligned,
+                             backend=self.backend)
+
+        if len(feats) == 1:
+            return pool(feats[0], rois, scales[0])
+        k_min, k_max = int(-math.log2(scales[0])), int(-math.log2(scales[-1]))
+        levels = fpn_levels(rois[:, 1:], k_min, k_max, self.canonical_scale, self.canonical_level, self.eps,
+                            self.eps_in_log)
+        ph, pw = _pair(op, self.output_size)
+        out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1], ph, pw))
+        for level, (feat, scale) in enumerate(zip(feats, scales)):
+            idx = torch.where(levels == level)[0]
+            out = out.index_put((idx,), pool(feat, rois[idx], scale).to(out.dtype))
+        return out
+
+    def extra_repr(self) -> str:
+        return (f"featmap_names={self.featmap_names}, output_size={self.output_size}, "
+                f"sampling_ratio={self.sampling_ratio}")
