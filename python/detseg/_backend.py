@@ -20,16 +20,16 @@ BACKENDS = ("auto", "cpp", "triton", "reference")
 _stack: list[str] = ["auto"]
 
 
-def _check_name(name: str) -> str:
+def _check_name(name: str, op: str) -> str:
     if name not in BACKENDS:
-        raise ValueError(f"detseg: backend must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}")
+        raise ValueError(f"detseg.{op}: backend must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}")
     return name
 
 
 @contextlib.contextmanager
 def use_backend(name: str):
     """Context manager: run detseg ops inside the block on backend `name`."""
-    _stack.append(_check_name(name))
+    _stack.append(_check_name(name, "use_backend"))
     try:
         yield
     finally:
@@ -103,7 +103,7 @@ def _cpp_has_kernel(op: str, device: torch.device) -> bool:
 
 
 def resolve(op: str, backend: str | None, device: torch.device) -> str:
-    name = _check_name(backend if backend not in (None, "auto") else _stack[-1])
+    name = _check_name(backend if backend not in (None, "auto") else _stack[-1], op)
     if name == "auto":
         if _cpp_available(device) and _cpp_has_kernel(op, device):
             return "cpp"

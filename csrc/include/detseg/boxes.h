@@ -33,8 +33,19 @@ DETSEG_HOST_DEVICE T ciou_k() {
   return T(0.40528473456935108577551785283891);
 }
 
+// CIoU's aspect angle atan(w / h) of one box. It depends on one box only, so a kernel looping
+// over pairs may evaluate it once per box (and in scalar code, keeping every SIMD variant
+// bitwise equal to std::atan) and call the five-argument pair_iou below.
+template <typename T>
+DETSEG_HOST_DEVICE T box_aspect_atan(const Box<T>& a) {
+  return datan((a.x2 - a.x1) / (a.y2 - a.y1));
+}
+
+// pair_iou with CIoU's angles given: atan_a = box_aspect_atan(a), atan_b = box_aspect_atan(b)
+// (ignored unless K == kCIoU). Generic over T: a SIMD vector type works where dmin, dmax and
+// clamp_min0 are specialised for it (csrc/cpu/vec/box_iou_vec.cpp).
 template <IouKind K, IouForm F, typename T>
-DETSEG_HOST_DEVICE T pair_iou(const Box<T>& a, const Box<T>& b, T eps) {
+DETSEG_HOST_DEVICE T pair_iou(const Box<T>& a, const Box<T>& b, T eps, T atan_a, T atan_b) {
   const T area_a = box_area(a.x1, a.y1, a.x2, a.y2);
   const T area_b = box_area(b.x1, b.y1, b.x2, b.y2);
   const T iw = dmin(a.x2, b.x2) - dmax(a.x1, b.x1);
@@ -67,7 +78,7 @@ DETSEG_HOST_DEVICE T pair_iou(const Box<T>& a, const Box<T>& b, T eps) {
       if constexpr (K == IouKind::kDIoU) {
         return diou;
       } else {
-        const T t = datan((a.x2 - a.x1) / (a.y2 - a.y1)) - datan((b.x2 - b.x1) / (b.y2 - b.y1));
+        const T t = atan_a - atan_b;
         const T v = ciou_k<T>() * t * t;
         const T alpha = v / (T(1) - iou + v + eps);
         return diou - alpha * v;
@@ -76,28 +87,42 @@ DETSEG_HOST_DEVICE T pair_iou(const Box<T>& a, const Box<T>& b, T eps) {
   }
 }
 
+template <IouKind K, IouForm F, typename T>
+DETSEG_HOST_DEVICE T pair_iou(const Box<T>& a, const Box<T>& b, T eps) {
+  if constexpr (K == IouKind::kCIoU) {
+    return pair_iou<K, F>(a, b, eps, box_aspect_atan(a), box_aspect_atan(b));
+  } else {
+    return pair_iou<K, F>(a, b, eps, T(0), T(0));
+  }
+}
+
 // Accumulates g * d pair_iou / d(a, b) into ga[4], gb[4] (x1, y1, x2, y2). Hand-written
 // reverse mode of pair_iou, with torch's subgradients: clamp(min=0) passes the gradient at
 // 0, maximum/minimum split it on a tie, the loss-form mask blocks it where a side is <= 0.
+// atan_a / atan_b: box_aspect_atan of a / b, as in the five-argument pair_iou (CIoU only).
 template <IouKind K, IouForm F, typename T>
-DETSEG_HOST_DEVICE void pair_iou_backward(const Box<T>& a, const Box<T>& b, T eps, T g, T* ga, T* gb) {
+DETSEG_HOST_DEVICE void pair_iou_backward(const Box<T>& a, const Box<T>& b, T eps, T atan_a, T atan_b, T g, T* ga,
+                                          T* gb) {
   const T wa = a.x2 - a.x1, ha = a.y2 - a.y1;
   const T wb = b.x2 - b.x1, hb = b.y2 - b.y1;
   const T area_a = wa * ha, area_b = wb * hb;
   const T ix1 = dmax(a.x1, b.x1), ix2 = dmin(a.x2, b.x2);
   const T iy1 = dmax(a.y1, b.y1), iy2 = dmin(a.y2, b.y2);
   const T iw_raw = ix2 - ix1, ih_raw = iy2 - iy1;
-  T iw, ih, gate_w, gate_h;
+  // Gates select rather than multiply, like torch's masked backward of clamp / where: a
+  // blocked path gives 0 even when the incoming gradient is inf (a multiply would give NaN).
+  T iw, ih;
+  bool gate_w, gate_h;
   if constexpr (F == IouForm::kMatrix) {
     iw = clamp_min0(iw_raw);
     ih = clamp_min0(ih_raw);
-    gate_w = iw_raw >= T(0) ? T(1) : T(0);
-    gate_h = ih_raw >= T(0) ? T(1) : T(0);
+    gate_w = iw_raw >= T(0);
+    gate_h = ih_raw >= T(0);
   } else {
     const bool m = iw_raw > T(0) && ih_raw > T(0);
     iw = m ? iw_raw : T(0);
     ih = m ? ih_raw : T(0);
-    gate_w = gate_h = m ? T(1) : T(0);
+    gate_w = gate_h = m;
   }
   const T inter = iw * ih;
   const T uni = area_a + area_b - inter;
@@ -114,10 +139,10 @@ DETSEG_HOST_DEVICE void pair_iou_backward(const Box<T>& a, const Box<T>& b, T ep
     ey1 = dmin(a.y1, b.y1);
     ey2 = dmax(a.y2, b.y2);
     T ew = ex2 - ex1, eh = ey2 - ey1;
-    T gate_ew = T(1), gate_eh = T(1);
+    bool gate_ew = true, gate_eh = true;
     if constexpr (F == IouForm::kMatrix) {
-      gate_ew = ew >= T(0) ? T(1) : T(0);
-      gate_eh = eh >= T(0) ? T(1) : T(0);
+      gate_ew = ew >= T(0);
+      gate_eh = eh >= T(0);
       ew = clamp_min0(ew);
       eh = clamp_min0(eh);
     }
@@ -127,8 +152,8 @@ DETSEG_HOST_DEVICE void pair_iou_backward(const Box<T>& a, const Box<T>& b, T ep
       // value = iou - (c - uni) / cd
       const T g_c = -g * (cd - c + uni) / (cd * cd);
       g_uni += g / cd;
-      g_ew = g_c * eh * gate_ew;
-      g_eh = g_c * ew * gate_eh;
+      g_ew = gate_ew ? g_c * eh : T(0);
+      g_eh = gate_eh ? g_c * ew : T(0);
     } else {
       const T diag = ew * ew + eh * eh + eps;
       const T dx = (a.x1 + a.x2) / T(2) - (b.x1 + b.x2) / T(2);
@@ -138,8 +163,8 @@ DETSEG_HOST_DEVICE void pair_iou_backward(const Box<T>& a, const Box<T>& b, T ep
       const T g_diag = g * cd2 / (diag * diag);
       const T g_dx = -g * T(2) * dx / diag;
       const T g_dy = -g * T(2) * dy / diag;
-      g_ew = g_diag * T(2) * ew * gate_ew;
-      g_eh = g_diag * T(2) * eh * gate_eh;
+      g_ew = gate_ew ? g_diag * T(2) * ew : T(0);
+      g_eh = gate_eh ? g_diag * T(2) * eh : T(0);
       ga[0] += g_dx / T(2);
       ga[2] += g_dx / T(2);
       gb[0] -= g_dx / T(2);
@@ -150,7 +175,7 @@ DETSEG_HOST_DEVICE void pair_iou_backward(const Box<T>& a, const Box<T>& b, T ep
       gb[3] -= g_dy / T(2);
       if constexpr (K == IouKind::kCIoU) {
         const T ra = wa / ha, rb = wb / hb;
-        const T t = datan(ra) - datan(rb);
+        const T t = atan_a - atan_b;
         const T v = ciou_k<T>() * t * t;
         const T alpha = v / (T(1) - iou + v + eps);
         // value -= alpha * v, alpha held constant
@@ -187,12 +212,21 @@ DETSEG_HOST_DEVICE void pair_iou_backward(const Box<T>& a, const Box<T>& b, T ep
   gb[1] -= g_den * wb;
   gb[3] += g_den * wb;
   // inter = iw * ih with iw = min(x2) - max(x1)
-  const T g_iw = g_inter * ih * gate_w;
-  const T g_ih = g_inter * iw * gate_h;
+  const T g_iw = gate_w ? g_inter * ih : T(0);
+  const T g_ih = gate_h ? g_inter * iw : T(0);
   route_min(g_iw, a.x2, b.x2, ga[2], gb[2]);
   route_max(-g_iw, a.x1, b.x1, ga[0], gb[0]);
   route_min(g_ih, a.y2, b.y2, ga[3], gb[3]);
   route_max(-g_ih, a.y1, b.y1, ga[1], gb[1]);
+}
+
+template <IouKind K, IouForm F, typename T>
+DETSEG_HOST_DEVICE void pair_iou_backward(const Box<T>& a, const Box<T>& b, T eps, T g, T* ga, T* gb) {
+  if constexpr (K == IouKind::kCIoU) {
+    pair_iou_backward<K, F>(a, b, eps, box_aspect_atan(a), box_aspect_atan(b), g, ga, gb);
+  } else {
+    pair_iou_backward<K, F>(a, b, eps, T(0), T(0), g, ga, gb);
+  }
 }
 
 }  // namespace detseg

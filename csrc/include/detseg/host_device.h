@@ -47,6 +47,15 @@ DETSEG_HOST_DEVICE void route_max(T g, T a, T b, T& ga, T& gb) {
   }
 }
 template <typename T>
-DETSEG_HOST_DEVICE void route_min(T g, T a, T b, T& ga, T& gb) { route_max(g, b, a, gb, ga); }
+DETSEG_HOST_DEVICE void route_min(T g, T a, T b, T& ga, T& gb) {
+  if (a < b) {
+    ga += g;
+  } else if (b < a) {
+    gb += g;
+  } else {
+    ga += g / T(2);
+    gb += g / T(2);
+  }
+}
 
 }  // namespace detseg

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import _backend
@@ -73,8 +75,10 @@ def _iou_matrix(name: str, kind: str, boxes1, boxes2, fmt: str, eps: float, back
     except RuntimeError:
         _checks.fail(name, f"batch dimensions of boxes1 {list(lead1)} and boxes2 {list(lead2)} do not broadcast")
     n, m = b1.shape[-2], b2.shape[-2]
-    b1 = b1.expand(*lead, n, 4).reshape(-1, n, 4)
-    b2 = b2.expand(*lead, m, 4).reshape(-1, m, 4)
+    # An explicit batch size: reshape(-1, 0, 4) is ambiguous when N or M is 0.
+    bsz = math.prod(lead)
+    b1 = b1.expand(*lead, n, 4).reshape(bsz, n, 4)
+    b2 = b2.expand(*lead, m, 4).reshape(bsz, m, 4)
     out = _backend.dispatch("box_iou_matrix", backend, b1.device, b1, b2, kind, eps)
     return out.reshape(*lead, n, m)
 

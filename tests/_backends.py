@@ -1,0 +1,104 @@
+"""Which (backend, device) targets the suite runs on, decided once at collection time.
+
+Imported by conftest.py and the test modules; it sets TRITON_INTERPRET before detseg (and so
+detseg.triton) is first imported, because the Triton interpreter is chosen at kernel
+definition time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import detseg  # noqa: E402
+from detseg import _backend  # noqa: E402
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+TRITON_ON_CPU = HAS_TRITON and os.environ.get("TRITON_INTERPRET") == "1"
+
+# "cpp" and "reference" always: a missing compiled library must fail the cpp tests, not skip them.
+CPU_BACKENDS = ["cpp", "reference"] + (["triton"] if TRITON_ON_CPU else [])
+CUDA_BACKENDS = ["cpp", "reference"] + (["triton"] if HAS_TRITON else [])
+
+# The Triton interpreter costs per program instance and per op: keep its problems small.
+SIZES = {"cpp": [0, 1, 7, 33, 257, 600], "reference": [0, 1, 7, 33, 257], "triton": [0, 1, 7, 33, 130]}
+# NMS inputs, where the cost is quadratic in Python for the reference oracle as well.
+# Interpreted Triton NMS costs ~1 s per call whatever the size (n = 200: ~5 s).
+NMS_SIZES = {"cpp": [0, 1, 7, 33, 257, 1500], "reference": [0, 1, 7, 33, 257], "triton": [0, 1, 33, 64]}
+
+
+def interpreted(backend: str, device: str) -> bool:
+    """Triton under TRITON_INTERPRET on the CPU: every call is costly, so tests thin it out."""
+    return backend == "triton" and device == "cpu"
+
+
+def targets(backends: list[str] | None = None) -> list:
+    """pytest params of (backend, device); CUDA ones carry the `cuda` mark (auto-skipped)."""
+    out = []
+    for b in CPU_BACKENDS:
+        if backends is None or b in backends:
+            out.append(pytest.param((b, "cpu"), id=f"{b}-cpu"))
+    # CUDA targets exist only with a GPU (a skipped copy of every CPU test would double the
+    # report); tests that need a GPU by nature carry @pytest.mark.cuda themselves.
+    for b in CUDA_BACKENDS if HAS_CUDA else []:
+        if backends is None or b in backends:
+            out.append(pytest.param((b, "cuda"), id=f"{b}-cuda", marks=pytest.mark.cuda))
+    return out
+
+
+def target_sizes(sizes: dict[str, list[int]] = SIZES, backends: list[str] | None = None) -> list:
+    """pytest params of ((backend, device), n): the size axis depends on the backend's cost."""
+    out = []
+    for p in targets(backends):
+        backend, device = p.values[0]
+        for n in sizes[backend]:
+            out.append(pytest.param((backend, device), n, id=f"{backend}-{device}-n{n}", marks=p.marks))
+    return out
+
+
+def require(backend: str) -> None:
+    """The cpp backend is part of the build: its absence is a failure, never a skip."""
+    if backend == "cpp" and detseg._C is None:
+        pytest.fail(f"detseg._C is missing (run `make dev`): {detseg._LIB_ERROR}")
+
+
+def internal(op: str, backend: str):
+    """The internal op `op` (csrc/ops.cpp names) of one backend, bypassing the public API."""
+    require(backend)
+    if backend == "cpp":
+        return getattr(torch.ops.detseg, op)
+    if backend == "triton":
+        mod = _backend._triton_module()
+        assert mod is not None, "triton backend listed but detseg.triton failed to import"
+        return getattr(mod, op)
+    return getattr(detseg.reference, op)
+
+
+def matrix(dtypes, layouts, sizes: dict[str, list[int]] = SIZES, backends: list[str] | None = None) -> list:
+    """pytest params ((backend, device), n, dtype, layout) covering, per backend, every
+    (size, dtype) pair in the contiguous layout, every (dtype, layout) pair at a prime size and
+    every (size, layout) pair in float32: each factor meets each other factor, without the cost
+    of the full triple product on a 2-core machine. The Triton interpreter (slow per call) gets
+    two layouts. Empty inputs are contiguous only."""
+    out = []
+    for p in targets(backends):
+        backend, device = p.values[0]
+        lays = [lay for lay in layouts if not (backend == "triton" and device == "cpu")
+                or lay in ("contiguous", "colslice")]
+        mid = 33 if 33 in sizes[backend] else sizes[backend][len(sizes[backend]) // 2]
+        combos = [(n, dt, "contiguous") for n in sizes[backend] for dt in dtypes]
+        combos += [(mid, dt, lay) for dt in dtypes for lay in lays if lay != "contiguous"]
+        f32 = torch.float32 if torch.float32 in dtypes else dtypes[0]
+        combos += [(n, f32, lay) for n in sizes[backend] for lay in lays if lay != "contiguous" and n not in (0, mid)]
+        for n, dt, lay in combos:
+            name = str(dt).replace("torch.", "")
+            out.append(pytest.param((backend, device), n, dt, lay,
+                                    id=f"{backend}-{device}-n{n}-{name}-{lay}", marks=p.marks))
+    return out
