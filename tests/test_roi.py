@@ -15,19 +15,15 @@ import detseg
 from detseg import _backend
 from detseg import reference as R
 
+from tolerances import TOLERANCES
+
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-# (rtol, atol) of a backend's output against the float64 oracle, by the output dtype.
-TOL = {
-    torch.float64: (1e-10, 1e-12),
-    torch.float32: (1e-5, 1e-5),
-    torch.float16: (2e-3, 2e-3),
-    torch.bfloat16: (1.6e-2, 1.6e-2),
-}
 
 
-def close(actual, expected, dtype=None, scale=1.0):
-    rtol, atol = TOL[dtype or actual.dtype]
-    torch.testing.assert_close(actual.detach().double(), expected.detach().double(), rtol=rtol, atol=atol * scale,
+def close(actual, expected, what="value"):
+    """actual (any backend) against the float64 oracle, tolerance from tests/tolerances.py by actual's dtype."""
+    rtol, atol = TOLERANCES[actual.dtype][what]
+    torch.testing.assert_close(actual.detach().double(), expected.detach().double(), rtol=rtol, atol=atol,
                                equal_nan=True)
 
 
@@ -122,7 +118,7 @@ def test_roi_align_backward_matrix(dtype, layout, aligned, pool_mode):
     xo = x.detach().double().requires_grad_()
     oo = R.roi_align(xo, rois.double(), 0.25, 2, 3, -1, aligned, pool_mode)
     (go,) = torch.autograd.grad(oo, xo, g)
-    close(gx, go, scale=4.0)
+    close(gx, go, "grad")
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
@@ -134,7 +130,7 @@ def test_roi_pool_backward_matrix(layout):
     (gx,) = torch.autograd.grad(detseg.roi_pool(xc, rois, (3, 2), 0.25), xc, g.contiguous(memory_format=_fmt(layout)))
     xr = x.detach().requires_grad_()
     (gr,) = torch.autograd.grad(detseg.roi_pool(xr, rois, (3, 2), 0.25, backend="reference"), xr, g)
-    close(gx, gr)
+    close(gx, gr, "grad")
 
 
 # ---------------------------------------------------------------- hand-computed grids
@@ -458,7 +454,7 @@ def test_nchw_and_channels_last_loops_agree_bitwise(mode):
         oo = R.roi_pool(xo, rois.double(), 0.5, 5, 4)[0]
     else:
         oo = R.roi_align(xo, rois.double(), 0.5, 5, 4, -1, False, mode)
-    close(grads[0], torch.autograd.grad(oo, xo, g.double())[0])
+    close(grads[0], torch.autograd.grad(oo, xo, g.double())[0], "grad")
 
 
 # ---------------------------------------------------------------- position-sensitive ops
@@ -537,7 +533,7 @@ def test_ps_backward_bitwise_any_thread_count(op):
     fr = R.ps_roi_align if op == "align" else R.ps_roi_pool
     args = (0.25, 7, 7, -1) if op == "align" else (0.25, 7, 7)
     (gr,) = torch.autograd.grad(fr(xr, rois.double(), *args)[0], xr, g.double())
-    close(g1, gr, scale=4.0)
+    close(g1, gr, "grad")
 
 
 @pytest.mark.parametrize("backend", ["cpp", "reference"])
