@@ -587,3 +587,43 @@ def test_multiscale_roi_align():
     assert fpn_levels(b, 2, 5, 56, 3).item() == 2
     assert fpn_levels(b, 2, 5, 56, 3, eps=1e-8, eps_in_log=True).item() == 1
     assert detseg.MultiScaleRoIAlign(["p2"], 2, 2)(x, boxes, [(128, 160)]).shape == (4, 3, 2, 2)
+
+
+# ---------------------------------------------------------------- per-ISA builds
+
+_ISA_SCRIPT = """
+import sys, torch, numpy as np, detseg
+x = torch.from_numpy(np.random.default_rng(1).standard_normal((2, 37, 20, 23))).float()
+r = np.random.default_rng(2)
+xy = r.uniform(-10, 90, (60, 2)); wh = r.uniform(1, 60, (60, 2))
+rois = torch.from_numpy(np.concatenate([r.integers(0, 2, (60, 1)), xy, xy + wh], 1)).float()
+g = torch.from_numpy(np.random.default_rng(3).standard_normal((60, 37, 7, 7))).float()
+out = {}
+for name, t in (("nchw", x), ("cl", x.contiguous(memory_format=torch.channels_last))):
+    t = t.clone().requires_grad_()
+    y = detseg.roi_align(t, rois, 7, 0.25, -1, True)
+    fmt = torch.channels_last if name == "cl" else torch.contiguous_format
+    out[name] = (y.detach().contiguous(), torch.autograd.grad(y, t, g.contiguous(memory_format=fmt))[0].contiguous())
+torch.save(out, sys.argv[1])
+"""
+
+
+def test_isa_builds_agree_bitwise(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    cap = torch.backends.cpu.get_cpu_capability()
+    isas = ["default"] + (["avx2"] if cap in ("AVX2", "AVX512") else []) + (["avx512"] if cap == "AVX512" else [])
+    if len(isas) < 2:
+        pytest.skip("one ISA only")
+    results = []
+    for isa in isas:
+        path = tmp_path / f"{isa}.pt"
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": isa}
+        subprocess.run([sys.executable, "-c", _ISA_SCRIPT, str(path)], env=env, check=True)
+        results.append(torch.load(path))
+    for other in results[1:]:
+        for key in results[0]:
+            for a, b in zip(results[0][key], other[key]):
+                bitwise(a, b)

@@ -18,10 +18,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "checks.h"
+#include "cpu/isa.h"
 #include "cpu/roi_common.h"
+#include "cpu/vec/roi_vec.h"
 #include "detseg/roi_align.h"
 #include "detseg/roi_pool.h"  // ps_input_channel
 
@@ -147,8 +150,12 @@ void forward_nhwc(const scalar_t* in, const acc_t* rois, scalar_t* out, int64_t 
               const scalar_t* p3 = base + (ay.hi * W + ax.lo) * C;
               const scalar_t* p4 = base + (ay.hi * W + ax.hi) * C;
               if (a.mode == RoiPoolMode::kAvg) {
-                for (int64_t c = 0; c < C; ++c)
-                  acc[c] += bilinear_value(w, acc_t(p1[c]), acc_t(p2[c]), acc_t(p3[c]), acc_t(p4[c]));
+                if constexpr (std::is_same_v<scalar_t, float>) {
+                  DETSEG_ISA_CALL(roi_bilinear_accumulate, acc.data(), p1, p2, p3, p4, w.w1, w.w2, w.w3, w.w4, C);
+                } else {
+                  for (int64_t c = 0; c < C; ++c)
+                    acc[c] += bilinear_value(w, acc_t(p1[c]), acc_t(p2[c]), acc_t(p3[c]), acc_t(p4[c]));
+                }
               } else {
                 for (int64_t c = 0; c < C; ++c) {
                   const acc_t v =
@@ -323,10 +330,17 @@ void backward_nhwc(const scalar_t* grad, const acc_t* rois, const scalar_t* in, 
                   acc_t* p4 = base + (ay.hi * W + ax.hi) * C;
                   // Corner by corner (not fused per channel): p1..p4 may coincide at the border,
                   // and the per-element order must match the NCHW loop.
-                  for (int64_t c = 0; c < nc; ++c) p1[c] += gb[c] * w.w1 / count;
-                  for (int64_t c = 0; c < nc; ++c) p2[c] += gb[c] * w.w2 / count;
-                  for (int64_t c = 0; c < nc; ++c) p3[c] += gb[c] * w.w3 / count;
-                  for (int64_t c = 0; c < nc; ++c) p4[c] += gb[c] * w.w4 / count;
+                  if constexpr (std::is_same_v<acc_t, float>) {
+                    DETSEG_ISA_CALL(roi_scatter_corner, p1, gb, w.w1, count, nc);
+                    DETSEG_ISA_CALL(roi_scatter_corner, p2, gb, w.w2, count, nc);
+                    DETSEG_ISA_CALL(roi_scatter_corner, p3, gb, w.w3, count, nc);
+                    DETSEG_ISA_CALL(roi_scatter_corner, p4, gb, w.w4, count, nc);
+                  } else {
+                    for (int64_t c = 0; c < nc; ++c) p1[c] += gb[c] * w.w1 / count;
+                    for (int64_t c = 0; c < nc; ++c) p2[c] += gb[c] * w.w2 / count;
+                    for (int64_t c = 0; c < nc; ++c) p3[c] += gb[c] * w.w3 / count;
+                    for (int64_t c = 0; c < nc; ++c) p4[c] += gb[c] * w.w4 / count;
+                  }
                 }
               }
             } else {
