@@ -3,7 +3,7 @@
 #   make test    -- install everything, build detseg, run the whole test suite
 PY ?= python3
 PIP = $(PY) -m pip
-BENCH_ARGS ?=
+BENCH_ARGS ?= --threads 1,2
 PYTEST_ARGS ?=
 
 .PHONY: deps install bench test cuda-check dev clean

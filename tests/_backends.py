@@ -102,3 +102,16 @@ def matrix(dtypes, layouts, sizes: dict[str, list[int]] = SIZES, backends: list[
             out.append(pytest.param((backend, device), n, dt, lay,
                                     id=f"{backend}-{device}-n{n}-{name}-{lay}", marks=p.marks))
     return out
+
+
+def subprocess_env(**extra) -> dict:
+    """Environment for a child Python that must import the same detseg as this process (the
+    source tree with a dev build, or the installed wheel)."""
+    import os
+    from pathlib import Path
+
+    import detseg
+
+    pkg_parent = str(Path(detseg.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (pkg_parent, os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, PYTHONPATH=path, **extra)

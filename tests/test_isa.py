@@ -4,7 +4,6 @@ torch fixes its CPU capability at start-up."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -74,7 +73,7 @@ def per_isa(tmp_path_factory):
     results = {}
     procs = {}
     for isa in isas:
-        env = dict(os.environ, ATEN_CPU_CAPABILITY=isa, PYTHONPATH=str(ROOT / "python"), OMP_NUM_THREADS="1")
+        env = B.subprocess_env(ATEN_CPU_CAPABILITY=isa, OMP_NUM_THREADS="1")
         procs[isa] = subprocess.Popen([sys.executable, str(script), str(d / f"{isa}.pt")], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for isa, p in procs.items():

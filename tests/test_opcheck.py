@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import _backends as B
 import _data as D
 import detseg
 
@@ -132,18 +133,15 @@ def test_compile_batched_nms():
 def test_compile_as_the_first_detseg_call(tmp_path):
     # a fresh process whose first detseg call is traced: nothing detseg reads lazily on the
     # first call (e.g. the compiled library's build_info) may be untraceable
-    import os
     import subprocess
     import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
     code = (
         "import torch, detseg\n"
         "f = torch.compile(lambda a, b: detseg.box_iou(a, b), fullgraph=True, backend='aot_eager')\n"
         "a = torch.tensor([[0., 0., 2., 2.]]); b = torch.tensor([[1., 1., 3., 3.]])\n"
         "print(float(f(a, b)[0, 0]))\n")
-    env = dict(os.environ, PYTHONPATH=str(root / "python"))
+    env = B.subprocess_env()
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert abs(float(p.stdout.strip().splitlines()[-1]) - 1 / 7) < 1e-6
