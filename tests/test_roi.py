@@ -609,9 +609,10 @@ torch.save(out, sys.argv[1])
 
 
 def test_isa_builds_agree_bitwise(tmp_path):
-    import os
     import subprocess
     import sys
+
+    import _backends
 
     cap = torch.backends.cpu.get_cpu_capability()
     isas = ["default"] + (["avx2"] if cap in ("AVX2", "AVX512") else []) + (["avx512"] if cap == "AVX512" else [])
@@ -620,7 +621,7 @@ def test_isa_builds_agree_bitwise(tmp_path):
     results = []
     for isa in isas:
         path = tmp_path / f"{isa}.pt"
-        env = {**os.environ, "ATEN_CPU_CAPABILITY": isa}
+        env = _backends.subprocess_env(ATEN_CPU_CAPABILITY=isa)
         subprocess.run([sys.executable, "-c", _ISA_SCRIPT, str(path)], env=env, check=True)
         results.append(torch.load(path))
     for other in results[1:]:
