@@ -21,4 +21,34 @@ TORCH_LIBRARY(detseg, m) {
   // ---- NMS ----
   m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
   m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
+
+  // ---- RoI ops (torchvision's schemas; roi_align adds mmcv's pool_mode) ----
+  // input Tensor[N, C, H, W], rois Tensor[K, 5] rows (batch_index, x1, y1, x2, y2), any
+  // floating dtype -> Tensor[K, C, pooled_height, pooled_width] in input's dtype, channels-last
+  // when input is. pool_mode: "avg" (torchvision) | "max" (mmcv: max over the bilinear samples).
+  m.def("roi_align(Tensor input, Tensor rois, float spatial_scale, int pooled_height, int pooled_width, "
+        "int sampling_ratio, bool aligned, str pool_mode=\"avg\") -> Tensor");
+  // input is needed by pool_mode "max" only (the argmax sample is recomputed, not stored).
+  m.def("_roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, int pooled_height, int pooled_width, "
+        "int batch_size, int channels, int height, int width, int sampling_ratio, bool aligned, "
+        "str pool_mode=\"avg\", Tensor? input=None) -> Tensor");
+  // -> (output, argmax): argmax int64 = h * W + w within the channel plane, -1 for an empty bin.
+  m.def("roi_pool(Tensor input, Tensor rois, float spatial_scale, int pooled_height, int pooled_width) "
+        "-> (Tensor, Tensor)");
+  m.def("_roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, float spatial_scale, int pooled_height, "
+        "int pooled_width, int batch_size, int channels, int height, int width) -> Tensor");
+
+  // Position-sensitive (R-FCN), torchvision's schemas: input Tensor[N, C, H, W] with
+  // C = C_out * pooled_height * pooled_width -> (Tensor[K, C_out, ph, pw], channel_mapping int64
+  // Tensor[K, C_out, ph, pw] = the input channel each output read). ps_roi_align uses the
+  // half-pixel (aligned) geometry; ps_roi_pool averages its quantised bins.
+  m.def("ps_roi_align(Tensor input, Tensor rois, float spatial_scale, int pooled_height, int pooled_width, "
+        "int sampling_ratio) -> (Tensor, Tensor)");
+  m.def("_ps_roi_align_backward(Tensor grad, Tensor rois, Tensor channel_mapping, float spatial_scale, "
+        "int pooled_height, int pooled_width, int sampling_ratio, int batch_size, int channels, int height, "
+        "int width) -> Tensor");
+  m.def("ps_roi_pool(Tensor input, Tensor rois, float spatial_scale, int pooled_height, int pooled_width) "
+        "-> (Tensor, Tensor)");
+  m.def("_ps_roi_pool_backward(Tensor grad, Tensor rois, Tensor channel_mapping, float spatial_scale, "
+        "int pooled_height, int pooled_width, int batch_size, int channels, int height, int width) -> Tensor");
 }

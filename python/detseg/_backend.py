@@ -88,10 +88,24 @@ def available_backends(device: str | torch.device = "cpu") -> list[str]:
     return out
 
 
+_kernel_state: dict[tuple[str, str], bool] = {}
+
+
+def _cpp_has_kernel(op: str, device: torch.device) -> bool:
+    """Whether the compiled op has a kernel for a CUDA device (an op family may have CPU kernels
+    before its CUDA ones). CPU is assumed: every schema ships with its CPU kernel."""
+    if device.type == "cpu":
+        return True
+    key = (op, device.type)
+    if key not in _kernel_state:
+        _kernel_state[key] = torch._C._dispatch_has_kernel_for_dispatch_key(f"detseg::{op}", device.type.upper())
+    return _kernel_state[key]
+
+
 def resolve(op: str, backend: str | None, device: torch.device) -> str:
     name = _check_name(backend if backend not in (None, "auto") else _stack[-1], op)
     if name == "auto":
-        if _cpp_available(device):
+        if _cpp_available(device) and _cpp_has_kernel(op, device):
             return "cpp"
         if device.type == "cuda" and _triton_available(device):
             return "triton"
@@ -113,7 +127,17 @@ def dispatch(op: str, backend: str | None, device: torch.device, *args):
     if name == "cpp":
         return getattr(torch.ops.detseg, op)(*args)
     if name == "triton":
-        return getattr(_triton_module(), op)(*args)
+        fn = getattr(_triton_module(), op, None)
+        if fn is None:
+            # An op family whose Triton kernels are not written yet: "auto" falls back to the
+            # reference, an explicit request says so instead of an AttributeError.
+            if (backend in (None, "auto")) and _stack[-1] == "auto":
+                from . import reference
+
+                return getattr(reference, op)(*args)
+            raise NotImplementedError(f"detseg.{op}: not implemented for the triton backend yet "
+                                      f"(use backend='cpp' or 'reference')")
+        return fn(*args)
     from . import reference
 
     return getattr(reference, op)(*args)

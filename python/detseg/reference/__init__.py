@@ -13,3 +13,4 @@ from .boxes import (  # noqa: F401
     nms_threshold,
     remove_small_boxes,
 )
+from .roi import ps_roi_align, ps_roi_pool, roi_align, roi_pool  # noqa: F401,E402

@@ -1,0 +1,19 @@
+// Channel-inner loops of the channels-last RoI kernels for one ISA (compiled with
+// CPU_CAPABILITY = DEFAULT, AVX2 and AVX512). Element-wise loops the compiler vectorises:
+// every lane performs the scalar code's operations in the scalar code's order (no FMA under
+// -ffp-contract=off, no reassociation), so each ISA gives the generic loop's bits.
+#include "cpu/vec/roi_vec.h"
+
+namespace detseg::cpu::CPU_CAPABILITY {
+
+void roi_bilinear_accumulate(float* __restrict__ acc, const float* __restrict__ p1, const float* __restrict__ p2,
+                             const float* __restrict__ p3, const float* __restrict__ p4, float w1, float w2, float w3,
+                             float w4, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) acc[c] += w1 * p1[c] + w2 * p2[c] + w3 * p3[c] + w4 * p4[c];
+}
+
+void roi_scatter_corner(float* __restrict__ dst, const float* __restrict__ g, float w, float count, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) dst[c] += g[c] * w / count;
+}
+
+}  // namespace detseg::cpu::CPU_CAPABILITY

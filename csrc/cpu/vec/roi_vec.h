@@ -1,0 +1,14 @@
+// Channel-inner loops of the channels-last RoI kernels (csrc/cpu/roi_align.cpp), compiled
+// once per ISA (csrc/cpu/vec/roi_vec.cpp) and called through DETSEG_ISA_CALL. Plain
+// pointers; float32 only (the other dtypes keep the generic loop, which gives the same bits).
+#pragma once
+
+#include <cstdint>
+
+#include "cpu/isa.h"
+
+// acc[c] += w1 * p1[c] + w2 * p2[c] + w3 * p3[c] + w4 * p4[c]   (detseg::bilinear_value's order)
+DETSEG_ISA_DECLARE(void roi_bilinear_accumulate(float* acc, const float* p1, const float* p2, const float* p3,
+                                                const float* p4, float w1, float w2, float w3, float w4, int64_t n))
+// dst[c] += g[c] * w / count   (the backward's per-corner update)
+DETSEG_ISA_DECLARE(void roi_scatter_corner(float* dst, const float* g, float w, float count, int64_t n))
