@@ -250,6 +250,20 @@ void scatter_sample(acc_t* plane, int64_t W, const AxisSample<acc_t>& ay, const 
   plane[ay.hi * W + ax.hi] += g * w.w4 / count;
 }
 
+// Average mode: the bin (p, q) spreads g over its valid samples, each weighted 1 / count.
+template <typename acc_t>
+void scatter_bin_avg(acc_t* plane, int64_t W, const RoiSamples<acc_t>& s, int p, int q, acc_t g) {
+  const int gh = s.g.grid_h, gw = s.g.grid_w;
+  for (int i = 0; i < gh; ++i) {
+    const AxisSample<acc_t>& ay = s.ys[size_t(p) * gh + i];
+    if (!ay.valid) continue;
+    for (int j = 0; j < gw; ++j) {
+      const AxisSample<acc_t>& ax = s.xs[size_t(q) * gw + j];
+      if (ax.valid) scatter_sample(plane, W, ay, ax, g, s.g.count);
+    }
+  }
+}
+
 // grad [K, C, ph, pw] contiguous; gin [N, C, H, W] (acc_t); in: input (max mode) or null.
 template <typename scalar_t, typename acc_t>
 void backward_nchw(const scalar_t* grad, const acc_t* rois, const scalar_t* in, acc_t* gin, int64_t N,
@@ -270,14 +284,7 @@ void backward_nchw(const scalar_t* grad, const acc_t* rois, const scalar_t* in, 
           for (int q = 0; q < a.pw; ++q) {
             const acc_t gb = acc_t(g[p * a.pw + q]);
             if (a.mode == RoiPoolMode::kAvg) {
-              for (int i = 0; i < gh; ++i) {
-                const AxisSample<acc_t>& ay = s.ys[size_t(p) * gh + i];
-                if (!ay.valid) continue;
-                for (int j = 0; j < gw; ++j) {
-                  const AxisSample<acc_t>& ax = s.xs[size_t(q) * gw + j];
-                  if (ax.valid) scatter_sample(plane, W, ay, ax, gb, s.g.count);
-                }
-              }
+              scatter_bin_avg(plane, W, s, p, q, gb);
             } else {
               int bi, bj;
               bin_argmax_nchw(iplane, W, s, p, q, bi, bj);
@@ -514,15 +521,7 @@ at::Tensor ps_roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& r
         for (const int64_t k : by_batch[b]) {
           s.fill(rp + 5 * k, scale, a);
           const acc_t gb = acc_t(gp[((k * Cout + c) * ph + p) * pw + q]);
-          const int gh = s.g.grid_h, gw = s.g.grid_w;
-          for (int i = 0; i < gh; ++i) {
-            const AxisSample<acc_t>& ay = s.ys[size_t(p) * gh + i];
-            if (!ay.valid) continue;
-            for (int j = 0; j < gw; ++j) {
-              const AxisSample<acc_t>& ax = s.xs[size_t(q) * gw + j];
-              if (ax.valid) scatter_sample(plane, W, ay, ax, gb, s.g.count);
-            }
-          }
+          scatter_bin_avg(plane, W, s, p, q, gb);
         }
       }
     });
