@@ -489,13 +489,10 @@ at::Tensor ps_roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& r
                                      int64_t sampling_ratio, int64_t batch_size, int64_t channels, int64_t height,
                                      int64_t width) {
   const char* op = "_ps_roi_align_backward";
-  checks::roi_scale_size(op, spatial_scale, pooled_height, pooled_width);
-  checks::ps_roi_channels(op, channels, pooled_height, pooled_width);
-  const int64_t PP = pooled_height * pooled_width, Cout = channels / PP;
-  checks::roi_backward_sizes(op, grad, rois, batch_size, Cout, height, width, pooled_height, pooled_width);
+  const int64_t Cout =
+      ps_roi_backward_cout(op, grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width);
   checks::roi_sampling_ratio(op, sampling_ratio);
-  TORCH_CHECK_VALUE(channel_mapping.sizes() == grad.sizes(), "detseg.", op,
-              ": channel_mapping must have the shape of grad ", grad.sizes(), ", got ", channel_mapping.sizes());
+  ps_roi_check_channel_mapping(op, channel_mapping, grad);
   const int64_t K = rois.size(0), N = batch_size, C = channels, H = height, W = width, HW = H * W;
   const int ph = int(pooled_height), pw = int(pooled_width);
   const at::ScalarType acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -512,19 +509,12 @@ at::Tensor ps_roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& r
     const scalar_t* gp = g.data_ptr<scalar_t>();
     acc_t* gi = gin.data_ptr<acc_t>();
     const acc_t scale = static_cast<acc_t>(spatial_scale);
-    at::parallel_for(0, N * C, roi_grain((1 + K / std::max<int64_t>(N, 1)) * 16), [&](int64_t i0, int64_t i1) {
-      RoiSamples<acc_t> s;
-      for (int64_t idx = i0; idx < i1; ++idx) {
-        const int64_t b = idx / C, ci = idx % C, c = ci / PP;
-        const int p = int(ci / pw % ph), q = int(ci % pw);
-        acc_t* plane = gi + idx * HW;
-        for (const int64_t k : by_batch[b]) {
+    ps_roi_backward_planes<RoiSamples<acc_t>>(
+        gi, N, C, HW, ph, pw, K, by_batch,
+        [&](RoiSamples<acc_t>& s, acc_t* plane, int64_t k, int64_t c, int p, int q) {
           s.fill(rp + 5 * k, scale, a);
-          const acc_t gb = acc_t(gp[((k * Cout + c) * ph + p) * pw + q]);
-          scatter_bin_avg(plane, W, s, p, q, gb);
-        }
-      }
-    });
+          scatter_bin_avg(plane, W, s, p, q, acc_t(gp[((k * Cout + c) * ph + p) * pw + q]));
+        });
   });
   return gin.scalar_type() == grad.scalar_type() ? gin : gin.to(grad.scalar_type());
 }

@@ -2,10 +2,13 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <vector>
+
+#include "checks.h"
 
 namespace detseg::cpu {
 
@@ -43,6 +46,42 @@ inline bool roi_prefer_nhwc(int64_t k, int64_t ph, int64_t pw, int64_t n, int64_
 inline int64_t roi_grain(int64_t per_item) {
   constexpr int64_t kWork = 1 << 14;
   return std::max<int64_t>(1, kWork / std::max<int64_t>(1, per_item));
+}
+
+// Checks that open both position-sensitive backward ops; returns the output channel count
+// channels / (pooled_height * pooled_width).
+inline int64_t ps_roi_backward_cout(const char* op, const at::Tensor& grad, const at::Tensor& rois,
+                                    double spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                                    int64_t batch_size, int64_t channels, int64_t height, int64_t width) {
+  checks::roi_scale_size(op, spatial_scale, pooled_height, pooled_width);
+  checks::ps_roi_channels(op, channels, pooled_height, pooled_width);
+  const int64_t Cout = channels / (pooled_height * pooled_width);
+  checks::roi_backward_sizes(op, grad, rois, batch_size, Cout, height, width, pooled_height, pooled_width);
+  return Cout;
+}
+
+inline void ps_roi_check_channel_mapping(const char* op, const at::Tensor& channel_mapping, const at::Tensor& grad) {
+  TORCH_CHECK_VALUE(channel_mapping.sizes() == grad.sizes(), "detseg.", op,
+              ": channel_mapping must have the shape of grad ", grad.sizes(), ", got ", channel_mapping.sizes());
+}
+
+// Position-sensitive backward, one task per input plane idx = (b, ci): channel ci = (c * ph + p) * pw + q
+// feeds only bin (p, q) of output channel c, so a task owns its plane and adds the RoIs of b in RoI
+// order (same bits for any thread count). body(state, plane, k, c, p, q) adds RoI k; State is
+// per-task scratch.
+template <typename State, typename acc_t, typename Body>
+void ps_roi_backward_planes(acc_t* gin, int64_t N, int64_t C, int64_t HW, int ph, int pw, int64_t K,
+                            const std::vector<std::vector<int64_t>>& by_batch, const Body& body) {
+  const int64_t PP = int64_t(ph) * pw;
+  at::parallel_for(0, N * C, roi_grain((1 + K / std::max<int64_t>(N, 1)) * 16), [&](int64_t i0, int64_t i1) {
+    State s;
+    for (int64_t idx = i0; idx < i1; ++idx) {
+      const int64_t b = idx / C, ci = idx % C, c = ci / PP;
+      const int p = int(ci / pw % ph), q = int(ci % pw);
+      acc_t* plane = gin + idx * HW;
+      for (const int64_t k : by_batch[b]) body(s, plane, k, c, p, q);
+    }
+  });
 }
 
 }  // namespace detseg::cpu

@@ -281,12 +281,9 @@ at::Tensor ps_roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& ro
                                     double spatial_scale, int64_t pooled_height, int64_t pooled_width,
                                     int64_t batch_size, int64_t channels, int64_t height, int64_t width) {
   const char* op = "_ps_roi_pool_backward";
-  checks::roi_scale_size(op, spatial_scale, pooled_height, pooled_width);
-  checks::ps_roi_channels(op, channels, pooled_height, pooled_width);
-  const int64_t PP = pooled_height * pooled_width, Cout = channels / PP;
-  checks::roi_backward_sizes(op, grad, rois, batch_size, Cout, height, width, pooled_height, pooled_width);
-  TORCH_CHECK_VALUE(channel_mapping.sizes() == grad.sizes(), "detseg.", op,
-              ": channel_mapping must have the shape of grad ", grad.sizes(), ", got ", channel_mapping.sizes());
+  const int64_t Cout =
+      ps_roi_backward_cout(op, grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width);
+  ps_roi_check_channel_mapping(op, channel_mapping, grad);
   const int64_t K = rois.size(0), N = batch_size, C = channels, W = width, HW = height * width;
   const int ph = int(pooled_height), pw = int(pooled_width);
   const at::ScalarType acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -303,22 +300,16 @@ at::Tensor ps_roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& ro
     const scalar_t* gp = g.data_ptr<scalar_t>();
     acc_t* gi = gin.data_ptr<acc_t>();
     const acc_t scale = static_cast<acc_t>(spatial_scale);
-    at::parallel_for(0, N * C, roi_grain((1 + K / std::max<int64_t>(N, 1)) * 16), [&](int64_t i0, int64_t i1) {
-      RoiBins<acc_t> bins;
-      for (int64_t idx = i0; idx < i1; ++idx) {
-        const int64_t b = idx / C, ci = idx % C, c = ci / PP;
-        const int p = int(ci / pw % ph), q = int(ci % pw);
-        acc_t* plane = gi + idx * HW;
-        for (const int64_t k : by_batch[b]) {
+    ps_roi_backward_planes<RoiBins<acc_t>>(
+        gi, N, C, HW, ph, pw, K, by_batch,
+        [&](RoiBins<acc_t>& bins, acc_t* plane, int64_t k, int64_t c, int p, int q) {
           bins.fill(rp + 5 * k, scale, a, /*extent_plus_one=*/false);
           const int64_t h0 = bins.h0[p], h1 = bins.h1[p], w0 = bins.w0[q], w1 = bins.w1[q];
-          if (h1 <= h0 || w1 <= w0) continue;
+          if (h1 <= h0 || w1 <= w0) return;
           const acc_t d = acc_t(gp[((k * Cout + c) * ph + p) * pw + q]) / static_cast<acc_t>((h1 - h0) * (w1 - w0));
           for (int64_t h = h0; h < h1; ++h)
             for (int64_t w = w0; w < w1; ++w) plane[h * W + w] += d;
-        }
-      }
-    });
+        });
   });
   return gin.scalar_type() == grad.scalar_type() ? gin : gin.to(grad.scalar_type());
 }
