@@ -115,77 +115,66 @@ def ps_roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 
     return out
 
 
-class RoIAlign(nn.Module):
+class _RoIModule(nn.Module):
+    """The fields every single-level RoI module has (output_size, spatial_scale, backend) and
+    their repr; subclasses add their own and append them to extra_repr."""
+
+    def __init__(self, output_size, spatial_scale: float, *, backend: str = "auto"):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.backend = backend
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"
+
+
+class RoIAlign(_RoIModule):
     """Module form of :func:`roi_align` (torchvision.ops.RoIAlign)."""
 
     def __init__(self, output_size, spatial_scale: float, sampling_ratio: int, aligned: bool = False, *,
                  pool_mode: str = "avg", backend: str = "auto"):
-        super().__init__()
-        self.output_size = output_size
-        self.spatial_scale = spatial_scale
+        super().__init__(output_size, spatial_scale, backend=backend)
         self.sampling_ratio = sampling_ratio
         self.aligned = aligned
         self.pool_mode = pool_mode
-        self.backend = backend
 
     def forward(self, input: torch.Tensor, rois) -> torch.Tensor:
         return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned,
                          pool_mode=self.pool_mode, backend=self.backend)
 
     def extra_repr(self) -> str:
-        return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
-                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, pool_mode={self.pool_mode!r}")
+        return (f"{super().extra_repr()}, sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, "
+                f"pool_mode={self.pool_mode!r}")
 
 
-class RoIPool(nn.Module):
+class RoIPool(_RoIModule):
     """Module form of :func:`roi_pool` (torchvision.ops.RoIPool)."""
-
-    def __init__(self, output_size, spatial_scale: float, *, backend: str = "auto"):
-        super().__init__()
-        self.output_size = output_size
-        self.spatial_scale = spatial_scale
-        self.backend = backend
 
     def forward(self, input: torch.Tensor, rois) -> torch.Tensor:
         return roi_pool(input, rois, self.output_size, self.spatial_scale, backend=self.backend)
 
-    def extra_repr(self) -> str:
-        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"
 
-
-class PSRoIAlign(nn.Module):
+class PSRoIAlign(_RoIModule):
     """Module form of :func:`ps_roi_align` (torchvision.ops.PSRoIAlign)."""
 
     def __init__(self, output_size, spatial_scale: float, sampling_ratio: int, *, backend: str = "auto"):
-        super().__init__()
-        self.output_size = output_size
-        self.spatial_scale = spatial_scale
+        super().__init__(output_size, spatial_scale, backend=backend)
         self.sampling_ratio = sampling_ratio
-        self.backend = backend
 
     def forward(self, input: torch.Tensor, rois) -> torch.Tensor:
         return ps_roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio,
                             backend=self.backend)
 
     def extra_repr(self) -> str:
-        return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
-                f"sampling_ratio={self.sampling_ratio}")
+        return f"{super().extra_repr()}, sampling_ratio={self.sampling_ratio}"
 
 
-class PSRoIPool(nn.Module):
+class PSRoIPool(_RoIModule):
     """Module form of :func:`ps_roi_pool` (torchvision.ops.PSRoIPool)."""
-
-    def __init__(self, output_size, spatial_scale: float, *, backend: str = "auto"):
-        super().__init__()
-        self.output_size = output_size
-        self.spatial_scale = spatial_scale
-        self.backend = backend
 
     def forward(self, input: torch.Tensor, rois) -> torch.Tensor:
         return ps_roi_pool(input, rois, self.output_size, self.spatial_scale, backend=self.backend)
-
-    def extra_repr(self) -> str:
-        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"
 
 
 def _infer_scale(feature: torch.Tensor, original_size: tuple[int, int]) -> float:
