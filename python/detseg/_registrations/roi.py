@@ -137,11 +137,13 @@ def _roi_align_backward(ctx, grad):
     return g, None, None, None, None, None, None, None
 
 
-def _roi_pool_setup(ctx, inputs, output):
-    input, rois, spatial_scale, ph, pw = inputs
+def _index_output_setup(ctx, inputs, output):
+    # roi_pool (argmax) and the ps ops (channel map): the backward needs rois, the op's index
+    # output and the scalar args after (input, rois).
+    input, rois = inputs[:2]
     ctx.save_for_backward(rois, output[1])
     ctx.mark_non_differentiable(output[1])
-    ctx.args = (spatial_scale, ph, pw)
+    ctx.args = tuple(inputs[2:])
     ctx.in_shape = tuple(input.shape)
 
 
@@ -154,15 +156,7 @@ def _roi_pool_backward(ctx, grad, _grad_argmax):
 
 
 torch.library.register_autograd(lib + "roi_align", _roi_align_backward, setup_context=_roi_align_setup)
-torch.library.register_autograd(lib + "roi_pool", _roi_pool_backward, setup_context=_roi_pool_setup)
-
-
-def _ps_setup(ctx, inputs, output):
-    input, rois = inputs[:2]
-    ctx.save_for_backward(rois, output[1])
-    ctx.mark_non_differentiable(output[1])
-    ctx.args = tuple(inputs[2:])
-    ctx.in_shape = tuple(input.shape)
+torch.library.register_autograd(lib + "roi_pool", _roi_pool_backward, setup_context=_index_output_setup)
 
 
 def _ps_roi_align_backward(ctx, grad, _grad_map):
@@ -181,5 +175,5 @@ def _ps_roi_pool_backward(ctx, grad, _grad_map):
     return g, None, None, None, None
 
 
-torch.library.register_autograd(lib + "ps_roi_align", _ps_roi_align_backward, setup_context=_ps_setup)
-torch.library.register_autograd(lib + "ps_roi_pool", _ps_roi_pool_backward, setup_context=_ps_setup)
+torch.library.register_autograd(lib + "ps_roi_align", _ps_roi_align_backward, setup_context=_index_output_setup)
+torch.library.register_autograd(lib + "ps_roi_pool", _ps_roi_pool_backward, setup_context=_index_output_setup)
