@@ -147,33 +147,21 @@ def _index_output_setup(ctx, inputs, output):
     ctx.in_shape = tuple(input.shape)
 
 
-def _roi_pool_backward(ctx, grad, _grad_argmax):
-    rois, argmax = ctx.saved_tensors
-    spatial_scale, ph, pw = ctx.args
-    n, c, h, w = ctx.in_shape
-    g = torch.ops.detseg._roi_pool_backward(grad, rois, argmax, spatial_scale, ph, pw, n, c, h, w)
-    return g, None, None, None, None
+def _index_output_backward(name: str):
+    # The backward op of roi_pool / ps_roi_* takes (grad, rois, index output, the forward's
+    # scalar args in order, N, C, H, W); the forward's inputs past input get no gradient.
+    def backward(ctx, grad, _grad_index):
+        rois, index = ctx.saved_tensors
+        g = getattr(torch.ops.detseg, name)(grad, rois, index, *ctx.args, *ctx.in_shape)
+        return (g, None) + (None,) * len(ctx.args)
+
+    return backward
 
 
 torch.library.register_autograd(lib + "roi_align", _roi_align_backward, setup_context=_roi_align_setup)
-torch.library.register_autograd(lib + "roi_pool", _roi_pool_backward, setup_context=_index_output_setup)
-
-
-def _ps_roi_align_backward(ctx, grad, _grad_map):
-    rois, mapping = ctx.saved_tensors
-    spatial_scale, ph, pw, sampling_ratio = ctx.args
-    n, c, h, w = ctx.in_shape
-    g = torch.ops.detseg._ps_roi_align_backward(grad, rois, mapping, spatial_scale, ph, pw, sampling_ratio, n, c, h, w)
-    return g, None, None, None, None, None
-
-
-def _ps_roi_pool_backward(ctx, grad, _grad_map):
-    rois, mapping = ctx.saved_tensors
-    spatial_scale, ph, pw = ctx.args
-    n, c, h, w = ctx.in_shape
-    g = torch.ops.detseg._ps_roi_pool_backward(grad, rois, mapping, spatial_scale, ph, pw, n, c, h, w)
-    return g, None, None, None, None
-
-
-torch.library.register_autograd(lib + "ps_roi_align", _ps_roi_align_backward, setup_context=_index_output_setup)
-torch.library.register_autograd(lib + "ps_roi_pool", _ps_roi_pool_backward, setup_context=_index_output_setup)
+torch.library.register_autograd(lib + "roi_pool", _index_output_backward("_roi_pool_backward"),
+                                setup_context=_index_output_setup)
+torch.library.register_autograd(lib + "ps_roi_align", _index_output_backward("_ps_roi_align_backward"),
+                                setup_context=_index_output_setup)
+torch.library.register_autograd(lib + "ps_roi_pool", _index_output_backward("_ps_roi_pool_backward"),
+                                setup_context=_index_output_setup)
