@@ -57,6 +57,14 @@ def _to_rois(op: str, boxes, input: torch.Tensor) -> torch.Tensor:
     return rois
 
 
+def _common_args(op: str, input: torch.Tensor, boxes, output_size) -> tuple[torch.Tensor, int, int]:
+    """The checks and normalisation every RoI op starts with: (rois Tensor[K, 5], oh, ow)."""
+    _checks.tensor(op, "input", input)
+    rois = _to_rois(op, boxes, input)
+    ph, pw = _pair(op, output_size)
+    return rois, ph, pw
+
+
 def roi_align(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0, sampling_ratio: int = -1,
               aligned: bool = False, *, pool_mode: str = "avg", backend: str = "auto") -> torch.Tensor:
     """RoIAlign (Mask R-CNN). ``input Tensor[N, C, H, W]``, ``boxes Tensor[K, 5]`` (batch index,
@@ -69,9 +77,7 @@ def roi_align(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.
     'max' takes their maximum (mmcv).
     """
     op = "roi_align"
-    _checks.tensor(op, "input", input)
-    rois = _to_rois(op, boxes, input)
-    ph, pw = _pair(op, output_size)
+    rois, ph, pw = _common_args(op, input, boxes, output_size)
     return _backend.dispatch(op, backend, input.device, input, rois, float(spatial_scale), ph, pw,
                              int(sampling_ratio), bool(aligned), pool_mode)
 
@@ -81,9 +87,7 @@ def roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0
     """RoIPool (Fast R-CNN): max over quantised bins. ``input Tensor[N, C, H, W]``, boxes as in
     :func:`roi_align` -> ``Tensor[K, C, oh, ow]``; an empty bin gives 0."""
     op = "roi_pool"
-    _checks.tensor(op, "input", input)
-    rois = _to_rois(op, boxes, input)
-    ph, pw = _pair(op, output_size)
+    rois, ph, pw = _common_args(op, input, boxes, output_size)
     out, _ = _backend.dispatch(op, backend, input.device, input, rois, float(spatial_scale), ph, pw)
     return out
 
@@ -95,9 +99,7 @@ def ps_roi_align(input: torch.Tensor, boxes, output_size, spatial_scale: float =
     of bin (i, j) averages the bilinear samples of input channel (c * oh + i) * ow + j, with
     the half-pixel (aligned) geometry, as torchvision."""
     op = "ps_roi_align"
-    _checks.tensor(op, "input", input)
-    rois = _to_rois(op, boxes, input)
-    ph, pw = _pair(op, output_size)
+    rois, ph, pw = _common_args(op, input, boxes, output_size)
     out, _ = _backend.dispatch(op, backend, input.device, input, rois, float(spatial_scale), ph, pw,
                                int(sampling_ratio))
     return out
@@ -108,9 +110,7 @@ def ps_roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 
     """Position-sensitive RoIPool (R-FCN): as :func:`ps_roi_align` but each output is the mean of
     a quantised bin (corners rounded, RoI extent end - start as torchvision); an empty bin gives 0."""
     op = "ps_roi_pool"
-    _checks.tensor(op, "input", input)
-    rois = _to_rois(op, boxes, input)
-    ph, pw = _pair(op, output_size)
+    rois, ph, pw = _common_args(op, input, boxes, output_size)
     out, _ = _backend.dispatch(op, backend, input.device, input, rois, float(spatial_scale), ph, pw)
     return out
 
