@@ -493,7 +493,7 @@ at::Tensor ps_roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& r
       ps_roi_backward_cout(op, grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width);
   checks::roi_sampling_ratio(op, sampling_ratio);
   ps_roi_check_channel_mapping(op, channel_mapping, grad);
-  const int64_t K = rois.size(0), N = batch_size, C = channels, H = height, W = width, HW = H * W;
+  const int64_t N = batch_size, C = channels, H = height, W = width;
   const int ph = int(pooled_height), pw = int(pooled_width);
   const at::ScalarType acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor gin = at::zeros({N, C, H, W}, grad.options().dtype(acc_type));
@@ -501,19 +501,11 @@ at::Tensor ps_roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& r
   const AlignParams a{C, H, W, ph, pw, int(sampling_ratio), true, RoiPoolMode::kAvg};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "detseg_ps_roi_align_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const acc_t* rp = r.data_ptr<acc_t>();
-    checks::roi_batch_indices(op, rp, K, N);
-    if (K == 0 || C == 0 || HW == 0) return;
-    const std::vector<std::vector<int64_t>> by_batch = rois_by_batch(rp, K, N);
-    const at::Tensor g = grad.contiguous();
-    const scalar_t* gp = g.data_ptr<scalar_t>();
-    acc_t* gi = gin.data_ptr<acc_t>();
-    const acc_t scale = static_cast<acc_t>(spatial_scale);
-    ps_roi_backward_planes<RoiSamples<acc_t>>(
-        gi, N, C, HW, ph, pw, K, by_batch,
-        [&](RoiSamples<acc_t>& s, acc_t* plane, int64_t k, int64_t c, int p, int q) {
-          s.fill(rp + 5 * k, scale, a);
-          scatter_bin_avg(plane, W, s, p, q, acc_t(gp[((k * Cout + c) * ph + p) * pw + q]));
+    ps_roi_backward_typed<scalar_t, RoiSamples<acc_t>>(
+        op, grad, r, gin, spatial_scale, ph, pw, Cout,
+        [&](RoiSamples<acc_t>& s, acc_t* plane, const acc_t* roi, acc_t scale, acc_t g, int p, int q) {
+          s.fill(roi, scale, a);
+          scatter_bin_avg(plane, W, s, p, q, g);
         });
   });
   return gin.scalar_type() == grad.scalar_type() ? gin : gin.to(grad.scalar_type());

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -82,6 +83,28 @@ void ps_roi_backward_planes(acc_t* gin, int64_t N, int64_t C, int64_t HW, int ph
       for (const int64_t k : by_batch[b]) body(s, plane, k, c, p, q);
     }
   });
+}
+
+// The body of both position-sensitive backward ops for one dtype: gin [N, C, H, W] (acc_t,
+// zeroed) receives, per RoI k of each input plane, kernel(state, plane, roi, scale, g, p, q) with
+// roi = the 5 acc_t values of k and g = grad[k, c, p, q] in acc_t.
+template <typename scalar_t, typename State, typename Kernel>
+void ps_roi_backward_typed(const char* op, const at::Tensor& grad, const at::Tensor& rois_acc, at::Tensor& gin,
+                           double spatial_scale, int ph, int pw, int64_t Cout, const Kernel& kernel) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t K = rois_acc.size(0), N = gin.size(0), C = gin.size(1), HW = gin.size(2) * gin.size(3);
+  const acc_t* rp = rois_acc.data_ptr<acc_t>();
+  checks::roi_batch_indices(op, rp, K, N);
+  if (K == 0 || C == 0 || HW == 0) return;
+  const std::vector<std::vector<int64_t>> by_batch = rois_by_batch(rp, K, N);
+  const at::Tensor g = grad.contiguous();
+  const scalar_t* gp = g.data_ptr<scalar_t>();
+  const acc_t scale = static_cast<acc_t>(spatial_scale);
+  ps_roi_backward_planes<State>(gin.data_ptr<acc_t>(), N, C, HW, ph, pw, K, by_batch,
+                                [&](State& s, acc_t* plane, int64_t k, int64_t c, int p, int q) {
+                                  kernel(s, plane, rp + 5 * k, scale, acc_t(gp[((k * Cout + c) * ph + p) * pw + q]),
+                                         p, q);
+                                });
 }
 
 }  // namespace detseg::cpu

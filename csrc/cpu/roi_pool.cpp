@@ -284,7 +284,7 @@ at::Tensor ps_roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& ro
   const int64_t Cout =
       ps_roi_backward_cout(op, grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width);
   ps_roi_check_channel_mapping(op, channel_mapping, grad);
-  const int64_t K = rois.size(0), N = batch_size, C = channels, W = width, HW = height * width;
+  const int64_t N = batch_size, C = channels, W = width;
   const int ph = int(pooled_height), pw = int(pooled_width);
   const at::ScalarType acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor gin = at::zeros({N, C, height, width}, grad.options().dtype(acc_type));
@@ -292,21 +292,13 @@ at::Tensor ps_roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& ro
   const PoolParams a{C, height, width, ph, pw};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "detseg_ps_roi_pool_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const acc_t* rp = r.data_ptr<acc_t>();
-    checks::roi_batch_indices(op, rp, K, N);
-    if (K == 0 || C == 0 || HW == 0) return;
-    const std::vector<std::vector<int64_t>> by_batch = rois_by_batch(rp, K, N);
-    const at::Tensor g = grad.contiguous();
-    const scalar_t* gp = g.data_ptr<scalar_t>();
-    acc_t* gi = gin.data_ptr<acc_t>();
-    const acc_t scale = static_cast<acc_t>(spatial_scale);
-    ps_roi_backward_planes<RoiBins<acc_t>>(
-        gi, N, C, HW, ph, pw, K, by_batch,
-        [&](RoiBins<acc_t>& bins, acc_t* plane, int64_t k, int64_t c, int p, int q) {
-          bins.fill(rp + 5 * k, scale, a, /*extent_plus_one=*/false);
+    ps_roi_backward_typed<scalar_t, RoiBins<acc_t>>(
+        op, grad, r, gin, spatial_scale, ph, pw, Cout,
+        [&](RoiBins<acc_t>& bins, acc_t* plane, const acc_t* roi, acc_t scale, acc_t g, int p, int q) {
+          bins.fill(roi, scale, a, /*extent_plus_one=*/false);
           const int64_t h0 = bins.h0[p], h1 = bins.h1[p], w0 = bins.w0[q], w1 = bins.w1[q];
           if (h1 <= h0 || w1 <= w0) return;
-          const acc_t d = acc_t(gp[((k * Cout + c) * ph + p) * pw + q]) / static_cast<acc_t>((h1 - h0) * (w1 - w0));
+          const acc_t d = g / static_cast<acc_t>((h1 - h0) * (w1 - w0));
           for (int64_t h = h0; h < h1; ++h)
             for (int64_t w = w0; w < w1; ++w) plane[h * W + w] += d;
         });
