@@ -10,10 +10,13 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "checks.h"
 #include "cpu/roi_common.h"
+#include "cpu/vec/roi_vec.h"
 #include "detseg/roi_pool.h"
 
 namespace detseg::cpu {
@@ -85,6 +88,10 @@ void forward_nhwc(const scalar_t* in, const acc_t* rois, scalar_t* out, int64_t*
     RoiBins<acc_t> bins;
     std::vector<acc_t> best(C);
     std::vector<int64_t> am(C);
+    // float32 with int32-sized positions: the vectorised per-ISA update (same bits as below).
+    constexpr bool kFloat = std::is_same_v<scalar_t, float>;
+    [[maybe_unused]] const bool fast = kFloat && a.height * a.width <= std::numeric_limits<int32_t>::max();
+    std::vector<int32_t> am32(fast ? C : 0);
     for (int64_t k = k0; k < k1; ++k) {
       const acc_t* roi = rois + 5 * k;
       bins.fill(roi, scale, a);
@@ -92,6 +99,21 @@ void forward_nhwc(const scalar_t* in, const acc_t* rois, scalar_t* out, int64_t*
       for (int p = 0; p < a.ph; ++p) {
         for (int q = 0; q < a.pw; ++q) {
           const int64_t off = k * C * a.ph * a.pw + (int64_t(p) * a.pw + q) * obs;
+          if constexpr (kFloat) {
+            const int64_t h0 = bins.h0[p], h1 = bins.h1[p], w0 = bins.w0[q], w1 = bins.w1[q];
+            if (fast && h1 > h0 && w1 > w0) {
+              // The first pixel always wins (pool_takes with first = true).
+              const scalar_t* px0 = base + (h0 * W + w0) * C;
+              std::copy(px0, px0 + C, best.begin());
+              std::fill(am32.begin(), am32.end(), static_cast<int32_t>(h0 * W + w0));
+              for (int64_t h = h0; h < h1; ++h)
+                for (int64_t w = (h == h0 ? w0 + 1 : w0); w < w1; ++w)
+                  DETSEG_ISA_CALL(roi_pool_max_update, best.data(), am32.data(), base + (h * W + w) * C,
+                                  static_cast<int32_t>(h * W + w), C);
+              for (int64_t c = 0; c < C; ++c) out[off + c * ocs] = best[c], arg[off + c * ocs] = am32[c];
+              continue;
+            }
+          }
           std::fill(best.begin(), best.end(), acc_t(0));
           std::fill(am.begin(), am.end(), int64_t(-1));
           bool first = true;

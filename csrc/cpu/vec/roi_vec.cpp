@@ -16,4 +16,15 @@ void roi_scatter_corner(float* __restrict__ dst, const float* __restrict__ g, fl
   for (int64_t c = 0; c < n; ++c) dst[c] += g[c] * w / count;
 }
 
+// Branch-free form of pool_takes(v, b, false) so the loop vectorises; same comparisons, same bits.
+void roi_pool_max_update(float* __restrict__ best, int32_t* __restrict__ am, const float* __restrict__ px,
+                         int32_t pos, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) {
+    const float v = px[c], b = best[c];
+    const bool take = (v > b) | ((v != v) & (b == b));
+    best[c] = take ? v : b;
+    am[c] = take ? pos : am[c];
+  }
+}
+
 }  // namespace detseg::cpu::CPU_CAPABILITY

@@ -1,4 +1,4 @@
-// Channel-inner loops of the channels-last RoI kernels (csrc/cpu/roi_align.cpp), compiled
+// Channel-inner loops of the channels-last RoI kernels (csrc/cpu/roi_align.cpp, roi_pool.cpp), compiled
 // once per ISA (csrc/cpu/vec/roi_vec.cpp) and called through DETSEG_ISA_CALL. Plain
 // pointers; float32 only (the other dtypes keep the generic loop, which gives the same bits).
 #pragma once
@@ -12,3 +12,6 @@ DETSEG_ISA_DECLARE(void roi_bilinear_accumulate(float* acc, const float* p1, con
                                                 const float* p4, float w1, float w2, float w3, float w4, int64_t n))
 // dst[c] += g[c] * w / count   (the backward's per-corner update)
 DETSEG_ISA_DECLARE(void roi_scatter_corner(float* dst, const float* g, float w, float count, int64_t n))
+// One pixel of a roi_pool bin: for each channel, px[c] replaces best[c] (and pos am[c]) under
+// detseg::pool_takes with first = false. int32 positions keep the lanes as wide as the floats.
+DETSEG_ISA_DECLARE(void roi_pool_max_update(float* best, int32_t* am, const float* px, int32_t pos, int64_t n))
