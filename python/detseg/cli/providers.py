@@ -193,7 +193,9 @@ register(Provider(
     "compiled_model request.infer (CPU plugin, INFERENCE_NUM_THREADS=threads, LATENCY hint, "
     "inputs shared zero-copy); model build and compile are outside. RoI ops: opset9 ROIAlign "
     "(aligned_mode 'half_pixel_for_nn', which matches aligned=True) / opset2 ROIPooling, "
-    "INFERENCE_PRECISION_HINT f32, rois split into boxes and batch indices outside"))
+    "INFERENCE_PRECISION_HINT f32, rois split into boxes and batch indices outside. Its "
+    "ROIPooling rounds the RoI end differently from torchvision's RoIPool: on roi_pool/box_head "
+    "~2% of the RoIs get different maxima, mostly in the last bin row/column, hence its '!'"))
 
 
 def _nms_scores_matrix(scores: np.ndarray, idxs: np.ndarray | None, num_classes: int) -> np.ndarray:
