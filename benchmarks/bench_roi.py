@@ -31,7 +31,7 @@ def _check(workload, prepared, out) -> str:
         return "n/a"
     if workload.name not in _oracles:
         _oracles[workload.name] = oracle(workload.op, inputs_of(workload))
-    ok, account = agrees(prepared.result(out), _oracles[workload.name])
+    ok, account = agrees(prepared.result(out), _oracles[workload.name], workload.op)
     if ok is False:
         warnings.warn(f"{workload.name}: {account}", stacklevel=1)
     return account

@@ -554,8 +554,11 @@ def _openvino_roi(inputs: dict, ctx: Context, op: str) -> Prepared:
     return Prepared(lambda: request.infer(feed, share_inputs=True)[0], _as_tensor)
 
 
-def agrees(op_result, ref) -> tuple[bool | None, str]:
-    """(whether a canonical result matches detseg.reference's, a one-line account)."""
+def agrees(op_result, ref, op: str | None = None) -> tuple[bool | None, str]:
+    """(whether a canonical result matches detseg.reference's, a one-line account). `op` picks
+    the tolerance: RoI outputs are averages of up to hundreds of bilinear samples whose
+    summation order differs between libraries, so their error scales with the features, not
+    with each (often near-zero) output: they get 1e-4 of the largest |reference| value."""
     if ref is None or op_result is None:
         return None, "no reference"
     if isinstance(ref, np.ndarray):
@@ -574,7 +577,10 @@ def agrees(op_result, ref) -> tuple[bool | None, str]:
     nan_ok = bool(torch.equal(r.isnan(), e.isnan()))
     d = torch.sub(r, e).abs_().nan_to_num_(nan=0.0)
     err = d.max().item() if d.numel() else 0.0
-    ok = nan_ok and bool((d <= e.abs().nan_to_num_(nan=0.0).mul_(1e-4).add_(1e-5)).all())
+    atol = 1e-5
+    if op in ROI_OPS and e.numel():
+        atol = max(atol, 1e-4 * e.abs().nan_to_num_(nan=0.0).max().item())
+    ok = nan_ok and bool((d <= e.abs().nan_to_num_(nan=0.0).mul_(1e-4).add_(atol)).all())
     return ok, f"max |diff| {err:.2g} vs detseg.reference" + ("" if nan_ok else ", NaN pattern differs")
 
 
