@@ -234,7 +234,7 @@ def _measure_workload(w, inputs, oracles, provs, ctx, budget, passes, bar) -> li
                 res = prep.result(out)
                 if p.name == "detseg-reference" and w.name not in oracles:
                     oracles[w.name] = res
-                row["agrees"], row["check"] = P.agrees(res, _oracle(w, inputs, oracles))
+                row["agrees"], row["check"] = P.agrees(res, _oracle(w, inputs, oracles), w.op)
             del out
             live[p.name] = prep
         except Exception as exc:

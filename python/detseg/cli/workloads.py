@@ -189,3 +189,49 @@ for _op in ("generalized_box_iou", "distance_box_iou", "complete_box_iou"):
 # new 100 MB allocation plus one write pass). box_iou 5000x5000 aims at >= half its speed.
 register(Workload("floor/fill/5000x5000", "fill", lambda rng: {"shape": (5000, 5000)}, {"n": 5000, "m": 5000},
                   description="torch.empty(5000, 5000).fill_(1)"))
+
+
+# ------------------------------------------------------------------ the RoI family
+
+def detector_rois(rng: np.random.Generator, k: int, height: float, width: float, batch: int) -> torch.Tensor:
+    """What a two-stage detector's head receives: `k` RoIs ``Tensor[k, 5]`` (batch index, x1, y1,
+    x2, y2; float32) in a `height` x `width` image, sides log-uniform in 16..512 px, centres
+    uniform, clipped to the image, batch index uniform in [0, batch)."""
+    side = np.exp(rng.uniform(np.log(16.0), np.log(512.0), size=(k, 2)))
+    centre = rng.uniform(0.0, 1.0, size=(k, 2)) * np.array([width, height])
+    x1, y1 = (centre - side / 2).clip(0.0, None).T
+    x2 = np.minimum(centre[:, 0] + side[:, 0] / 2, width)
+    y2 = np.minimum(centre[:, 1] + side[:, 1] / 2, height)
+    idx = rng.integers(0, batch, size=k).astype(np.float64)
+    return torch.from_numpy(np.stack([idx, x1, y1, x2, y2], axis=1).astype(np.float32))
+
+
+def _roi_inputs(features: tuple[int, int, int, int], k: int, scale: float, out: int, sampling: int | None):
+    def make(rng):
+        n, c, h, w = features
+        feats = torch.from_numpy(rng.standard_normal(features, dtype=np.float32))
+        rois = detector_rois(rng, k, h / scale, w / scale, n)
+        d = {"input": feats, "boxes": rois, "output_size": (out, out), "spatial_scale": scale}
+        if sampling is not None:  # roi_align only; aligned=True (the half-pixel convention of Detectron2)
+            d.update(sampling_ratio=sampling, aligned=True)
+        return d
+    return make
+
+
+# Box head of a Mask R-CNN FPN at 800x1088 (P2 level, stride 4) and its mask head (stride 8).
+_BOX_HEAD = ((2, 256, 200, 272), 1000, 0.25, 7)
+_MASK_HEAD = ((2, 256, 100, 136), 500, 0.125, 14)
+for _s in (2, -1):
+    register(Workload(
+        f"roi_align/box_head/sampling={_s}", "roi_align", _roi_inputs(*_BOX_HEAD, _s),
+        {"features": "2x256x200x272", "rois": 1000, "output": 7, "sampling_ratio": _s, "aligned": True},
+        modes=("quick", "full") if _s == 2 else ("full",),
+        description="1000 RoIs of 16..512 px, spatial_scale 1/4, 7x7" + (", adaptive sampling" if _s < 0 else "")))
+register(Workload(
+    "roi_align/mask_head/sampling=2", "roi_align", _roi_inputs(*_MASK_HEAD, 2),
+    {"features": "2x256x100x136", "rois": 500, "output": 14, "sampling_ratio": 2, "aligned": True},
+    modes=("full",), description="500 RoIs of 16..512 px, spatial_scale 1/8, 14x14"))
+register(Workload(
+    "roi_pool/box_head", "roi_pool", _roi_inputs(*_BOX_HEAD, None),
+    {"features": "2x256x200x272", "rois": 1000, "output": 7},
+    description="1000 RoIs of 16..512 px, spatial_scale 1/4, 7x7 max"))
