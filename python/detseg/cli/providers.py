@@ -266,7 +266,6 @@ register(Provider(
 def _ort_nms(inputs: dict, ctx: Context, op: str) -> Prepared:
     import onnx
     import onnx.helper as oh
-    import onnxruntime as ort
 
     boxes, scores, idxs, classes = _nms_arrays(inputs, op)
     n = boxes.shape[0]
@@ -283,13 +282,7 @@ def _ort_nms(inputs: dict, ctx: Context, op: str) -> Prepared:
             oh.make_tensor("score_thr", onnx.TensorProto.FLOAT, [1], [0.0])])
     model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 13)])
     model.ir_version = min(model.ir_version, 9)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = ctx.threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    # Idle pool threads spinning between calls would steal a core from the provider timed next.
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = _ort_session(model, ctx)
     feed = {"boxes": boxes.reshape(1, n, 4).copy(), "scores": _nms_scores_matrix(scores, idxs, classes)}
 
     def run():
@@ -492,7 +485,6 @@ def _roi_arrays(inputs: dict):
 def _ort_roi(inputs: dict, ctx: Context, op: str) -> Prepared:
     import onnx
     import onnx.helper as oh
-    import onnxruntime as ort
 
     feats, rois, boxes, bidx = _roi_arrays(inputs)
     ph, pw = inputs["output_size"]
@@ -515,12 +507,7 @@ def _ort_roi(inputs: dict, ctx: Context, op: str) -> Prepared:
         feed = {"x": feats, "rois": rois}
     model = oh.make_model(oh.make_graph([node], op, ins, [y]), opset_imports=[oh.make_opsetid("", 16)])
     model.ir_version = min(model.ir_version, 9)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = ctx.threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = _ort_session(model, ctx)
     return Prepared(lambda: sess.run(None, feed)[0], _as_tensor)
 
 
@@ -552,6 +539,19 @@ def _openvino_roi(inputs: dict, ctx: Context, op: str) -> Prepared:
         "INFERENCE_NUM_THREADS": ctx.threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
     request = compiled.create_infer_request()
     return Prepared(lambda: request.infer(feed, share_inputs=True)[0], _as_tensor)
+
+
+def _ort_session(model, ctx):
+    """A CPU InferenceSession of `model` on ctx.threads intra-op threads."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = ctx.threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    # Idle pool threads spinning between calls would steal a core from the provider timed next.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
 def agrees(op_result, ref, op: str | None = None) -> tuple[bool | None, str]:
