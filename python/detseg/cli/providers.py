@@ -154,7 +154,7 @@ def _detseg_prepare(backend: str):
                 return out
         else:
             run = call
-        return Prepared(run, kept if op in NMS_OPS else _as_tensor)
+        return Prepared(run, RESULTS.get(op, kept if op in NMS_OPS else _as_tensor))
 
     return prepare
 
@@ -167,9 +167,23 @@ for _backend, _note in (
     register(Provider(f"detseg-{_backend}", "detseg", _detseg_probe(_backend), _note))
 
 
-def detseg_op(op: str, arg_keys: tuple[str, ...]) -> None:
-    """Benchmarks detseg.ops.<op>(*[inputs[k] for k in arg_keys], backend=...) on every detseg backend."""
+# Per-op hooks of the op families registered from detseg/cli/suites/<family>.py:
+# RESULTS[op](raw output) -> comparable value; AGREEMENT[op](result, reference) -> (ok, account).
+RESULTS: dict[str, Callable[[Any], Any]] = {}
+AGREEMENT: dict[str, Callable[[Any, Any], tuple[bool | None, str]]] = {}
+
+
+def detseg_op(op: str, arg_keys: tuple[str, ...], result: Callable[[Any], Any] | None = None,
+              agreement: Callable[[Any, Any], tuple[bool | None, str]] | None = None) -> None:
+    """Benchmarks detseg.ops.<op>(*[inputs[k] for k in arg_keys], backend=...) on every detseg backend.
+
+    `result` turns the op's output into what the agreement check compares (default: the tensor
+    on the CPU); `agreement(result, reference_result)` replaces the default tensor comparison."""
     DETSEG_ARGS[op] = arg_keys
+    if result is not None:
+        RESULTS[op] = result
+    if agreement is not None:
+        AGREEMENT[op] = agreement
     for backend in DETSEG_BACKENDS:
         PROVIDERS[f"detseg-{backend}"].impls[op] = _detseg_prepare(backend)
 
@@ -561,6 +575,8 @@ def agrees(op_result, ref, op: str | None = None) -> tuple[bool | None, str]:
     with each (often near-zero) output: they get 1e-4 of the largest |reference| value."""
     if ref is None or op_result is None:
         return None, "no reference"
+    if op in AGREEMENT:
+        return AGREEMENT[op](op_result, ref)
     if isinstance(ref, np.ndarray):
         same = np.array_equal(op_result, ref)
         if same:
@@ -586,7 +602,12 @@ def agrees(op_result, ref, op: str | None = None) -> tuple[bool | None, str]:
 
 def oracle(op: str, inputs: dict):
     """detseg.reference's canonical result for the agreement check (None if the op has none)."""
-    if op not in (*NMS_OPS, *IOU_OPS, *ROI_OPS):
+    if op not in DETSEG_ARGS or op not in PROVIDERS["detseg-reference"].impls:
         return None
     prepared = PROVIDERS["detseg-reference"].impls[op](inputs, Context(threads=torch.get_num_threads()), op)
     return prepared.result(prepared.run())
+
+
+# Op families beyond boxes and RoI register their workloads, detseg ops and peers in
+# detseg/cli/suites/<family>.py (one file each); importing the package loads them all.
+from . import suites  # noqa: E402,F401
