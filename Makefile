@@ -24,13 +24,17 @@ test: install
 
 # Compiles every .cu file to sm_90 objects against torch's headers (no GPU needed).
 cuda-check: deps
-	cmake -S . -B build/cuda-check -G Ninja -DDETSEG_CUDA=CHECK -DPython_EXECUTABLE=$$(command -v $(PY))
-	cmake --build build/cuda-check --target detseg_cuda_check
+	CCACHE_BASEDIR=$(CURDIR) cmake -S . -B build/cuda-check -G Ninja -DDETSEG_CUDA=CHECK -DPython_EXECUTABLE=$$(command -v $(PY)) \
+	  $(if $(CCACHE),-DCMAKE_CXX_COMPILER_LAUNCHER=$(CCACHE) -DCMAKE_CUDA_COMPILER_LAUNCHER=$(CCACHE))
+	CCACHE_BASEDIR=$(CURDIR) cmake --build build/cuda-check --target detseg_cuda_check
 
-# Developer build: _C lands in python/detseg/, use with PYTHONPATH=python.
+# Developer build: _C lands in python/detseg/, use with PYTHONPATH=python. ccache, when
+# installed, is shared by every checkout (paths are rewritten relative to the checkout).
+CCACHE := $(shell command -v ccache 2>/dev/null)
 dev:
-	cmake -S . -B build/dev -G Ninja -DDETSEG_CUDA=OFF -DPython_EXECUTABLE=$$(command -v $(PY))
-	cmake --build build/dev
+	CCACHE_BASEDIR=$(CURDIR) cmake -S . -B build/dev -G Ninja -DDETSEG_CUDA=OFF -DPython_EXECUTABLE=$$(command -v $(PY)) \
+	  $(if $(CCACHE),-DCMAKE_CXX_COMPILER_LAUNCHER=$(CCACHE) -DCMAKE_CUDA_COMPILER_LAUNCHER=$(CCACHE))
+	CCACHE_BASEDIR=$(CURDIR) cmake --build build/dev
 
 clean:
 	rm -rf build python/detseg/_C*.so
