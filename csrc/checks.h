@@ -211,3 +211,106 @@ inline bool roi_channels_last(const at::Tensor& t) {
 }
 
 }  // namespace detseg::checks
+
+// ---- anchors and box coding (issue 4) ----
+namespace detseg::checks {
+
+inline void coder_weights(const char* op, at::ArrayRef<double> w) {
+  TORCH_CHECK_VALUE(w.size() == 4, "detseg.", op, ": weights must hold 4 numbers (wx, wy, ww, wh), got ", w.size());
+  for (double v : w)
+    TORCH_CHECK_VALUE(std::isfinite(v) && v != 0.0, "detseg.", op,
+                      ": weights must be finite and non-zero, got ", w);
+}
+
+// encode_boxes: reference_boxes (targets) and proposals (anchors), both Tensor[N, 4] of one dtype.
+inline void encode_boxes(const at::Tensor& ref, const at::Tensor& prop, at::ArrayRef<double> w) {
+  const char* op = "encode_boxes";
+  boxes_n4(op, "reference_boxes", ref);
+  TORCH_CHECK_VALUE(prop.dim() == 2 && prop.size(1) == 4 && prop.size(0) == ref.size(0), "detseg.", op,
+                    ": proposals must be a Tensor[N, 4] with N = ", ref.size(0), " as reference_boxes, got shape ",
+                    prop.sizes());
+  floating(op, "reference_boxes", ref);
+  TORCH_CHECK_TYPE(prop.scalar_type() == ref.scalar_type(), "detseg.", op,
+                   ": proposals must have the dtype of reference_boxes (", ref.scalar_type(), "), got ",
+                   prop.scalar_type());
+  TORCH_CHECK_VALUE(prop.device() == ref.device(), "detseg.", op,
+                    ": proposals must be on the same device as reference_boxes (", ref.device(), "), got ",
+                    prop.device());
+  coder_weights(op, w);
+}
+
+// decode_boxes: rel_codes Tensor[N, 4 * K], boxes Tensor[N, 4] (any floating dtype: cast to rel_codes').
+inline void decode_boxes(const char* op, const at::Tensor& codes, const at::Tensor& boxes, at::ArrayRef<double> w,
+                         double clip) {
+  TORCH_CHECK_VALUE(codes.dim() == 2 && codes.size(1) % 4 == 0, "detseg.", op,
+                    ": rel_codes must be a Tensor[N, 4 * K], got shape ", codes.sizes());
+  TORCH_CHECK_VALUE(boxes.dim() == 2 && boxes.size(1) == 4 && boxes.size(0) == codes.size(0), "detseg.", op,
+                    ": boxes must be a Tensor[N, 4] with N = ", codes.size(0), " as rel_codes, got shape ",
+                    boxes.sizes());
+  floating(op, "rel_codes", codes);
+  floating(op, "boxes", boxes);
+  TORCH_CHECK_VALUE(boxes.device() == codes.device(), "detseg.", op,
+                    ": boxes must be on the same device as rel_codes (", codes.device(), "), got ", boxes.device());
+  coder_weights(op, w);
+  TORCH_CHECK_VALUE(!std::isnan(clip), "detseg.", op, ": bbox_xform_clip must be a number (inf: no clamp), got nan");
+}
+
+inline void decode_boxes_backward(const at::Tensor& grad, const at::Tensor& codes, const at::Tensor& boxes,
+                                  at::ArrayRef<double> w, double clip) {
+  const char* op = "_decode_boxes_backward";
+  decode_boxes(op, codes, boxes, w, clip);
+  TORCH_CHECK_VALUE(grad.sizes() == codes.sizes(), "detseg.", op, ": grad must be a Tensor", codes.sizes(),
+                    ", got shape ", grad.sizes());
+  floating(op, "grad", grad);
+  TORCH_CHECK_VALUE(grad.device() == codes.device(), "detseg.", op,
+                    ": grad must be on the same device as rel_codes (", codes.device(), "), got ", grad.device());
+}
+
+// linear_encode_boxes (reference_boxes, proposals: one dtype) / linear_decode_boxes
+// (rel_codes, boxes: boxes of any floating dtype): two Tensor[N, 4].
+inline void linear_boxes(const char* op, const at::Tensor& a, const at::Tensor& b) {
+  const bool enc = std::string_view(op) == "linear_encode_boxes";
+  const char* an = enc ? "reference_boxes" : "rel_codes";
+  const char* bn = enc ? "proposals" : "boxes";
+  boxes_n4(op, an, a);
+  TORCH_CHECK_VALUE(b.dim() == 2 && b.size(1) == 4 && b.size(0) == a.size(0), "detseg.", op, ": ", bn,
+                    " must be a Tensor[N, 4] with N = ", a.size(0), " as ", an, ", got shape ", b.sizes());
+  floating(op, an, a);
+  floating(op, bn, b);
+  TORCH_CHECK_TYPE(!enc || b.scalar_type() == a.scalar_type(), "detseg.", op, ": ", bn, " must have the dtype of ",
+                   an, " (", a.scalar_type(), "), got ", b.scalar_type());
+  TORCH_CHECK_VALUE(b.device() == a.device(), "detseg.", op, ": ", bn, " must be on the same device as ", an, " (",
+                    a.device(), "), got ", b.device());
+}
+
+inline void grid_stride_arg(const char* op, const char* arg, double s) {
+  TORCH_CHECK_VALUE(std::isfinite(s) && s > 0.0, "detseg.", op, ": ", arg, " must be a finite number > 0, got ", s);
+}
+
+inline void grid_anchors(const at::Tensor& base, int64_t fh, int64_t fw, double sh, double sw, double offset) {
+  const char* op = "grid_anchors";
+  boxes_n4(op, "base_anchors", base);
+  floating(op, "base_anchors", base);
+  TORCH_CHECK_VALUE(fh >= 0 && fw >= 0 && fh <= (int64_t(1) << 24) && fw <= (int64_t(1) << 24), "detseg.", op,
+                    ": feature_h and feature_w must be in [0, 2^24], got (", fh, ", ", fw, ")");
+  grid_stride_arg(op, "stride_h", sh);
+  grid_stride_arg(op, "stride_w", sw);
+  TORCH_CHECK_VALUE(std::isfinite(offset), "detseg.", op, ": offset must be a finite number, got ", offset);
+}
+
+inline void yolo_decode(const at::Tensor& pred, const at::Tensor& anchors, double sh, double sw) {
+  const char* op = "yolo_decode";
+  TORCH_CHECK_VALUE(anchors.dim() == 2 && anchors.size(1) == 2 && anchors.size(0) >= 1, "detseg.", op,
+                    ": anchors must be a Tensor[B, 2] of (w, h) with B >= 1, got shape ", anchors.sizes());
+  const int64_t B = anchors.size(0);
+  TORCH_CHECK_VALUE(pred.dim() == 4 && pred.size(3) >= 5 * B, "detseg.", op,
+                    ": pred must be a Tensor[N, H, W, B * 5 + C] with B = ", B, ", got shape ", pred.sizes());
+  floating(op, "pred", pred);
+  floating(op, "anchors", anchors);
+  TORCH_CHECK_VALUE(anchors.device() == pred.device(), "detseg.", op, ": anchors must be on the same device as pred (",
+                    pred.device(), "), got ", anchors.device());
+  grid_stride_arg(op, "stride_h", sh);
+  grid_stride_arg(op, "stride_w", sw);
+}
+
+}  // namespace detseg::checks

@@ -51,4 +51,25 @@ TORCH_LIBRARY(detseg, m) {
         "-> (Tensor, Tensor)");
   m.def("_ps_roi_pool_backward(Tensor grad, Tensor rois, Tensor channel_mapping, float spatial_scale, "
         "int pooled_height, int pooled_width, int batch_size, int channels, int height, int width) -> Tensor");
+
+  // ---- anchors and box coding (issue 4) ----
+  // BoxCoder (torchvision): reference_boxes Tensor[N, 4] are the TARGETS (ground truth) and
+  // proposals Tensor[N, 4] the anchors, as torchvision names them -> deltas Tensor[N, 4].
+  m.def("encode_boxes(Tensor reference_boxes, Tensor proposals, float[] weights) -> Tensor");
+  // rel_codes Tensor[N, 4 * K] (K deltas per reference box), boxes Tensor[N, 4] -> Tensor[N, 4 * K]
+  // in rel_codes' dtype; dw, dh clamped above at bbox_xform_clip before exp.
+  m.def("decode_boxes(Tensor rel_codes, Tensor boxes, float[] weights, float bbox_xform_clip) -> Tensor");
+  m.def("_decode_boxes_backward(Tensor grad, Tensor rel_codes, Tensor boxes, float[] weights, "
+        "float bbox_xform_clip) -> (Tensor, Tensor)");
+  // BoxLinearCoder (FCOS): reference_boxes Tensor[N, 4] are the ANCHORS here (torchvision's
+  // naming), proposals Tensor[N, 4] the targets -> (l, t, r, b) Tensor[N, 4].
+  m.def("linear_encode_boxes(Tensor reference_boxes, Tensor proposals, bool normalize_by_size) -> Tensor");
+  m.def("linear_decode_boxes(Tensor rel_codes, Tensor boxes, bool normalize_by_size) -> Tensor");
+  // base_anchors Tensor[A, 4] -> Tensor[feature_h * feature_w * A, 4], rows (y, x, a):
+  // base + (offset + x) * stride_w, (offset + y) * stride_h.
+  m.def("grid_anchors(Tensor base_anchors, int feature_h, int feature_w, float stride_h, float stride_w, "
+        "float offset) -> Tensor");
+  // pred Tensor[N, H, W, B * 5 + C] (per cell: B x (tx, ty, tw, th, to), then C class scores),
+  // anchors Tensor[B, 2] (w, h in pixels) -> Tensor[N, H, W, B, 5] (x1, y1, x2, y2, objectness).
+  m.def("yolo_decode(Tensor pred, Tensor anchors, float stride_h, float stride_w) -> Tensor");
 }

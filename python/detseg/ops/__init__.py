@@ -9,3 +9,12 @@ from .roi import *  # noqa: F401,F403
 from .roi import __all__ as _roi_all
 
 __all__ = [*_boxes_all, *_nms_all, *_roi_all]
+
+from .box_coder import *  # noqa: F401,F403,E402
+from .box_coder import __all__ as _box_coder_all  # noqa: E402
+from .anchors import *  # noqa: F401,F403,E402
+from .anchors import __all__ as _anchors_all  # noqa: E402
+from .matcher import *  # noqa: F401,F403,E402
+from .matcher import __all__ as _matcher_all  # noqa: E402
+
+__all__ += [*_box_coder_all, *_anchors_all, *_matcher_all]

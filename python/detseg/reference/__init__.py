@@ -14,3 +14,11 @@ from .boxes import (  # noqa: F401
     remove_small_boxes,
 )
 from .roi import ps_roi_align, ps_roi_pool, roi_align, roi_pool  # noqa: F401,E402
+from .box_coder import (  # noqa: F401,E402
+    _decode_boxes_backward,
+    decode_boxes,
+    encode_boxes,
+    linear_decode_boxes,
+    linear_encode_boxes,
+)
+from .anchors import grid_anchors, yolo_decode  # noqa: F401,E402
