@@ -113,8 +113,9 @@ std::tuple<at::Tensor, at::Tensor> decode_boxes_backward_cpu(const at::Tensor& g
       });
     });
   }
-  // The reference boxes were cast to rel_codes' dtype: their gradient flows back through that cast.
-  return {gd.to(io), gb.to(boxes.scalar_type())};
+  // The reference boxes were cast to rel_codes' dtype: their gradient flows back through that
+  // cast (rounded to it, as autograd of boxes.to(rel_codes.dtype) would).
+  return {gd.to(io), gb.to(io).to(boxes.scalar_type())};
 }
 
 template <bool kEncode>
