@@ -96,7 +96,10 @@ def test_fpn_levels_and_strides():
     start = 0
     for lvl, (f, s) in enumerate(zip(feats, (4, 8, 16, 32, 64))):
         h, w = f.shape[-2:]
-        want = _hand_grid(ag.cell_anchors[lvl], h, w, 800 // h, 1088 // w, 0.0).float()
+        if h * w < 5000:
+            want = _hand_grid(ag.cell_anchors[lvl], h, w, 800 // h, 1088 // w, 0.0).float()
+        else:  # the Python loops would take seconds: the reference, itself checked against them above
+            want = R.grid_anchors(ag.cell_anchors[lvl], h, w, float(800 // h), float(1088 // w), 0.0)
         torch.testing.assert_close(a[start:start + counts[lvl]], want, rtol=0, atol=0)
         start += counts[lvl]
     # float64 and float16 feature maps give anchors in their dtype
@@ -278,7 +281,7 @@ def test_compile_anchor_generator():
 
 @pytest.mark.parametrize("backend", B.CPU_BACKENDS)
 def test_yolo_gradcheck(backend):
-    pred = torch.randn(1, 2, 3, 11, dtype=torch.float64, generator=D.gen(5)).requires_grad_()
+    pred = torch.randn(1, 1, 2, 11, dtype=torch.float64, generator=D.gen(5)).requires_grad_()
     anchors = torch.tensor([[10.0, 13.0], [16.0, 30.0]], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda p, a: detseg.yolo_decode(p, a, (8, 4), backend=backend), (pred, anchors))
 

@@ -312,3 +312,28 @@ def test_threads_bitwise():
         torch.set_num_threads(old)
     for x, y in zip(one, two):
         assert_bitwise(x, y)
+
+
+@pytest.mark.parametrize("isa", ["default", "avx2"])
+def test_decode_vector_path_per_isa(isa):
+    # the K = 1 float32 / float64 decode runs vector code compiled per ISA; force the others
+    import subprocess
+    import sys
+
+    B.require("cpp")
+    code = (
+        "import math, torch, detseg\n"
+        "from detseg import reference as R\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "for dt in (torch.float32, torch.float64):\n"
+        "    d = ((torch.rand(37, 4, generator=g, dtype=torch.float64) - 0.5) * 3).to(dt)\n"
+        "    d[3, 2] = 100.0; d[5, 0] = math.nan\n"
+        "    b = (torch.rand(37, 4, generator=g, dtype=torch.float64) * 50).to(dt); b[:, 2:] += b[:, :2] + 1\n"
+        "    got = detseg.decode_boxes(d, b, (10., 10., 5., 5.), backend='cpp')\n"
+        "    want = R.decode_boxes(d, b, [10., 10., 5., 5.], math.log(1000. / 16))\n"
+        "    torch.testing.assert_close(got, want, rtol=1e-6 if dt == torch.float32 else 1e-13, atol=1e-4 if dt == torch.float32 else 1e-10, equal_nan=True)\n"
+        "print(detseg.build_info()['cpu_isa'])\n")
+    r = subprocess.run([sys.executable, "-c", code], env=B.subprocess_env(ATEN_CPU_CAPABILITY=isa),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == isa.upper()

@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "checks.h"
+#include "cpu/isa.h"
+#include "cpu/vec/box_coder_vec.h"
 #include "detseg/box_coder.h"
 
 namespace detseg::cpu {
@@ -23,6 +25,20 @@ constexpr int64_t kGrainBoxes = 1 << 12;
 // float64 computes in float64; float32 / float16 / bfloat16 in float32 (outputs rounded back).
 template <typename O>
 using compute_t = std::conditional_t<std::is_same_v<O, double>, double, float>;
+
+// One delta per box (anchors / proposals) in float32 / float64: the vectorised loop of
+// cpu/vec/box_coder_vec.cpp. Returns false where the scalar loop must run instead.
+template <typename O, typename T>
+bool decode_vectorised(const T* pd, const T* pb, O* po, int64_t n, int64_t K, DecodeArgs<T> args) {
+  if constexpr (std::is_same_v<O, T>) {
+    if (K != 1) return false;
+    args.out = po;
+    at::parallel_for(0, n, kGrainBoxes, [&](int64_t i0, int64_t i1) { DETSEG_ISA_CALL(decode_boxes_k1, args, i0, i1); });
+    return true;
+  } else {
+    return false;
+  }
+}
 
 at::Tensor widen(const at::Tensor& t, at::ScalarType io) {
   return t.to(io == at::kDouble ? at::kDouble : at::kFloat).contiguous();
@@ -70,6 +86,7 @@ at::Tensor decode_boxes_cpu(const at::Tensor& rel_codes, const at::Tensor& boxes
     O* po = out.mutable_data_ptr<O>();
     const T wx = T(w[0]), wy = T(w[1]), ww = T(w[2]), wh = T(w[3]), c = T(clip);
     const int64_t K = k4 / 4;
+    if (decode_vectorised(pd, pb, po, n, K, DecodeArgs<T>{pd, pb, nullptr, wx, wy, ww, wh, c})) return;
     at::parallel_for(0, n, std::max<int64_t>(1, kGrainBoxes / K), [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         for (int64_t k = 0; k < K; ++k) {

@@ -26,6 +26,13 @@ DETSEG_HOST_DEVICE T dlog(T x) {
 #endif
 }
 
+// torch.clamp(x, max=c): NaN passes through. A named function so that the vectorised CPU
+// loop (cpu/vec/box_coder_vec.cpp) can give it a vector overload.
+template <typename T>
+DETSEG_HOST_DEVICE T clip_above(T x, T c) {
+  return x > c ? c : x;
+}
+
 // torchvision's default bbox_xform_clip, log(1000 / 16): a clamp on dw, dh before exp.
 constexpr double kBboxXformClip = 4.135166556742356;
 
@@ -63,8 +70,8 @@ DETSEG_HOST_DEVICE void decode_box(const T* delta, const T* ref, T wx, T wy, T w
   const T dy = delta[1] / wy;
   T dw = delta[2] / ww;
   T dh = delta[3] / wh;
-  dw = dw > clip ? clip : dw;
-  dh = dh > clip ? clip : dh;
+  dw = clip_above(dw, clip);
+  dh = clip_above(dh, clip);
   const T pcx = dx * w + cx;
   const T pcy = dy * h + cy;
   const T pw = dexp(dw) * w;
@@ -93,8 +100,8 @@ DETSEG_HOST_DEVICE void decode_box_backward(const T* g, const T* delta, const T*
   const bool pass_w = dw_raw <= clip;
   const bool pass_h = dh_raw <= clip;
   // the forward's clamped value: NaN stays NaN and reaches gref as autograd's would
-  const T ew = dexp(dw_raw > clip ? clip : dw_raw);
-  const T eh = dexp(dh_raw > clip ? clip : dh_raw);
+  const T ew = dexp(clip_above(dw_raw, clip));
+  const T eh = dexp(clip_above(dh_raw, clip));
   // out0 = pcx - 0.5 pw, out2 = pcx + 0.5 pw (and the same in y)
   const T g_pcx = g[0] + g[2];
   const T g_pcy = g[1] + g[3];

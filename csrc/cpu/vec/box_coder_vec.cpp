@@ -1,0 +1,99 @@
+// decode_boxes inner loop for one ISA (compiled with CPU_CAPABILITY = DEFAULT, AVX2, AVX512):
+// detseg::decode_box instantiated with T = at::vec::Vectorized<scalar>, lanes over boxes. The
+// xyxy rows are split into coordinate vectors with two rounds of deinterleave2 and joined back
+// with interleave2. exp is ATen's vector exp (SLEEF, 1 ulp) on AVX2 / AVX512: the last bit may
+// differ from the scalar std::exp of the DEFAULT build and of the CUDA kernel.
+#include "cpu/vec/box_coder_vec.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+
+#include "detseg/box_coder.h"
+
+namespace detseg {
+
+template <>
+inline at::vec::Vectorized<float> dexp(at::vec::Vectorized<float> x) { return x.exp(); }
+template <>
+inline at::vec::Vectorized<double> dexp(at::vec::Vectorized<double> x) { return x.exp(); }
+// `x > c ? c : x` lane by lane: the comparison is false for NaN, which passes through.
+template <>
+inline at::vec::Vectorized<float> clip_above(at::vec::Vectorized<float> x, at::vec::Vectorized<float> c) {
+  return at::vec::Vectorized<float>::blendv(x, c, x > c);
+}
+template <>
+inline at::vec::Vectorized<double> clip_above(at::vec::Vectorized<double> x, at::vec::Vectorized<double> c) {
+  return at::vec::Vectorized<double>::blendv(x, c, x > c);
+}
+
+namespace cpu {
+namespace CPU_CAPABILITY {
+namespace {
+
+using at::vec::Vectorized;
+
+// 4 * L values = L xyxy rows -> the L first coordinates, L second ones, ...
+template <typename S>
+void split4(const S* p, Vectorized<S> (&c)[4]) {
+  constexpr int L = Vectorized<S>::size();
+  const auto v0 = Vectorized<S>::loadu(p), v1 = Vectorized<S>::loadu(p + L);
+  const auto v2 = Vectorized<S>::loadu(p + 2 * L), v3 = Vectorized<S>::loadu(p + 3 * L);
+  // rows 0..L/2-1 as (x1, x2) / (y1, y2) pairs, then rows L/2..L-1
+  const auto [e01, o01] = at::vec::deinterleave2(v0, v1);
+  const auto [e23, o23] = at::vec::deinterleave2(v2, v3);
+  const auto [x1, x2] = at::vec::deinterleave2(e01, e23);
+  const auto [y1, y2] = at::vec::deinterleave2(o01, o23);
+  c[0] = x1, c[1] = y1, c[2] = x2, c[3] = y2;
+}
+
+template <typename S>
+void join4(const Vectorized<S> (&c)[4], S* p) {
+  constexpr int L = Vectorized<S>::size();
+  const auto [e0, e1] = at::vec::interleave2(c[0], c[2]);  // (x1, x2) pairs
+  const auto [o0, o1] = at::vec::interleave2(c[1], c[3]);  // (y1, y2) pairs
+  const auto [r0, r1] = at::vec::interleave2(e0, o0);
+  const auto [r2, r3] = at::vec::interleave2(e1, o1);
+  r0.store(p), r1.store(p + L), r2.store(p + 2 * L), r3.store(p + 3 * L);
+}
+
+template <typename S>
+void decode_block(const DecodeArgs<S>& a, const S* d, const S* b, S* o) {
+  using V = Vectorized<S>;
+  V dv[4], bv[4], ov[4];
+  split4(d, dv);
+  split4(b, bv);
+  decode_box<V>(dv, bv, V(a.wx), V(a.wy), V(a.ww), V(a.wh), V(a.clip), ov);
+  join4(ov, o);
+}
+
+template <typename S>
+void decode_range(const DecodeArgs<S>& a, int64_t i0, int64_t i1) {
+  constexpr int L = Vectorized<S>::size();
+  int64_t i = i0;
+  for (; i + L <= i1; i += L) decode_block(a, a.deltas + 4 * i, a.boxes + 4 * i, a.out + 4 * i);
+  if (i < i1) {
+    // The tail through the same vector code: padding rows are unit boxes with zero deltas.
+    S d[4 * L], b[4 * L], o[4 * L];
+    std::fill(d, d + 4 * L, S(0));
+    for (int k = 0; k < L; ++k) b[4 * k] = S(0), b[4 * k + 1] = S(0), b[4 * k + 2] = S(1), b[4 * k + 3] = S(1);
+    const int64_t r = i1 - i;
+    std::copy(a.deltas + 4 * i, a.deltas + 4 * i1, d);
+    std::copy(a.boxes + 4 * i, a.boxes + 4 * i1, b);
+    decode_block(a, d, b, o);
+    std::copy(o, o + 4 * r, a.out + 4 * i);
+  }
+}
+
+}  // namespace
+
+void decode_boxes_k1(const DecodeArgs<float>& a, int64_t i0, int64_t i1) { decode_range(a, i0, i1); }
+void decode_boxes_k1(const DecodeArgs<double>& a, int64_t i0, int64_t i1) { decode_range(a, i0, i1); }
+
+}  // namespace CPU_CAPABILITY
+}  // namespace cpu
+}  // namespace detseg
