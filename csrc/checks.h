@@ -287,8 +287,8 @@ inline void grid_stride_arg(const char* op, const char* arg, double s) {
   TORCH_CHECK_VALUE(std::isfinite(s) && s > 0.0, "detseg.", op, ": ", arg, " must be a finite number > 0, got ", s);
 }
 
-inline void grid_anchors(const at::Tensor& base, int64_t fh, int64_t fw, double sh, double sw, double offset) {
-  const char* op = "grid_anchors";
+inline void grid_anchors_level(const char* op, const at::Tensor& base, int64_t fh, int64_t fw, double sh, double sw,
+                               double offset) {
   boxes_n4(op, "base_anchors", base);
   floating(op, "base_anchors", base);
   TORCH_CHECK_VALUE(fh >= 0 && fw >= 0 && fh <= (int64_t(1) << 24) && fw <= (int64_t(1) << 24), "detseg.", op,
@@ -296,6 +296,32 @@ inline void grid_anchors(const at::Tensor& base, int64_t fh, int64_t fw, double 
   grid_stride_arg(op, "stride_h", sh);
   grid_stride_arg(op, "stride_w", sw);
   TORCH_CHECK_VALUE(std::isfinite(offset), "detseg.", op, ": offset must be a finite number, got ", offset);
+}
+
+inline void grid_anchors(const at::Tensor& base, int64_t fh, int64_t fw, double sh, double sw, double offset) {
+  grid_anchors_level("grid_anchors", base, fh, fw, sh, sw, offset);
+}
+
+// multilevel_grid_anchors: one entry per level in every list, at least one level, one dtype
+// and device. Returns the total number of rows.
+inline int64_t multilevel_grid_anchors(at::TensorList base, at::IntArrayRef fh, at::IntArrayRef fw,
+                                       at::ArrayRef<double> sh, at::ArrayRef<double> sw, double offset) {
+  const char* op = "multilevel_grid_anchors";
+  const size_t L = base.size();
+  TORCH_CHECK_VALUE(L >= 1 && fh.size() == L && fw.size() == L && sh.size() == L && sw.size() == L, "detseg.", op,
+                    ": base_anchors, feature_h, feature_w, stride_h and stride_w must each hold one entry per level "
+                    "(at least one), got ", L, ", ", fh.size(), ", ", fw.size(), ", ", sh.size(), ", ", sw.size());
+  int64_t rows = 0;
+  for (size_t l = 0; l < L; ++l) {
+    grid_anchors_level(op, base[l], fh[l], fw[l], sh[l], sw[l], offset);
+    TORCH_CHECK_TYPE(base[l].scalar_type() == base[0].scalar_type(), "detseg.", op,
+                     ": base_anchors must share one dtype (", base[0].scalar_type(), "), got ", base[l].scalar_type(),
+                     " at level ", l);
+    TORCH_CHECK_VALUE(base[l].device() == base[0].device(), "detseg.", op, ": base_anchors must share one device (",
+                      base[0].device(), "), got ", base[l].device(), " at level ", l);
+    rows += fh[l] * fw[l] * base[l].size(0);
+  }
+  return rows;
 }
 
 inline void yolo_decode(const at::Tensor& pred, const at::Tensor& anchors, double sh, double sw) {

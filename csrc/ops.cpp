@@ -69,6 +69,10 @@ TORCH_LIBRARY(detseg, m) {
   // base + (offset + x) * stride_w, (offset + y) * stride_h.
   m.def("grid_anchors(Tensor base_anchors, int feature_h, int feature_w, float stride_h, float stride_w, "
         "float offset) -> Tensor");
+  // Several levels into one Tensor[sum_l H_l * W_l * A_l, 4] (level by level), without a cat:
+  // AnchorGenerator's forward. All base_anchors share one dtype and device.
+  m.def("multilevel_grid_anchors(Tensor[] base_anchors, int[] feature_h, int[] feature_w, float[] stride_h, "
+        "float[] stride_w, float offset) -> Tensor");
   // pred Tensor[N, H, W, B * 5 + C] (per cell: B x (tx, ty, tw, th, to), then C class scores),
   // anchors Tensor[B, 2] (w, h in pixels) -> Tensor[N, H, W, B, 5] (x1, y1, x2, y2, objectness).
   m.def("yolo_decode(Tensor pred, Tensor anchors, float stride_h, float stride_w) -> Tensor");

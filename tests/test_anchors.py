@@ -58,6 +58,28 @@ def test_grid_anchors_fractional_base(target):
         assert_close(out, R.grid_anchors(base.to(dtype), 3, 4, 8.0, 8.0, 0.5))
 
 
+@pytest.mark.parametrize("dtype", D.DTYPES)
+@pytest.mark.parametrize("target", B.targets())
+def test_multilevel_grid_anchors(target, dtype):
+    # AnchorGenerator's op: every level into one tensor, equal to the concatenated single levels
+    backend, device = target
+    op = B.internal("multilevel_grid_anchors", backend)
+    bases = [BASE.to(dtype).to(device), (BASE[:2] * 2).to(dtype).to(device), BASE[:1].to(dtype).to(device)]
+    hs, ws, shs, sws = [5, 0, 3], [7, 4, 2], [8.0, 16.0, 32.0], [8.0, 16.0, 12.5]
+    out = op(bases, hs, ws, shs, sws, 0.5)
+    want = torch.cat([R.grid_anchors(b.cpu(), h, w, sh, sw, 0.5) for b, h, w, sh, sw in zip(bases, hs, ws, shs, sws)])
+    assert out.shape == (5 * 7 * 3 + 3 * 2, 4) and out.dtype == dtype
+    torch.testing.assert_close(out.cpu(), want, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="detseg.multilevel_grid_anchors: base_anchors, feature_h, feature_w, stride_h "
+                                         "and stride_w must each hold one entry per level"):
+        op(bases, hs[:2], ws, shs, sws, 0.0)
+    with pytest.raises(ValueError, match="detseg.multilevel_grid_anchors: stride_w must be a finite number > 0"):
+        op(bases, hs, ws, shs, [8.0, 0.0, 1.0], 0.0)
+    if dtype != torch.float64:
+        with pytest.raises(TypeError, match="detseg.multilevel_grid_anchors: base_anchors must share one dtype"):
+            op([bases[0], bases[1].double()], hs[:2], ws[:2], shs[:2], sws[:2], 0.0)
+
+
 # ---------------------------------------------------------------- AnchorGenerator
 
 def test_torchvision_base_anchors():
@@ -251,6 +273,7 @@ SAMPLES = [
     ("grid_anchors", (BASE, 3, 4, 8.0, 8.0, 0.0)),
     ("grid_anchors", (BASE.double(), 2, 5, 16.0, 12.5, 0.5)),
     ("grid_anchors", (BASE.half(), 0, 5, 8.0, 8.0, 0.0)),
+    ("multilevel_grid_anchors", ([BASE, BASE[:1] * 3], [3, 2], [4, 5], [8.0, 16.0], [8.0, 12.0], 0.5)),
     ("yolo_decode", (torch.randn(2, 3, 4, 13), torch.tensor([[10.0, 13.0], [16.0, 30.0]]), 8.0, 8.0)),
     ("yolo_decode", (torch.randn(1, 2, 2, 10, dtype=torch.float64, requires_grad=True),
                      torch.tensor([[10.0, 13.0], [16.0, 30.0]], dtype=torch.float64), 8.0, 4.0)),
@@ -296,6 +319,8 @@ def test_threads_bitwise():
         for t in (1, 2):
             torch.set_num_threads(t)
             runs.append((detseg.grid_anchors(BASE, (200, 272), 4, 0.5, backend="cpp"),
+                         torch.ops.detseg.multilevel_grid_anchors([BASE, BASE.double()[:2].float()], [100, 51],
+                                                                  [136, 67], [8.0, 16.0], [8.0, 16.0], 0.0),
                          detseg.yolo_decode(pred, anchors, 8, backend="cpp")))
     finally:
         torch.set_num_threads(old)

@@ -44,22 +44,42 @@ __global__ void yolo_kernel(const at::opmath_type<scalar_t>* __restrict__ pred, 
   });
 }
 
+void launch_level(const at::Tensor& base_anchors, int64_t feature_h, int64_t feature_w, double stride_h,
+                  double stride_w, double offset, at::Tensor& out, int64_t row0, cudaStream_t stream) {
+  const int64_t A = base_anchors.size(0);
+  const int64_t rows = feature_h * feature_w * A;
+  if (rows == 0) return;
+  const auto io = out.scalar_type();
+  const at::Tensor b = base_anchors.to(io == at::kDouble ? at::kDouble : at::kFloat).contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, io, "detseg.grid_anchors", [&] {
+    grid_anchors_kernel<scalar_t><<<grid_1d(rows), kThreads, 0, stream>>>(
+        b.const_data_ptr<at::opmath_type<scalar_t>>(), feature_w, A, rows, stride_h, stride_w, offset,
+        out.mutable_data_ptr<scalar_t>() + 4 * row0);
+    DETSEG_CUDA_LAUNCH_CHECK();
+  });
+}
+
 at::Tensor grid_anchors_cuda(const at::Tensor& base_anchors, int64_t feature_h, int64_t feature_w, double stride_h,
                              double stride_w, double offset) {
   checks::grid_anchors(base_anchors, feature_h, feature_w, stride_h, stride_w, offset);
   DeviceScope scope(base_anchors);
-  const int64_t A = base_anchors.size(0);
-  const int64_t rows = feature_h * feature_w * A;
-  at::Tensor out = at::empty({rows, 4}, base_anchors.options());
-  if (rows == 0) return out;
-  const auto io = base_anchors.scalar_type();
-  const at::Tensor b = base_anchors.to(io == at::kDouble ? at::kDouble : at::kFloat).contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, io, "detseg.grid_anchors", [&] {
-    grid_anchors_kernel<scalar_t><<<grid_1d(rows), kThreads, 0, scope.stream>>>(
-        b.const_data_ptr<at::opmath_type<scalar_t>>(), feature_w, A, rows, stride_h, stride_w, offset,
-        out.mutable_data_ptr<scalar_t>());
-    DETSEG_CUDA_LAUNCH_CHECK();
-  });
+  at::Tensor out = at::empty({feature_h * feature_w * base_anchors.size(0), 4}, base_anchors.options());
+  launch_level(base_anchors, feature_h, feature_w, stride_h, stride_w, offset, out, 0, scope.stream);
+  return out;
+}
+
+at::Tensor multilevel_grid_anchors_cuda(at::TensorList base_anchors, at::IntArrayRef feature_h,
+                                        at::IntArrayRef feature_w, at::ArrayRef<double> stride_h,
+                                        at::ArrayRef<double> stride_w, double offset) {
+  const int64_t rows = checks::multilevel_grid_anchors(base_anchors, feature_h, feature_w, stride_h, stride_w, offset);
+  DeviceScope scope(base_anchors[0]);
+  at::Tensor out = at::empty({rows, 4}, base_anchors[0].options());
+  int64_t row0 = 0;
+  for (size_t l = 0; l < base_anchors.size(); ++l) {
+    launch_level(base_anchors[l], feature_h[l], feature_w[l], stride_h[l], stride_w[l], offset, out, row0,
+                 scope.stream);
+    row0 += feature_h[l] * feature_w[l] * base_anchors[l].size(0);
+  }
   return out;
 }
 
@@ -89,5 +109,6 @@ at::Tensor yolo_decode_cuda(const at::Tensor& pred, const at::Tensor& anchors, d
 
 TORCH_LIBRARY_IMPL(detseg, CUDA, m) {
   m.impl("grid_anchors", &detseg::cuda::grid_anchors_cuda);
+  m.impl("multilevel_grid_anchors", &detseg::cuda::multilevel_grid_anchors_cuda);
   m.impl("yolo_decode", &detseg::cuda::yolo_decode_cuda);
 }

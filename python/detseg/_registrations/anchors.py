@@ -47,6 +47,12 @@ def _grid_anchors_fake(base_anchors, feature_h, feature_w, stride_h, stride_w, o
     return base_anchors.new_empty((feature_h * feature_w * base_anchors.shape[0], 4))
 
 
+@torch.library.register_fake(lib + "multilevel_grid_anchors")
+def _multilevel_fake(base_anchors, feature_h, feature_w, stride_h, stride_w, offset):
+    rows = _checks.multilevel_grid_anchors(base_anchors, feature_h, feature_w, stride_h, stride_w, offset)
+    return base_anchors[0].new_empty((rows, 4))
+
+
 @torch.library.register_fake(lib + "yolo_decode")
 def _yolo_decode_fake(pred, anchors, stride_h, stride_w):
     _checks.yolo_decode(pred, anchors, stride_h, stride_w)

@@ -296,8 +296,7 @@ def grid_stride_arg(op: str, arg: str, s) -> None:
         fail(op, f"{arg} must be a finite number > 0, got {v}")
 
 
-def grid_anchors(base, fh: int, fw: int, sh, sw, offset) -> None:
-    op = "grid_anchors"
+def grid_anchors(base, fh: int, fw: int, sh, sw, offset, op: str = "grid_anchors") -> None:
     boxes_n4(op, "base_anchors", base)
     floating(op, "base_anchors", base)
     if not (0 <= fh <= (1 << 24) and 0 <= fw <= (1 << 24)):
@@ -306,6 +305,26 @@ def grid_anchors(base, fh: int, fw: int, sh, sw, offset) -> None:
     grid_stride_arg(op, "stride_w", sw)
     if not math.isfinite(float(offset)):
         fail(op, f"offset must be a finite number, got {float(offset)}")
+
+
+def multilevel_grid_anchors(base, fh, fw, sh, sw, offset) -> int:
+    """Checks every level; returns the total number of rows."""
+    op = "multilevel_grid_anchors"
+    n = len(base)
+    if n < 1 or not (len(fh) == len(fw) == len(sh) == len(sw) == n):
+        fail(op, f"base_anchors, feature_h, feature_w, stride_h and stride_w must each hold one entry per level "
+                 f"(at least one), got {n}, {len(fh)}, {len(fw)}, {len(sh)}, {len(sw)}")
+    rows = 0
+    for lvl in range(n):
+        tensor(op, "base_anchors", base[lvl])
+        grid_anchors(base[lvl], fh[lvl], fw[lvl], sh[lvl], sw[lvl], offset, op)
+        if base[lvl].dtype != base[0].dtype:
+            fail(op, f"base_anchors must share one dtype ({base[0].dtype}), got {base[lvl].dtype} at level {lvl}",
+                 TypeError)
+        if base[lvl].device != base[0].device:
+            fail(op, f"base_anchors must share one device ({base[0].device}), got {base[lvl].device} at level {lvl}")
+        rows += fh[lvl] * fw[lvl] * base[lvl].shape[0]
+    return rows
 
 
 def yolo_decode(pred, anchors, sh, sw) -> None:

@@ -185,9 +185,13 @@ class AnchorGenerator(nn.Module):
                 strides.append((float(ih // gh), float(iw // gw)))
         f0 = feature_maps[0]
         dtype = f0.dtype if f0.is_floating_point() else torch.float32
-        levels = self.grid_anchors(grid_sizes, strides, dtype, f0.device)
-        all_levels = torch.cat(levels) if levels else f0.new_empty((0, 4), dtype=dtype)
-        return [all_levels for _ in range(n_images)]
+        bases = [b.to(dtype=dtype, device=f0.device) for b in self.cell_anchors]
+        # one op writes every level into one output (no per-level tensors, no cat)
+        out = _backend.dispatch("multilevel_grid_anchors", self.backend, f0.device, bases,
+                                [g[0] for g in grid_sizes], [g[1] for g in grid_sizes],
+                                [float(st[0]) for st in strides], [float(st[1]) for st in strides], self.offset)
+        # one tensor per image, as torchvision (which concatenates per image)
+        return [out] + [out.clone() for _ in range(n_images - 1)]
 
     def extra_repr(self) -> str:
         return (f"sizes={self.sizes}, aspect_ratios={self.aspect_ratios}, convention={self.convention!r}, "
@@ -276,7 +280,7 @@ class DefaultBoxGenerator(nn.Module):
         d = self._grid_default_boxes(grid_sizes, (ih, iw), dtype).to(f0.device)
         xy = torch.tensor([iw, ih], device=d.device)
         out = torch.cat([(d[:, :2] - 0.5 * d[:, 2:]) * xy, (d[:, :2] + 0.5 * d[:, 2:]) * xy], -1)
-        return [out for _ in range(n_images)]
+        return [out] + [out.clone() for _ in range(n_images - 1)]
 
     def extra_repr(self) -> str:
         return f"aspect_ratios={self.aspect_ratios}, clip={self.clip}, scales={self.scales}, steps={self.steps}"

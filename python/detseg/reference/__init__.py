@@ -21,4 +21,4 @@ from .box_coder import (  # noqa: F401,E402
     linear_decode_boxes,
     linear_encode_boxes,
 )
-from .anchors import grid_anchors, yolo_decode  # noqa: F401,E402
+from .anchors import grid_anchors, multilevel_grid_anchors, yolo_decode  # noqa: F401,E402

@@ -45,3 +45,11 @@ def yolo_decode(pred: torch.Tensor, anchors: torch.Tensor, stride_h: float, stri
     hh = 0.5 * (an[:, 1] * torch.exp(t[..., 3]))
     out = torch.stack((cx - hw, cy - hh, cx + hw, cy + hh, torch.sigmoid(t[..., 4])), dim=-1)
     return out.to(pred.dtype)
+
+
+def multilevel_grid_anchors(base_anchors: list[torch.Tensor], feature_h: list[int], feature_w: list[int],
+                            stride_h: list[float], stride_w: list[float], offset: float) -> torch.Tensor:
+    """grid_anchors of every level, concatenated: Tensor[sum_l H_l W_l A_l, 4]."""
+    _checks.multilevel_grid_anchors(base_anchors, feature_h, feature_w, stride_h, stride_w, offset)
+    return torch.cat([grid_anchors(b, h, w, sh, sw, offset)
+                      for b, h, w, sh, sw in zip(base_anchors, feature_h, feature_w, stride_h, stride_w)])

@@ -14,4 +14,4 @@ from .box_coder import (  # noqa: F401
     linear_decode_boxes,
     linear_encode_boxes,
 )
-from .anchors import grid_anchors, yolo_decode  # noqa: F401
+from .anchors import grid_anchors, multilevel_grid_anchors, yolo_decode  # noqa: F401

@@ -33,19 +33,36 @@ def _grid_anchors_kernel(b_ptr, bs0, bs1, prm_ptr, out_ptr, W, A, R, CT: tl.cons
     store_as(o + 3, sy + tl.load(p + 3 * bs1, mask=m, other=0).to(CT), m)
 
 
+def _launch_level(b: torch.Tensor, feature_h: int, feature_w: int, stride_h: float, stride_w: float, offset: float,
+                  out: torch.Tensor) -> None:
+    rows = out.shape[0]
+    if rows:
+        prm = torch.tensor([stride_h, stride_w, offset], dtype=torch.float64, device=b.device)
+        block = elementwise_block(out, rows)
+        launch(_grid_anchors_kernel, (triton.cdiv(rows, block),), b, b.stride(0), b.stride(1), prm, out, feature_w,
+               b.shape[0], rows, CT=tl_dtype(compute_dtype(b)), BLOCK=block)
+
+
 def grid_anchors(base_anchors: torch.Tensor, feature_h: int, feature_w: int, stride_h: float, stride_w: float,
                  offset: float) -> torch.Tensor:
     """Base anchors Tensor[A, 4] over an H x W grid -> Tensor[H * W * A, 4], rows (y, x, a)."""
     _checks.grid_anchors(base_anchors, feature_h, feature_w, stride_h, stride_w, offset)
-    na = base_anchors.shape[0]
-    rows = feature_h * feature_w * na
+    rows = feature_h * feature_w * base_anchors.shape[0]
     out = torch.empty((rows, 4), dtype=base_anchors.dtype, device=base_anchors.device)
-    if rows:
-        prm = torch.tensor([stride_h, stride_w, offset], dtype=torch.float64, device=base_anchors.device)
-        block = elementwise_block(out, rows)
-        b = base_anchors
-        launch(_grid_anchors_kernel, (triton.cdiv(rows, block),), b, b.stride(0), b.stride(1), prm, out, feature_w,
-               na, rows, CT=tl_dtype(compute_dtype(b)), BLOCK=block)
+    _launch_level(base_anchors, feature_h, feature_w, stride_h, stride_w, offset, out)
+    return out
+
+
+def multilevel_grid_anchors(base_anchors, feature_h, feature_w, stride_h, stride_w, offset) -> torch.Tensor:
+    """Every level into one Tensor[sum_l H_l W_l A_l, 4] (each level a contiguous slice)."""
+    rows = _checks.multilevel_grid_anchors(base_anchors, feature_h, feature_w, stride_h, stride_w, offset)
+    b0 = base_anchors[0]
+    out = torch.empty((rows, 4), dtype=b0.dtype, device=b0.device)
+    start = 0
+    for b, h, w, sh, sw in zip(base_anchors, feature_h, feature_w, stride_h, stride_w):
+        n = h * w * b.shape[0]
+        _launch_level(b, h, w, sh, sw, offset, out[start:start + n])
+        start += n
     return out
 
 
