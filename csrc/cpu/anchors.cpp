@@ -22,26 +22,48 @@ namespace {
 template <typename O>
 using compute_t = std::conditional_t<std::is_same_v<O, double>, double, float>;
 
-// One level into out[H * W * A, 4]. Every row y repeats one template shifted by sy in the y
-// coordinates: grid_anchor(base, sx, sy) == grid_anchor(base, sx, 0) + (0, sy, 0, sy) bit for
-// bit (sx + base is never -0, and sy + (0 + base) == sy + base), so a row is one vector pass
-// (cpu/vec/anchors_vec.cpp) instead of A small loops per cell.
+// One level of the grid: its template row and where its rows go.
 template <typename O, typename T>
-void fill_level(const T* base, int64_t A, int64_t H, int64_t W, double stride_h, double stride_w, double offset,
-                O* out) {
-  const int64_t L = W * A * 4;
-  if (H == 0 || L == 0) return;
-  std::vector<T> tmpl(static_cast<size_t>(L));
+struct Level {
+  std::vector<T> tmpl;  // row y = 0 without the y shift: grid_anchor(base, sx, 0) per (x, a)
+  int64_t H;
+  double stride_h;
+  O* out;               // [H, W * A * 4]
+};
+
+template <typename O, typename T>
+Level<O, T> make_level(const T* base, int64_t A, int64_t H, int64_t W, double stride_h, double stride_w,
+                       double offset, O* out) {
+  Level<O, T> lv{std::vector<T>(static_cast<size_t>(W * A * 4)), H, stride_h, out};
   for (int64_t x = 0; x < W; ++x) {
     const T sx = static_cast<T>(grid_shift(x, stride_w, offset));
-    for (int64_t a = 0; a < A; ++a) grid_anchor(base + 4 * a, sx, T(0), tmpl.data() + (x * A + a) * 4);
+    for (int64_t a = 0; a < A; ++a) grid_anchor(base + 4 * a, sx, T(0), lv.tmpl.data() + (x * A + a) * 4);
   }
-  const T* tp = tmpl.data();
-  // ~16k values per chunk: enough work to amortise a task.
-  at::parallel_for(0, H, std::max<int64_t>(1, 16384 / L), [&](int64_t y0, int64_t y1) {
-    for (int64_t y = y0; y < y1; ++y) {
-      const T sy = static_cast<T>(grid_shift(y, stride_h, offset));
-      O* row = out + y * L;
+  return lv;
+}
+
+// Every level's rows in one parallel region (one fork/join, not one per level). Row y of a
+// level repeats its template shifted by sy in the y coordinates: grid_anchor(base, sx, sy) ==
+// grid_anchor(base, sx, 0) + (0, sy, 0, sy) bit for bit (sx + base is never -0, and
+// sy + (0 + base) == sy + base), so a row is one vector pass (cpu/vec/anchors_vec.cpp).
+template <typename O, typename T>
+void fill_levels(const std::vector<Level<O, T>>& levels, double offset) {
+  std::vector<int64_t> first{0};  // first global row of each level
+  for (const auto& lv : levels) first.push_back(first.back() + lv.H);
+  const int64_t rows = first.back();
+  int64_t widest = 1;
+  for (const auto& lv : levels) widest = std::max<int64_t>(widest, static_cast<int64_t>(lv.tmpl.size()));
+  // ~64k values per chunk: a fresh output is written at memory speed, smaller tasks only add sync.
+  at::parallel_for(0, rows, std::max<int64_t>(1, 65536 / widest), [&](int64_t r0, int64_t r1) {
+    size_t l = std::upper_bound(first.begin(), first.end(), r0) - first.begin() - 1;
+    for (int64_t r = r0; r < r1; ++r) {
+      while (r >= first[l + 1]) ++l;
+      const auto& lv = levels[l];
+      const int64_t y = r - first[l];
+      const int64_t L = static_cast<int64_t>(lv.tmpl.size());
+      const T sy = static_cast<T>(grid_shift(y, lv.stride_h, offset));
+      O* row = lv.out + y * L;
+      const T* tp = lv.tmpl.data();
       if constexpr (std::is_same_v<O, T>) {
         DETSEG_ISA_CALL(shift_row, tp, L, sy, row);
       } else {
@@ -51,44 +73,43 @@ void fill_level(const T* base, int64_t A, int64_t H, int64_t W, double stride_h,
   });
 }
 
-template <typename O>
-using base_t = compute_t<O>;
-
 at::Tensor widen_base(const at::Tensor& b) {
   return b.to(b.scalar_type() == at::kDouble ? at::kDouble : at::kFloat).contiguous();
+}
+
+at::Tensor levels_cpu(at::TensorList base_anchors, at::IntArrayRef feature_h, at::IntArrayRef feature_w,
+                      at::ArrayRef<double> stride_h, at::ArrayRef<double> stride_w, double offset, int64_t rows) {
+  at::Tensor out = at::empty({rows, 4}, base_anchors[0].options());
+  if (rows == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "grid_anchors", [&] {
+    using O = scalar_t;
+    using T = compute_t<O>;
+    std::vector<Level<O, T>> levels;
+    O* po = out.mutable_data_ptr<O>();
+    for (size_t l = 0; l < base_anchors.size(); ++l) {
+      const at::Tensor b = widen_base(base_anchors[l]);
+      const int64_t A = b.size(0);
+      levels.push_back(make_level<O, T>(b.const_data_ptr<T>(), A, feature_h[l], feature_w[l], stride_h[l],
+                                        stride_w[l], offset, po));
+      po += feature_h[l] * feature_w[l] * A * 4;
+    }
+    fill_levels(levels, offset);
+  });
+  return out;
 }
 
 at::Tensor grid_anchors_cpu(const at::Tensor& base_anchors, int64_t feature_h, int64_t feature_w, double stride_h,
                             double stride_w, double offset) {
   checks::grid_anchors(base_anchors, feature_h, feature_w, stride_h, stride_w, offset);
-  const int64_t A = base_anchors.size(0);
-  at::Tensor out = at::empty({feature_h * feature_w * A, 4}, base_anchors.options());
-  if (out.numel() == 0) return out;
-  const at::Tensor b = widen_base(base_anchors);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, base_anchors.scalar_type(), "grid_anchors", [&] {
-    fill_level<scalar_t, base_t<scalar_t>>(b.const_data_ptr<base_t<scalar_t>>(), A, feature_h, feature_w, stride_h,
-                                           stride_w, offset, out.mutable_data_ptr<scalar_t>());
-  });
-  return out;
+  return levels_cpu({base_anchors}, {feature_h}, {feature_w}, {stride_h}, {stride_w}, offset,
+                    feature_h * feature_w * base_anchors.size(0));
 }
 
 at::Tensor multilevel_grid_anchors_cpu(at::TensorList base_anchors, at::IntArrayRef feature_h,
                                        at::IntArrayRef feature_w, at::ArrayRef<double> stride_h,
                                        at::ArrayRef<double> stride_w, double offset) {
   const int64_t rows = checks::multilevel_grid_anchors(base_anchors, feature_h, feature_w, stride_h, stride_w, offset);
-  at::Tensor out = at::empty({rows, 4}, base_anchors[0].options());
-  if (rows == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "multilevel_grid_anchors", [&] {
-    scalar_t* po = out.mutable_data_ptr<scalar_t>();
-    for (size_t l = 0; l < base_anchors.size(); ++l) {
-      const at::Tensor b = widen_base(base_anchors[l]);
-      const int64_t A = b.size(0);
-      fill_level<scalar_t, base_t<scalar_t>>(b.const_data_ptr<base_t<scalar_t>>(), A, feature_h[l], feature_w[l],
-                                             stride_h[l], stride_w[l], offset, po);
-      po += feature_h[l] * feature_w[l] * A * 4;
-    }
-  });
-  return out;
+  return levels_cpu(base_anchors, feature_h, feature_w, stride_h, stride_w, offset, rows);
 }
 
 at::Tensor yolo_decode_cpu(const at::Tensor& pred, const at::Tensor& anchors, double stride_h, double stride_w) {

@@ -84,11 +84,27 @@ def _anchors_prepare(backend: str):
     return prepare
 
 
+def _boxes_agree(result: torch.Tensor, ref: torch.Tensor) -> tuple[bool | None, str]:
+    """Decoded corners are differences (centre -+ half size) of values up to |x1| + |x2|: an ulp
+    of exp moves a near-zero corner by an ulp of the box's largest coordinate. Tolerance per
+    box row: 1e-5 of its largest |coordinate| (+ 1e-5)."""
+    if result.shape != ref.shape:
+        return False, f"shape {list(result.shape)} != reference {list(ref.shape)}"
+    r, e = result.double(), ref.double()
+    rows = e.reshape(-1, 4 if e.shape[-1] % 4 == 0 else e.shape[-1])
+    scale = rows.abs().nan_to_num(nan=0.0).amax(dim=1, keepdim=True).expand_as(rows).reshape(e.shape)
+    d = (r - e).abs().nan_to_num(nan=0.0)
+    nan_ok = bool(torch.equal(r.isnan(), e.isnan()))
+    ok = nan_ok and bool((d <= 1e-5 * scale + 1e-5).all())
+    err = float((d / (scale + 1e-30)).max()) if d.numel() else 0.0
+    return ok, f"max |diff| {err:.2g} of the box's largest coordinate vs detseg.reference"
+
+
 DETSEG_ARGS["grid_anchors"] = ("images", "feature_maps")
 for _b in DETSEG_BACKENDS:
     PROVIDERS[f"detseg-{_b}"].impls["grid_anchors"] = _anchors_prepare(_b)
-detseg_op("decode_boxes", ("rel_codes", "boxes", "weights", "bbox_xform_clip"))
-detseg_op("yolo_decode", ("pred", "anchors", "stride"))
+detseg_op("decode_boxes", ("rel_codes", "boxes", "weights", "bbox_xform_clip"), agreement=_boxes_agree)
+detseg_op("yolo_decode", ("pred", "anchors", "stride"), agreement=_boxes_agree)
 
 
 # ------------------------------------------------------------------ plain PyTorch (torchvision's formulas)
