@@ -112,6 +112,23 @@ at::Tensor multilevel_grid_anchors_cpu(at::TensorList base_anchors, at::IntArray
   return levels_cpu(base_anchors, feature_h, feature_w, stride_h, stride_w, offset, rows);
 }
 
+// float32 / float64: the per-ISA vector loop (lanes over cells). Returns false for half types.
+template <typename O, typename T>
+bool yolo_vectorised(const T* pp, const T* pa, O* po, int64_t cells, int64_t P, int64_t B, int64_t H, int64_t W, T sh,
+                     T sw) {
+  if constexpr (std::is_same_v<O, T>) {
+    const YoloArgs<T> args{pp, pa, po, P, B, H, W, sh, sw};
+    // Chunks are whole vectors of cells, so no cell's lane position depends on the split.
+    constexpr int64_t kV = 64;
+    at::parallel_for(0, (cells + kV - 1) / kV, std::max<int64_t>(1, 64 / B), [&](int64_t v0, int64_t v1) {
+      DETSEG_ISA_CALL(yolo_cells, args, v0 * kV, std::min(cells, v1 * kV));
+    });
+    return true;
+  } else {
+    return false;
+  }
+}
+
 at::Tensor yolo_decode_cpu(const at::Tensor& pred, const at::Tensor& anchors, double stride_h, double stride_w) {
   checks::yolo_decode(pred, anchors, stride_h, stride_w);
   const int64_t N = pred.size(0), H = pred.size(1), W = pred.size(2), P = pred.size(3);
@@ -129,6 +146,7 @@ at::Tensor yolo_decode_cpu(const at::Tensor& pred, const at::Tensor& anchors, do
     const T* pa = an.const_data_ptr<T>();
     O* po = out.mutable_data_ptr<O>();
     const T sh = T(stride_h), sw = T(stride_w);
+    if (yolo_vectorised(pp, pa, po, N * H * W, P, B, H, W, sh, sw)) return;
     at::parallel_for(0, N * H * W, std::max<int64_t>(1, 512 / B), [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t x = c % W, y = (c / W) % H;

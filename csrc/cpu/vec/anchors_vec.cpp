@@ -3,6 +3,11 @@
 
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
+
+#include "cpu/vec/vec_math.h"
+#include "detseg/anchors.h"
+
 namespace detseg::cpu::CPU_CAPABILITY {
 namespace {
 
@@ -18,7 +23,37 @@ void shift_row_impl(const S* tmpl, int64_t len, S sy, S* out) {
   for (; j < len; ++j) out[j] = tmpl[j] + ((j & 1) ? sy : S(0));
 }
 
+template <typename S>
+void yolo_cells_impl(const YoloArgs<S>& a, int64_t c0, int64_t c1) {
+  using V = at::vec::Vectorized<S>;
+  constexpr int L = V::size();
+  for (int64_t b = 0; b < a.B; ++b) {
+    const V aw(a.anchors[2 * b]), ah(a.anchors[2 * b + 1]), sw(a.stride_w), sh(a.stride_h);
+    for (int64_t c = c0; c < c1; c += L) {
+      const int64_t cnt = std::min<int64_t>(L, c1 - c);
+      alignas(64) S t[5][L] = {}, xs[L] = {}, ys[L] = {}, o[5][L];
+      for (int64_t l = 0; l < cnt; ++l) {
+        const S* p = a.pred + (c + l) * a.P + 5 * b;
+        for (int k = 0; k < 5; ++k) t[k][l] = p[k];
+        xs[l] = S((c + l) % a.W);
+        ys[l] = S(((c + l) / a.W) % a.H);
+      }
+      V pv[5], ov[5];
+      for (int k = 0; k < 5; ++k) pv[k] = V::loadu(t[k]);
+      yolo_decode_one<V>(pv, V::loadu(xs), V::loadu(ys), aw, ah, sw, sh, ov);
+      for (int k = 0; k < 5; ++k) ov[k].store(o[k]);
+      for (int64_t l = 0; l < cnt; ++l) {
+        S* q = a.out + ((c + l) * a.B + b) * 5;
+        for (int k = 0; k < 5; ++k) q[k] = o[k][l];
+      }
+    }
+  }
+}
+
 }  // namespace
+
+void yolo_cells(const YoloArgs<float>& a, int64_t c0, int64_t c1) { yolo_cells_impl(a, c0, c1); }
+void yolo_cells(const YoloArgs<double>& a, int64_t c0, int64_t c1) { yolo_cells_impl(a, c0, c1); }
 
 void shift_row(const float* tmpl, int64_t len, float sy, float* out) { shift_row_impl(tmpl, len, sy, out); }
 void shift_row(const double* tmpl, int64_t len, double sy, double* out) { shift_row_impl(tmpl, len, sy, out); }

@@ -1,8 +1,7 @@
 // decode_boxes inner loop for one ISA (compiled with CPU_CAPABILITY = DEFAULT, AVX2, AVX512):
 // detseg::decode_box instantiated with T = at::vec::Vectorized<scalar>, lanes over boxes. The
 // xyxy rows are split into coordinate vectors with two rounds of deinterleave2 and joined back
-// with interleave2. exp is ATen's vector exp (SLEEF, 1 ulp) on AVX2 / AVX512: the last bit may
-// differ from the scalar std::exp of the DEFAULT build and of the CUDA kernel.
+// with interleave2. exp: see vec_math.h.
 #include "cpu/vec/box_coder_vec.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -13,24 +12,10 @@
 
 #include <algorithm>
 
+#include "cpu/vec/vec_math.h"
 #include "detseg/box_coder.h"
 
 namespace detseg {
-
-template <>
-inline at::vec::Vectorized<float> dexp(at::vec::Vectorized<float> x) { return x.exp(); }
-template <>
-inline at::vec::Vectorized<double> dexp(at::vec::Vectorized<double> x) { return x.exp(); }
-// `x > c ? c : x` lane by lane: the comparison is false for NaN, which passes through.
-template <>
-inline at::vec::Vectorized<float> clip_above(at::vec::Vectorized<float> x, at::vec::Vectorized<float> c) {
-  return at::vec::Vectorized<float>::blendv(x, c, x > c);
-}
-template <>
-inline at::vec::Vectorized<double> clip_above(at::vec::Vectorized<double> x, at::vec::Vectorized<double> c) {
-  return at::vec::Vectorized<double>::blendv(x, c, x > c);
-}
-
 namespace cpu {
 namespace CPU_CAPABILITY {
 namespace {
