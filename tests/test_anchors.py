@@ -259,7 +259,8 @@ def test_op_errors(backend):
     with pytest.raises(ValueError, match="detseg.grid_anchors: offset must be a finite number"):
         detseg.grid_anchors(BASE, (2, 2), 8, math.nan, backend=backend)
     an = torch.ones(3, 2)
-    with pytest.raises(ValueError, match=r"detseg.yolo_decode: pred must be a Tensor\[N, H, W, B \* 5 \+ C\] with B = 3"):
+    with pytest.raises(ValueError, match=r"detseg.yolo_decode: pred must be a Tensor\[N, H, W, B \* 5 \+ C\] with "
+                                         r"B = 3"):
         detseg.yolo_decode(torch.zeros(1, 2, 2, 14), an, 8, backend=backend)
     with pytest.raises(ValueError, match=r"detseg.yolo_decode: anchors must be a Tensor\[B, 2\]"):
         detseg.yolo_decode(torch.zeros(1, 2, 2, 15), torch.ones(3), 8, backend=backend)

@@ -331,7 +331,8 @@ def test_decode_vector_path_per_isa(isa):
         "    b = (torch.rand(37, 4, generator=g, dtype=torch.float64) * 50).to(dt); b[:, 2:] += b[:, :2] + 1\n"
         "    got = detseg.decode_boxes(d, b, (10., 10., 5., 5.), backend='cpp')\n"
         "    want = R.decode_boxes(d, b, [10., 10., 5., 5.], math.log(1000. / 16))\n"
-        "    torch.testing.assert_close(got, want, rtol=1e-6 if dt == torch.float32 else 1e-13, atol=1e-4 if dt == torch.float32 else 1e-10, equal_nan=True)\n"
+        "    tol = dict(rtol=1e-6, atol=1e-4) if dt == torch.float32 else dict(rtol=1e-13, atol=1e-10)\n"
+        "    torch.testing.assert_close(got, want, equal_nan=True, **tol)\n"
         "print(detseg.build_info()['cpu_isa'])\n")
     r = subprocess.run([sys.executable, "-c", code], env=B.subprocess_env(ATEN_CPU_CAPABILITY=isa),
                        capture_output=True, text=True, timeout=120)

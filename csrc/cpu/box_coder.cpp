@@ -33,7 +33,8 @@ bool decode_vectorised(const T* pd, const T* pb, O* po, int64_t n, int64_t K, De
   if constexpr (std::is_same_v<O, T>) {
     if (K != 1) return false;
     args.out = po;
-    at::parallel_for(0, n, kGrainBoxes, [&](int64_t i0, int64_t i1) { DETSEG_ISA_CALL(decode_boxes_k1, args, i0, i1); });
+    at::parallel_for(0, n, kGrainBoxes,
+                     [&](int64_t i0, int64_t i1) { DETSEG_ISA_CALL(decode_boxes_k1, args, i0, i1); });
     return true;
   } else {
     return false;

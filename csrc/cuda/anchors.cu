@@ -31,9 +31,9 @@ __global__ void grid_anchors_kernel(const at::opmath_type<scalar_t>* __restrict_
 
 // Grid: grid-stride over the N * H * W * B (cell, anchor) pairs.
 template <typename scalar_t>
-__global__ void yolo_kernel(const at::opmath_type<scalar_t>* __restrict__ pred, const at::opmath_type<scalar_t>* __restrict__ an,
-                            int64_t H, int64_t W, int64_t B, int64_t P, int64_t rows, double stride_h, double stride_w,
-                            scalar_t* __restrict__ out) {
+__global__ void yolo_kernel(const at::opmath_type<scalar_t>* __restrict__ pred,
+                            const at::opmath_type<scalar_t>* __restrict__ an, int64_t H, int64_t W, int64_t B,
+                            int64_t P, int64_t rows, double stride_h, double stride_w, scalar_t* __restrict__ out) {
   using T = at::opmath_type<scalar_t>;
   grid_stride(rows, [&](int64_t r) {
     const int64_t b = r % B, cell = r / B;

@@ -42,8 +42,9 @@ __global__ void encode_kernel(const at::opmath_type<scalar_t>* __restrict__ gt,
 
 // Grid: grid-stride over the n * K (box, delta) pairs.
 template <typename scalar_t>
-__global__ void decode_kernel(const at::opmath_type<scalar_t>* __restrict__ d, const at::opmath_type<scalar_t>* __restrict__ b,
-                              int64_t n, int64_t K, Weights w, double clip, scalar_t* __restrict__ out) {
+__global__ void decode_kernel(const at::opmath_type<scalar_t>* __restrict__ d,
+                              const at::opmath_type<scalar_t>* __restrict__ b, int64_t n, int64_t K, Weights w,
+                              double clip, scalar_t* __restrict__ out) {
   using T = at::opmath_type<scalar_t>;
   grid_stride(n * K, [&](int64_t q) {
     const int64_t i = q / K;
@@ -69,8 +70,9 @@ __global__ void decode_backward_kernel(const T* __restrict__ g, const T* __restr
 }
 
 template <typename scalar_t, bool kEncode>
-__global__ void linear_kernel(const at::opmath_type<scalar_t>* __restrict__ a, const at::opmath_type<scalar_t>* __restrict__ b,
-                              int64_t n, bool norm, scalar_t* __restrict__ out) {
+__global__ void linear_kernel(const at::opmath_type<scalar_t>* __restrict__ a,
+                              const at::opmath_type<scalar_t>* __restrict__ b, int64_t n, bool norm,
+                              scalar_t* __restrict__ out) {
   using T = at::opmath_type<scalar_t>;
   grid_stride(n, [&](int64_t i) {
     T r[4];
