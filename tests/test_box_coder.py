@@ -338,3 +338,27 @@ def test_decode_vector_path_per_isa(isa):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == isa.upper()
+
+
+try:
+    from hypothesis import given
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover
+    given = None
+
+if given is not None:
+    _coord = st.floats(-1e3, 1e3, allow_nan=False)
+    _side = st.floats(1e-2, 1e3, allow_nan=False)
+
+    @given(_coord, _coord, _side, _side, _coord, _coord, _side, _side,
+           st.sampled_from(WEIGHTS), st.sampled_from(["cpp", "reference"]))
+    def test_round_trip_property(ax, ay, aw, ah, gx, gy, gw, gh, weights, backend):
+        # decode(encode(g, a), a) == g up to rounding, for any positive-size boxes (no clamp)
+        an = torch.tensor([[ax, ay, ax + aw, ay + ah]], dtype=torch.float64)
+        gt = torch.tensor([[gx, gy, gx + gw, gy + gh]], dtype=torch.float64)
+        d = detseg.encode_boxes(gt, an, weights, backend=backend)
+        back = detseg.decode_boxes(d, an, weights, math.inf, backend=backend)
+        scale = float(torch.cat([an, gt]).abs().max()) + 1.0
+        torch.testing.assert_close(back, gt, rtol=0, atol=1e-9 * scale)
+        lin = detseg.BoxLinearCoder(True, backend=backend)
+        torch.testing.assert_close(lin.decode(lin.encode(an, gt), an), gt, rtol=0, atol=1e-9 * scale)
