@@ -11,7 +11,10 @@ same errors as the CPU kernels.
 from __future__ import annotations
 
 import math
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -72,15 +75,19 @@ def test_cuda_kernels_call_the_header_math():
     for src in (align, pool):
         assert "deterministicAlgorithms()" in src
         assert "roi_gather(" in src
-    # the deterministic path has no atomics (the gather kernel and what it calls)
+    # the deterministic path has no atomics (the gather kernel and the arithmetic it calls)
     gather = common[common.index("// ---------------------------------------------------------------- deterministic"):]
+    gather += (ROOT / "csrc/cuda/roi_gather.h").read_text()
     assert "atomic" not in gather.replace("atomics", "")
+    assert "align_gather_roi(" in align and "pool_gather_roi(" in pool
 
 
 def test_header_math_is_device_ready():
-    """Every function of the RoI headers is DETSEG_HOST_DEVICE and calls no std:: math."""
-    for name in ("roi_align.h", "roi_pool.h"):
-        text = (ROOT / "csrc/include/detseg" / name).read_text()
+    """Every function of the RoI headers (and of the gather arithmetic) is DETSEG_HOST_DEVICE
+    and calls no std:: math."""
+    for path in ("include/detseg/roi_align.h", "include/detseg/roi_pool.h", "cuda/roi_gather.h"):
+        name = path
+        text = (ROOT / "csrc" / path).read_text()
         code = re.sub(r"//[^\n]*", "", text)
         # a function definition at namespace scope: `<type> name(...) {`
         for m in re.finditer(r"\n((?:template <[^>]*>\s*\n)?)([^\n;{}#]*?\b(\w+)\([^;{}]*\)\s*\{)", code):
@@ -90,6 +97,24 @@ def test_header_math_is_device_ready():
             assert "DETSEG_HOST_DEVICE" in head, f"{name}: {head.strip()[:80]}"
         no_cuda = re.sub(r"#if defined\(__CUDA_ARCH__\).*?#endif", "", code, flags=re.S)
         assert "std::" not in re.sub(r"#else.*?#endif", "", no_cuda, flags=re.S), name
+
+
+def test_gather_backward_arithmetic_matches_cpu_scatter_bitwise(tmp_path):
+    """The deterministic CUDA backward's per-element arithmetic (csrc/cuda/roi_gather.h, host/
+    device) against the scatter in the CPU kernels' order, bit for bit, on the host: random and
+    degenerate RoIs (inverted, sub-pixel, huge, far, NaN / inf), every op and mode, float and
+    double, including infinite gradients (so zero-weight terms must be visited too)."""
+    cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    exe = tmp_path / "roi_gather_check"
+    # -ffp-contract=off: the CUDA build runs with --fmad=false; no FMA fusion here either.
+    subprocess.run([cxx, "-std=c++20", "-O1", "-ffp-contract=off", f"-I{ROOT / 'csrc' / 'include'}",
+                    f"-I{ROOT / 'csrc'}", str(ROOT / "tests" / "roi_gather_check.cpp"), "-o", str(exe)],
+                   check=True, capture_output=True, timeout=300)
+    res = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.startswith("ok "), res.stdout + res.stderr
+    assert int(res.stdout.split()[1]) > 50_000  # elements compared
 
 
 # ---------------------------------------------------------------- GPU tests

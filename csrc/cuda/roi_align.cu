@@ -9,11 +9,12 @@
 // accumulation-type gradient (fast, order not fixed).
 // Backward under torch.use_deterministic_algorithms(True): the gather of cuda/roi_common.cuh,
 // one thread per input-gradient element summing its RoIs in order. Per (pixel, RoI) a thread
-// finds, for every bin row p, the samples of bin p whose bilinear neighbours include its row
-// (a contiguous range: sample positions are monotone inside a bin, rounding being monotone)
-// by binary search, then the same for columns, and adds only those samples' corner terms, in
-// the CPU order. Max mode first stores the argmax sample of every output element (int64,
-// the size of grad) so the gather does not re-run each bin's max per pixel.
+// narrows the bins to those near its pixel, finds in each the samples whose bilinear
+// neighbours include its row / column (a contiguous range: sample positions are monotone
+// inside a bin) by binary search, and adds only those samples' corner terms, in the CPU
+// order (cuda/roi_gather.h, checked bitwise against that order on the host). Max mode first
+// stores the argmax sample of every output element (int64, the size of grad) so the gather
+// does not re-run each bin's max per pixel.
 #include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -29,6 +30,7 @@
 #include "checks.h"
 #include "cuda/launch.cuh"
 #include "cuda/roi_common.cuh"
+#include "cuda/roi_gather.h"
 #include "detseg/roi_align.h"
 #include "detseg/roi_pool.h"  // ps_input_channel
 
@@ -215,93 +217,6 @@ __global__ void ps_roi_align_backward_atomic_kernel(const scalar_t* __restrict__
 
 // ---------------------------------------------------------------- backward, deterministic gather
 
-// Monotone rank of a sample position along one axis: its low neighbour when the sample is
-// valid, -2 below the map (or NaN), size + 1 above it. A sample's neighbours include row h
-// exactly when its rank is h - 1 or h (h <= size - 1).
-template <typename acc_t>
-__device__ __forceinline__ int sample_rank(acc_t v, int size) {
-  const AxisSample<acc_t> s = axis_sample(v, size);
-  if (s.valid) return s.lo;
-  return v > static_cast<acc_t>(size) ? size + 1 : -2;
-}
-
-// [i0, i1): the samples of bin p (0 <= i < grid) whose neighbours include row h. Positions
-// are monotone in i inside a bin (increasing for bin >= 0, decreasing for the negative bins
-// of an inverted aligned RoI), so the set is contiguous: two binary searches.
-template <typename acc_t>
-__device__ void touching_samples(acc_t start, acc_t bin, int p, int grid, int size, int h, int& i0, int& i1) {
-  const bool desc = bin < acc_t(0);
-  auto rank = [&](int t) { return sample_rank(roi_sample_pos(start, bin, p, desc ? grid - 1 - t : t, grid), size); };
-  int lo = 0, hi = grid;
-  while (lo < hi) {
-    const int mid = lo + (hi - lo) / 2;
-    if (rank(mid) >= h - 1) hi = mid;
-    else lo = mid + 1;
-  }
-  const int t0 = lo;
-  hi = grid;
-  while (lo < hi) {
-    const int mid = lo + (hi - lo) / 2;
-    if (rank(mid) > h) hi = mid;
-    else lo = mid + 1;
-  }
-  const int t1 = lo;
-  i0 = desc ? grid - t1 : t0;
-  i1 = desc ? grid - t0 : t1;
-}
-
-// Rows [lo, hi] that the samples of a RoI can touch along one axis: every sample position
-// lies between start and start + pooled * bin up to rounding (the slack), and a sample at v
-// touches rows floor(v) - 1 .. floor(v) + 2 at most (clamping included). Empty when the
-// RoI has no finite sample position.
-template <typename acc_t>
-__device__ void axis_window(acc_t start, acc_t bin, int pooled, int grid, int size, int& lo, int& hi) {
-  const acc_t end = start + static_cast<acc_t>(pooled) * bin;
-  acc_t a = start < end ? start : end, b = start < end ? end : start;
-  const acc_t slack = (::fabs(start) + ::fabs(end)) * acc_t(1e-4) + acc_t(1e-3);
-  a = ::floor(a - slack) - acc_t(1);
-  b = ::ceil(b + slack) + acc_t(2);
-  if (grid <= 0 || !(a - a == acc_t(0)) || !(b - b == acc_t(0))) {
-    lo = 1, hi = 0;
-    return;
-  }
-  lo = a < acc_t(0) ? 0 : (a > acc_t(size) ? size : static_cast<int>(a));
-  hi = b > acc_t(size - 1) ? size - 1 : (b < acc_t(-1) ? -1 : static_cast<int>(b));
-}
-
-// [p0, p1): the bins along one axis that may hold a sample touching row h. The samples of bin
-// p lie in [start + p * bin, start + (p + 1) * bin] up to rounding (the slack of axis_window)
-// and touch h only from [h - 2, h + 1]; bins outside the range have no touching sample, so
-// skipping them changes no sum. Negative, zero or non-finite bins keep the full range.
-template <typename acc_t>
-__device__ void touching_bins(acc_t start, acc_t bin, int pooled, int h, int& p0, int& p1) {
-  p0 = 0, p1 = pooled;
-  if (!(bin > acc_t(0))) return;
-  const acc_t end = start + static_cast<acc_t>(pooled) * bin;
-  const acc_t slack = (::fabs(start) + ::fabs(end)) * acc_t(1e-4) + acc_t(1e-3);
-  const acc_t lo = ::floor((static_cast<acc_t>(h) - acc_t(2) - slack - start) / bin) - acc_t(2);
-  const acc_t hi = ::floor((static_cast<acc_t>(h) + acc_t(1) + slack - start) / bin) + acc_t(2);
-  if (!(lo - lo == acc_t(0)) || !(hi - hi == acc_t(0))) return;
-  const acc_t top = static_cast<acc_t>(pooled);
-  p0 = lo <= acc_t(0) ? 0 : (lo >= top ? pooled : static_cast<int>(lo));
-  p1 = hi <= acc_t(0) ? 0 : (hi >= top ? pooled : static_cast<int>(hi));
-}
-
-// The corner terms of one sample that land on (h, w), in scatter_sample's order.
-template <typename acc_t>
-__device__ __forceinline__ void add_corners(acc_t& acc, const AxisSample<acc_t>& ay, const AxisSample<acc_t>& ax,
-                                            int h, int w, acc_t g, acc_t count) {
-  const Bilinear<acc_t> wt = bilinear(ay, ax);
-  if (ay.lo == h) {
-    if (ax.lo == w) acc += g * wt.w1 / count;
-    if (ax.hi == w) acc += g * wt.w2 / count;
-  }
-  if (ay.hi == h) {
-    if (ax.lo == w) acc += g * wt.w3 / count;
-    if (ax.hi == w) acc += g * wt.w4 / count;
-  }
-}
-
 // roi_align (ps = false: every bin, avg or max through argmax) and ps_roi_align (ps = true:
 // gradient channel c is bin (p, q) of output channel c / (ph * pw) only).
 template <typename scalar_t>
@@ -323,54 +238,17 @@ struct AlignGather {
   __device__ void prepare(int64_t k, Entry& e) const {
     e.k = k;
     e.g = geom_of(rois, k, scale, a);
-    axis_window(e.g.start_h, e.g.bin_h, a.ph, e.g.grid_h, a.H, e.win.y0, e.win.y1);
-    axis_window(e.g.start_w, e.g.bin_w, a.pw, e.g.grid_w, a.W, e.win.x0, e.win.x1);
-  }
-
-  // Bin (p, q) of output channel co, whose samples i0 <= i < i1 touch row h.
-  __device__ void add_bin(const Entry& e, int64_t co, int p, int q, int i0, int i1, int h, int w, acc_t& acc) const {
-    const RoiAlignGeom<acc_t>& g = e.g;
-    int j0, j1;
-    touching_samples(g.start_w, g.bin_w, q, g.grid_w, a.W, w, j0, j1);
-    if (j0 >= j1) return;
-    const int64_t gi = gs.at(e.k, co, p, q);
-    const acc_t gb = static_cast<acc_t>(grad[gi]);
-    if (argmax) {
-      const int64_t am = argmax[gi];
-      if (am < 0) return;
-      const int i = static_cast<int>(am / g.grid_w), j = static_cast<int>(am % g.grid_w);
-      if (i < i0 || i >= i1 || j < j0 || j >= j1) return;
-      add_corners(acc, sample_y(g, p, i, a.H), sample_x(g, q, j, a.W), h, w, gb, acc_t(1));
-      return;
-    }
-    for (int i = i0; i < i1; ++i) {
-      const AxisSample<acc_t> ay = sample_y(g, p, i, a.H);
-      if (!ay.valid) continue;
-      for (int j = j0; j < j1; ++j) {
-        const AxisSample<acc_t> ax = sample_x(g, q, j, a.W);
-        if (ax.valid) add_corners(acc, ay, ax, h, w, gb, g.count);
-      }
-    }
+    align_axis_window(e.g.start_h, e.g.bin_h, a.ph, e.g.grid_h, a.H, e.win.y0, e.win.y1);
+    align_axis_window(e.g.start_w, e.g.bin_w, a.pw, e.g.grid_w, a.W, e.win.x0, e.win.x1);
   }
 
   __device__ void add(const Entry& e, int64_t, int64_t c, int h, int w, acc_t& acc) const {
-    const RoiAlignGeom<acc_t>& g = e.g;
-    int i0, i1;
-    if (ps) {
-      const int64_t pp = int64_t(a.ph) * a.pw;
-      const int p = static_cast<int>(c / a.pw % a.ph);
-      touching_samples(g.start_h, g.bin_h, p, g.grid_h, a.H, h, i0, i1);
-      if (i0 < i1) add_bin(e, c / pp, p, static_cast<int>(c % a.pw), i0, i1, h, w, acc);
-      return;
-    }
-    int p0, p1, q0, q1;
-    touching_bins(g.start_h, g.bin_h, a.ph, h, p0, p1);
-    touching_bins(g.start_w, g.bin_w, a.pw, w, q0, q1);
-    for (int p = p0; p < p1; ++p) {
-      touching_samples(g.start_h, g.bin_h, p, g.grid_h, a.H, h, i0, i1);
-      if (i0 >= i1) continue;
-      for (int q = q0; q < q1; ++q) add_bin(e, c, p, q, i0, i1, h, w, acc);
-    }
+    const int64_t pp = int64_t(a.ph) * a.pw;
+    const int64_t co = ps ? c / pp : c;
+    auto grad_at = [&](int p, int q) { return static_cast<acc_t>(grad[gs.at(e.k, co, p, q)]); };
+    auto arg_at = [&](int p, int q) { return argmax[gs.at(e.k, co, p, q)]; };
+    align_gather_roi(e.g, a.ph, a.pw, a.H, a.W, h, w, ps ? static_cast<int>(c / a.pw % a.ph) : -1,
+                     ps ? static_cast<int>(c % a.pw) : -1, argmax != nullptr, grad_at, arg_at, acc);
   }
 };
 

@@ -29,6 +29,7 @@
 #include "checks.h"
 #include "cuda/launch.cuh"
 #include "cuda/roi_common.cuh"
+#include "cuda/roi_gather.h"
 #include "detseg/roi_pool.h"
 
 namespace detseg::cuda {
@@ -187,40 +188,21 @@ struct PoolGather {
   acc_t scale;
   PoolArgs a;
 
-  // The union of the bins: [lo of bin 0, hi of the last bin) per axis (edges are monotone).
   __device__ void prepare(int64_t k, Entry& e) const {
     e.k = k;
     e.g = pool_geom(rois, k, scale, a);
-    const PoolBin first = pool_bin(e.g, 0, 0, a), last = pool_bin(e.g, a.ph - 1, a.pw - 1, a);
-    e.win = PixelWindow{static_cast<int>(first.h0), static_cast<int>(last.h1) - 1, static_cast<int>(first.w0),
-                        static_cast<int>(last.w1) - 1};
+    pool_axis_window(e.g, true, a.ph, a.H, e.win.y0, e.win.y1);
+    pool_axis_window(e.g, false, a.pw, a.W, e.win.x0, e.win.x1);
   }
 
   __device__ void add(const Entry& e, int64_t, int64_t c, int h, int w, acc_t& acc) const {
-    if (!argmax) {
-      const int64_t pp = int64_t(a.ph) * a.pw;
-      const int p = static_cast<int>(c / a.pw % a.ph), q = static_cast<int>(c % a.pw);
-      const PoolBin bin = pool_bin(e.g, p, q, a);
-      if (h < bin.h0 || h >= bin.h1 || w < bin.w0 || w >= bin.w1) return;
-      const acc_t g = static_cast<acc_t>(grad[gs.at(e.k, c / pp, p, q)]);
-      acc += g / static_cast<acc_t>((bin.h1 - bin.h0) * (bin.w1 - bin.w0));
-      return;
-    }
-    const int64_t pos = int64_t(h) * a.W + w;
-    for (int p = 0; p < a.ph; ++p) {
-      int64_t h0, h1;
-      roi_pool_bin(e.g.start_h, e.g.bin_h, p, a.H, h0, h1);
-      if (h0 > h) break;
-      if (h1 <= h) continue;
-      for (int q = 0; q < a.pw; ++q) {
-        int64_t w0, w1;
-        roi_pool_bin(e.g.start_w, e.g.bin_w, q, a.W, w0, w1);
-        if (w0 > w) break;
-        if (w1 <= w) continue;
-        const int64_t gi = gs.at(e.k, c, p, q);
-        if (argmax[gi] == pos) acc += static_cast<acc_t>(grad[gi]);
-      }
-    }
+    const int64_t pp = int64_t(a.ph) * a.pw;
+    const bool ps = argmax == nullptr;
+    const int64_t co = ps ? c / pp : c;
+    auto grad_at = [&](int p, int q) { return static_cast<acc_t>(grad[gs.at(e.k, co, p, q)]); };
+    auto arg_at = [&](int p, int q) { return argmax[gs.at(e.k, co, p, q)]; };
+    pool_gather_roi(e.g, a.ph, a.pw, a.H, a.W, h, w, ps ? static_cast<int>(c / a.pw % a.ph) : -1,
+                    ps ? static_cast<int>(c % a.pw) : -1, grad_at, arg_at, acc);
   }
 };
 
