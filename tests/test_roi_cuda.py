@@ -26,6 +26,7 @@ from detseg import reference as R
 from tolerances import TOLERANCES, assert_bitwise
 
 ROOT = Path(__file__).resolve().parents[1]
+DEV = "cuda"  # the GPU tests' device (the tests' own logic can be dry-run on "cpu" against the CPU kernels)
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 
@@ -184,12 +185,12 @@ def test_roi_align_cuda_matrix(dtype, layout, aligned, sampling_ratio, pool_mode
     xo = x.double().requires_grad_()
     oracle = R.roi_align(xo, rois.double(), 0.25, 3, 4, sampling_ratio, aligned, pool_mode)
     (go,) = torch.autograd.grad(oracle, xo, g)
-    xd, rd = x.cuda(), rois.cuda()
-    gd = g.to(dtype).cuda().contiguous(memory_format=_fmt(layout))
+    xd, rd = x.to(DEV), rois.to(DEV)
+    gd = g.to(dtype).to(DEV).contiguous(memory_format=_fmt(layout))
     for det in (False, True):
         with deterministic(det):
             out, gx = _align_grad(xd, rd, gd, (3, 4), sampling_ratio, aligned, pool_mode)
-        assert out.dtype == dtype and out.shape == (17, 5, 3, 4) and out.is_cuda
+        assert out.dtype == dtype and out.shape == (17, 5, 3, 4) and out.device.type == DEV
         assert gx.dtype == dtype and gx.shape == x.shape
         if layout == "channels_last":
             assert out.is_contiguous(memory_format=torch.channels_last)
@@ -208,7 +209,7 @@ def test_roi_pool_cuda_matrix(dtype, layout):
     x = make_input(2, 5, 11, 13, dtype, layout, seed=4)
     rois = make_rois(17, 2, 44, 52, seed=5)
     g = torch.randn(17, 5, 3, 4, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
-    out, arg = torch.ops.detseg.roi_pool(x.cuda(), rois.cuda(), 0.25, 3, 4)
+    out, arg = torch.ops.detseg.roi_pool(x.to(DEV), rois.to(DEV), 0.25, 3, 4)
     oracle, oarg = R.roi_pool(x.double(), rois.double(), 0.25, 3, 4)
     torch.testing.assert_close(out.cpu().double(), oracle, rtol=0, atol=0)
     cpu_out, cpu_arg = torch.ops.detseg.roi_pool(x, rois, 0.25, 3, 4)
@@ -219,9 +220,9 @@ def test_roi_pool_cuda_matrix(dtype, layout):
     (go,) = torch.autograd.grad(R.roi_pool(xo, rois.double(), 0.25, 3, 4)[0], xo, g)
     for det in (False, True):
         with deterministic(det):
-            xc = x.cuda().requires_grad_()
-            gx = torch.autograd.grad(detseg.roi_pool(xc, rois.cuda(), (3, 4), 0.25, backend="cpp"), xc,
-                                     g.to(dtype).cuda().contiguous(memory_format=_fmt(layout)))[0]
+            xc = x.to(DEV).requires_grad_()
+            gx = torch.autograd.grad(detseg.roi_pool(xc, rois.to(DEV), (3, 4), 0.25, backend="cpp"), xc,
+                                     g.to(dtype).to(DEV).contiguous(memory_format=_fmt(layout)))[0]
         if dtype in (torch.float32, torch.float64):  # half ties may route to another equal pixel
             close(gx, go, "grad")
         assert gx.dtype == dtype and gx.shape == x.shape
@@ -236,21 +237,21 @@ def test_ps_cuda_matrix(dtype, op):
     g = torch.randn(17, 2, 2, 3, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     xo = x.double().requires_grad_()
     if op == "ps_roi_pool":
-        fd = lambda t: detseg.ps_roi_pool(t, rois.cuda(), (2, 3), 0.25, backend="cpp")  # noqa: E731
+        fd = lambda t: detseg.ps_roi_pool(t, rois.to(DEV), (2, 3), 0.25, backend="cpp")  # noqa: E731
         oracle, omap = R.ps_roi_pool(xo, rois.double(), 0.25, 2, 3)
-        _, dmap = torch.ops.detseg.ps_roi_pool(x.cuda(), rois.cuda(), 0.25, 2, 3)
+        _, dmap = torch.ops.detseg.ps_roi_pool(x.to(DEV), rois.to(DEV), 0.25, 2, 3)
     else:
         sr = int(op.rsplit("_", 1)[1])
-        fd = lambda t: detseg.ps_roi_align(t, rois.cuda(), (2, 3), 0.25, sr, backend="cpp")  # noqa: E731
+        fd = lambda t: detseg.ps_roi_align(t, rois.to(DEV), (2, 3), 0.25, sr, backend="cpp")  # noqa: E731
         oracle, omap = R.ps_roi_align(xo, rois.double(), 0.25, 2, 3, sr)
-        _, dmap = torch.ops.detseg.ps_roi_align(x.cuda(), rois.cuda(), 0.25, 2, 3, sr)
+        _, dmap = torch.ops.detseg.ps_roi_align(x.to(DEV), rois.to(DEV), 0.25, 2, 3, sr)
     assert torch.equal(dmap.cpu(), omap)
     (go,) = torch.autograd.grad(oracle, xo, g)
     for det in (False, True):
         with deterministic(det):
-            xc = x.cuda().requires_grad_()
+            xc = x.to(DEV).requires_grad_()
             out = fd(xc)
-            (gx,) = torch.autograd.grad(out, xc, g.to(dtype).cuda())
+            (gx,) = torch.autograd.grad(out, xc, g.to(dtype).to(DEV))
         close(out, oracle)
         close(gx, go, "grad")
 
@@ -270,10 +271,10 @@ def test_deterministic_backward_is_bitwise_repeatable(op, layout):
     if op.startswith("ps") and layout == "channels_last":
         pytest.skip("the position-sensitive ops are NCHW")
     c = 4 * 49 if op.startswith("ps") else 24
-    x = make_input(2, c, 20, 23, torch.float32, layout, seed=8).cuda()
-    rois = make_rois(300, 2, 80, 92, seed=10).cuda()
+    x = make_input(2, c, 20, 23, torch.float32, layout, seed=8).to(DEV)
+    rois = make_rois(300, 2, 80, 92, seed=10).to(DEV)
     g = torch.randn(300, c // 49 if op.startswith("ps") else c, 7, 7, generator=torch.Generator().manual_seed(3))
-    g = g.cuda().contiguous(memory_format=_fmt(layout))
+    g = g.to(DEV).contiguous(memory_format=_fmt(layout))
 
     def grad():
         xc = x.detach().requires_grad_()
@@ -297,9 +298,9 @@ def test_deterministic_backward_memory_is_bounded():
     """Many RoIs on a small map: K x C x H x W float32 would be 1 GiB; the gather needs the
     gradient (N x C x H x W) and O(K) more."""
     k, c, h, w = 4096, 16, 64, 64
-    x = torch.randn(2, c, h, w, device="cuda")
-    rois = make_rois(k, 2, 256, 256, seed=1, outside=False).cuda()
-    g = torch.randn(k, c, 7, 7, device="cuda")
+    x = torch.randn(2, c, h, w, device=DEV)
+    rois = make_rois(k, 2, 256, 256, seed=1, outside=False).to(DEV)
+    g = torch.randn(k, c, 7, 7, device=DEV)
     for op in ("_roi_align_backward",):
         with deterministic(True):
             torch.cuda.synchronize()
@@ -314,9 +315,9 @@ def test_deterministic_backward_memory_is_bounded():
 
 @pytest.mark.cuda
 def test_cuda_nonfinite_and_empty():
-    x = torch.randn(1, 3, 8, 8, device="cuda", requires_grad=True)
+    x = torch.randn(1, 3, 8, 8, device=DEV, requires_grad=True)
     rois = torch.tensor([[0, math.nan, 1, 4, 4], [0, 1, math.inf, 4, 4], [0, -math.inf, 1, 4, 4],
-                         [0, 1, 1, 4, math.nan], [0, 1, 1, 4, 4]], device="cuda")
+                         [0, 1, 1, 4, math.nan], [0, 1, 1, 4, 4]], device=DEV)
     for det in (False, True):
         with deterministic(det):
             for sr in (-1, 2):
@@ -328,25 +329,25 @@ def test_cuda_nonfinite_and_empty():
                         assert g.abs().sum() == 0
     out = detseg.roi_pool(x, rois, 2, backend="cpp")
     assert out[:4].abs().sum() == 0 and out[4].abs().sum() > 0
-    empty = torch.zeros(0, 5, device="cuda")
+    empty = torch.zeros(0, 5, device=DEV)
     assert detseg.roi_align(x, empty, 2, backend="cpp").shape == (0, 3, 2, 2)
     assert detseg.roi_pool(x, empty, 2, backend="cpp").shape == (0, 3, 2, 2)
-    z = torch.zeros(1, 3, 0, 5, device="cuda")
+    z = torch.zeros(1, 3, 0, 5, device=DEV)
     assert detseg.roi_align(z, rois[4:], 2, backend="cpp").abs().sum() == 0
 
 
 @pytest.mark.cuda
 def test_cuda_errors_match_cpu():
-    x = torch.randn(2, 4, 6, 6, device="cuda")
+    x = torch.randn(2, 4, 6, 6, device=DEV)
     with pytest.raises(ValueError, match=r"detseg\.roi_align: rois\[:, 0\] must hold integer batch indices"):
-        detseg.roi_align(x, torch.tensor([[2.0, 0, 0, 2, 2]], device="cuda"), 2, backend="cpp")
+        detseg.roi_align(x, torch.tensor([[2.0, 0, 0, 2, 2]], device=DEV), 2, backend="cpp")
     with pytest.raises(ValueError, match=r"detseg\.roi_pool: rois\[:, 0\] must hold integer batch indices"):
-        detseg.roi_pool(x, torch.tensor([[0.5, 0, 0, 2, 2]], device="cuda"), 2, backend="cpp")
+        detseg.roi_pool(x, torch.tensor([[0.5, 0, 0, 2, 2]], device=DEV), 2, backend="cpp")
     with pytest.raises(ValueError, match=r"detseg\.ps_roi_pool: rois\[:, 0\] must hold integer batch indices"):
-        detseg.ps_roi_pool(x, torch.tensor([[-1.0, 0, 0, 2, 2]], device="cuda"), 2, backend="cpp")
-    rois = torch.tensor([[0.0, 0, 0, 4, 4]], device="cuda")
-    g = torch.ones(1, 4, 2, 2, device="cuda")
-    bad = torch.full((1, 4, 2, 2), 36, dtype=torch.int64, device="cuda")
+        detseg.ps_roi_pool(x, torch.tensor([[-1.0, 0, 0, 2, 2]], device=DEV), 2, backend="cpp")
+    rois = torch.tensor([[0.0, 0, 0, 4, 4]], device=DEV)
+    g = torch.ones(1, 4, 2, 2, device=DEV)
+    bad = torch.full((1, 4, 2, 2), 36, dtype=torch.int64, device=DEV)
     with pytest.raises(ValueError, match=r"detseg\._roi_pool_backward: argmax must hold -1 or plane indices"):
         torch.ops.detseg._roi_pool_backward(g, rois, bad, 1.0, 2, 2, 2, 4, 6, 6)
     with pytest.raises(ValueError, match=r"detseg\._roi_align_backward: input must be given for pool_mode 'max'"):

@@ -336,8 +336,8 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
           xp, xs, rp, total, C, a, scale, true, cl, nullptr, am.mutable_data_ptr<int64_t>());
       DETSEG_CUDA_LAUNCH_CHECK();
     }
-    const AlignGather<scalar_t> gather{rp, g.const_data_ptr<scalar_t>(), max_mode ? am.const_data_ptr<int64_t>() : nullptr,
-                                       strides4(g), scale, a, false};
+    const int64_t* amp = max_mode ? am.const_data_ptr<int64_t>() : nullptr;
+    const AlignGather<scalar_t> gather{rp, g.const_data_ptr<scalar_t>(), amp, strides4(g), scale, a, false};
     roi_gather(gather, roi_batch_buckets(r.host, N, grad.device()), gather_plan(N, C, H, W, cl), gin, scope.stream);
   });
   return roi_grad_result(gin, grad);

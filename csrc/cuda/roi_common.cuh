@@ -175,7 +175,8 @@ inline GatherPlan gather_plan(int64_t N, int64_t C, int64_t H, int64_t W, bool c
 // gin: [N, C, H, W] in acc_t, zeroed, NCHW or channels-last as plan.cl.
 template <typename Op>
 __global__ void __launch_bounds__(kThreads)
-    roi_gather_kernel(Op op, const int64_t* __restrict__ buckets, GatherPlan plan, typename Op::acc_t* __restrict__ gin) {
+    roi_gather_kernel(Op op, const int64_t* __restrict__ buckets, GatherPlan plan,
+                      typename Op::acc_t* __restrict__ gin) {
   using acc_t = typename Op::acc_t;
   using Entry = typename Op::Entry;
   constexpr int kWarps = kThreads / 32;
@@ -224,7 +225,8 @@ __global__ void __launch_bounds__(kThreads)
         const int64_t c = c0 + cc;
         const int h = ty0 + yy, w = tx0 + xx;
         if (c >= plan.C || h >= plan.H || w >= plan.W) continue;
-        const int64_t gi = plan.cl ? ((n * plan.H + h) * plan.W + w) * plan.C + c : ((n * plan.C + c) * plan.H + h) * plan.W + w;
+        const int64_t gi =
+            plan.cl ? ((n * plan.H + h) * plan.W + w) * plan.C + c : ((n * plan.C + c) * plan.H + h) * plan.W + w;
         acc_t acc = gin[gi];
         for (int j = 0; j < m; ++j) {
           if (entries[j].win.holds(h, w)) op.add(entries[j], n, c, h, w, acc);

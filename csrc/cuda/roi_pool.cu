@@ -281,8 +281,8 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& rois
       DETSEG_CUDA_LAUNCH_CHECK();
       return;
     }
-    const PoolGather<scalar_t> gather{rp, g.const_data_ptr<scalar_t>(), am.const_data_ptr<int64_t>(), strides4(g), scale,
-                                      a};
+    const PoolGather<scalar_t> gather{rp, g.const_data_ptr<scalar_t>(), am.const_data_ptr<int64_t>(), strides4(g),
+                                      scale, a};
     roi_gather(gather, roi_batch_buckets(r.host, N, grad.device()), gather_plan(N, C, H, W, cl), gin, scope.stream);
   });
   return roi_grad_result(gin, grad);
