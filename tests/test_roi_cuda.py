@@ -294,6 +294,34 @@ def test_deterministic_backward_is_bitwise_repeatable(op, layout):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("op", ["avg", "max", "pool", "ps_align", "ps_pool"])
+def test_deterministic_backward_matches_cpu_bits_float64(op):
+    """float64: the gather adds the CPU kernel's terms in the CPU kernel's order with the same
+    expressions (nvcc --fmad=false; the CPU double loops are scalar), so the bits agree."""
+    c = 2 * 9 if op.startswith("ps") else 6
+    x = make_input(2, c, 17, 19, torch.float64, "contiguous", seed=11)
+    rois = make_rois(40, 2, 68, 76, seed=12).double()
+    g = torch.randn(40, 2 if op.startswith("ps") else c, 3, 3, generator=torch.Generator().manual_seed(13),
+                    dtype=torch.float64)
+
+    def grad(dev):
+        xc = x.to(dev).requires_grad_()
+        r = rois.to(dev)
+        if op == "pool":
+            out = detseg.roi_pool(xc, r, 3, 0.25, backend="cpp")
+        elif op == "ps_align":
+            out = detseg.ps_roi_align(xc, r, 3, 0.25, -1, backend="cpp")
+        elif op == "ps_pool":
+            out = detseg.ps_roi_pool(xc, r, 3, 0.25, backend="cpp")
+        else:
+            out = detseg.roi_align(xc, r, 3, 0.25, -1, False, pool_mode=op, backend="cpp")
+        return torch.autograd.grad(out, xc, g.to(dev))[0]
+
+    with deterministic(True):
+        assert_bitwise(grad(DEV).cpu(), grad("cpu"))
+
+
+@pytest.mark.cuda
 def test_deterministic_backward_memory_is_bounded():
     """Many RoIs on a small map: K x C x H x W float32 would be 1 GiB; the gather needs the
     gradient (N x C x H x W) and O(K) more."""
