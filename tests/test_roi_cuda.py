@@ -378,5 +378,10 @@ def test_cuda_errors_match_cpu():
     bad = torch.full((1, 4, 2, 2), 36, dtype=torch.int64, device=DEV)
     with pytest.raises(ValueError, match=r"detseg\._roi_pool_backward: argmax must hold -1 or plane indices"):
         torch.ops.detseg._roi_pool_backward(g, rois, bad, 1.0, 2, 2, 2, 4, 6, 6)
+    if DEV == "cuda":  # the gather visits only the bins holding a pixel: an argmax elsewhere is refused
+        stray = torch.full((1, 4, 2, 2), 35, dtype=torch.int64, device=DEV)  # pixel (5, 5), outside bin (0, 0)
+        with deterministic(True), pytest.raises(ValueError, match=r"a pixel of its own bin"):
+            torch.ops.detseg._roi_pool_backward(g, rois, stray, 1.0, 2, 2, 2, 4, 6, 6)
+        torch.ops.detseg._roi_pool_backward(g, rois, stray, 1.0, 2, 2, 2, 4, 6, 6)  # the atomic path accepts it
     with pytest.raises(ValueError, match=r"detseg\._roi_align_backward: input must be given for pool_mode 'max'"):
         torch.ops.detseg._roi_align_backward(g, rois, 1.0, 2, 2, 2, 4, 6, 6, -1, True, "max", None)

@@ -18,7 +18,9 @@
 //     are proportional to C * (pixels covered by each RoI's window, summed over RoIs) times
 //     the per-pixel work of the op (a few binary searches over the sample grid plus the
 //     contributing samples). Extra memory: the gradient in the accumulation type (as the
-//     CPU kernel) and K + N + 1 int64 for the buckets.
+//     CPU kernel), K + N + 1 int64 for the buckets and, for roi_align's max mode only, the
+//     argmax sample of every output element (int64, grad's shape K x C x ph x pw). Host
+//     traffic: the K x 5 rows down (shared with the check) and the buckets up.
 #pragma once
 
 #include <ATen/Dispatch.h>
