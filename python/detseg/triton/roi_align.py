@@ -1,0 +1,633 @@
+"""Triton roi_align (average and max pool modes) and ps_roi_align, forward and backward.
+
+The pixel model mirrors csrc/include/detseg/roi_align.h term for term: `align_geom` is
+detseg::roi_align_geom + roi_grid, `axis_sample` is detseg::axis_sample, the sample position
+is detseg::roi_sample_pos, and the bilinear value is w1 v1 + w2 v2 + w3 v3 + w4 v4 in that
+order with torchvision's weights (hy hx, hy lx, ly hx, ly lx). float16 / bfloat16 are read
+into float32, float64 is computed in float64; every division is IEEE-rounded (`fdiv`).
+
+Forward: one program per (RoI, block of channels) holding every bin of the RoI as a
+[bins, channels] tile; the sample loops have the RoI's own (adaptive) bounds. Input and
+output are addressed through strides, so NCHW and channels-last input need no copy, and the
+output is channels-last when the input is (the C++ kernels' rule, `_checks.roi_channels_last`).
+
+Backward, two paths:
+  - atomic (CUDA, unless torch.use_deterministic_algorithms(True)): the forward's program
+    shape, scattering each sample's four corner terms with tl.atomic_add into a float32 /
+    float64 buffer (summation order is then up to the hardware);
+  - deterministic (torch.are_deterministic_algorithms_enabled(), and always under the CPU
+    interpreter): a gather. One program owns a tile of one (batch image, input channel)
+    plane, walks the RoIs of that image in RoI order (a stable sort by batch index, no host
+    sync) and skips those whose sample footprint misses the tile. Average mode uses that
+    bilinear sampling is separable: a bin (p, q) puts g / count * Ay[p, y] * Ax[q, x] on pixel
+    (y, x), with Ay / Ax the sums of the y- / x-axis weights of its valid samples, so a RoI
+    adds Ay^T (G / count) Ax to the tile (two small contractions). Max mode first recomputes
+    each bin's winning sample with the forward kernel (an index per output element), then adds
+    each winner's four corner terms. The tile is accumulated in registers in the compute type
+    and stored once: no atomics, no float32 copy of the gradient, nothing of size
+    RoIs x C x H x W, and the same bits on every run. "Touched" masks keep a non-finite
+    incoming gradient on the pixels its samples touch, as the scatter does.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+import os
+
+from .._registrations.roi import _backward_checks
+from ..ops import _checks
+from ._utils import compute_dtype, dmax, dmin, fdiv, interpreted, launch, pow2, store_as, tl_dtype
+
+_MAX_GRID = 65536.0  # kRoiMaxGrid
+
+# Tests set this to run the atomic backward under the interpreter.
+FORCE_ATOMICS = False
+
+
+def use_atomics(t: torch.Tensor) -> bool:
+    """Whether a backward on t's device may scatter with atomics (order-dependent sums)."""
+    if FORCE_ATOMICS:
+        return True
+    return not interpreted(t) and not torch.are_deterministic_algorithms_enabled()
+
+
+# ================================================================ shared jit helpers
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def device_fn(fn):
+    """triton.jit for a device helper, except under the interpreter: there every call of a jit
+    helper re-patches triton.language (~0.4 ms, more than the arithmetic of a whole sample),
+    while a plain function runs the same tl code. Kernels stay triton.jit."""
+    fn = getattr(fn, "fn", fn)
+    return fn if _INTERPRET else triton.jit(fn)
+
+
+fdiv = device_fn(fdiv)
+dmin = device_fn(dmin)
+dmax = device_fn(dmax)
+store_as = device_fn(store_as)
+
+@device_fn
+def as_type(n, DT: tl.constexpr):
+    """n (a Python / constexpr int, a loop index or a scalar tensor) as a scalar tensor of DT."""
+    return tl.zeros([], DT) + n
+
+
+@device_fn
+def roi_grid(sampling_ratio, roi_size, pooled_f):
+    """detseg::roi_grid (roi_align.h): samples per bin; adaptive ceil(size / pooled) with NaN,
+    +-inf and non-positive counts -> 0, capped at kRoiMaxGrid."""
+    g = tl.ceil(fdiv(roi_size, pooled_f))
+    g = tl.where((g > 0.0) & (g - g == 0.0), g, 0.0)
+    g = tl.where(g < 65536.0, g, 65536.0)
+    sr = as_type(sampling_ratio, tl.int32)
+    return tl.where(sr > 0, sr, g.to(tl.int32))
+
+
+@device_fn
+def align_geom(r_ptr, k, scale, ph, pw, sampling_ratio, ALIGNED: tl.constexpr, CT: tl.constexpr):
+    """detseg::roi_align_geom (roi_align.h) of RoI row k (batch, x1, y1, x2, y2):
+    (batch, start_h, start_w, bin_h, bin_w, grid_h, grid_w, count)."""
+    row = r_ptr + k * 5
+    b = tl.load(row).to(tl.int64)
+    if ALIGNED:
+        off = 0.5
+    else:
+        off = 0.0
+    start_w = tl.load(row + 1) * scale - off
+    start_h = tl.load(row + 2) * scale - off
+    end_w = tl.load(row + 3) * scale - off
+    end_h = tl.load(row + 4) * scale - off
+    roi_w = end_w - start_w
+    roi_h = end_h - start_h
+    if not ALIGNED:
+        # a NaN size stays NaN (the RoI then outputs 0)
+        roi_w = tl.where(roi_w < 1.0, 1.0, roi_w)
+        roi_h = tl.where(roi_h < 1.0, 1.0, roi_h)
+    phf = as_type(ph, CT)
+    pwf = as_type(pw, CT)
+    bin_h = fdiv(roi_h, phf)
+    bin_w = fdiv(roi_w, pwf)
+    gh = roi_grid(sampling_ratio, roi_h, phf)
+    gw = roi_grid(sampling_ratio, roi_w, pwf)
+    count = tl.where((gh > 0) & (gw > 0), gh.to(CT) * gw.to(CT), 1.0)
+    return b, start_h, start_w, bin_h, bin_w, gh, gw, count
+
+
+@device_fn
+def sample_pos(start, bin_, p, i, grid_f):
+    """detseg::roi_sample_pos: start + p * bin + (i + 0.5) * bin / grid (p a tensor, i any int)."""
+    return start + p.to(start.dtype) * bin_ + fdiv((as_type(i, start.dtype) + 0.5) * bin_, grid_f)
+
+
+@device_fn
+def axis_sample(v, size):
+    """detseg::axis_sample (roi_align.h): (lo, hi, l, h, valid). Outside [-1, size] (NaN
+    included) the sample is invalid with lo = hi = 0 and l = h = 0."""
+    valid = (v >= -1.0) & (v <= size)
+    v = tl.where(valid, v, 0.0)
+    v = tl.where(v <= 0.0, 0.0, v)
+    lo = v.to(tl.int32)
+    last = lo >= size - 1
+    lo = tl.where(last, size - 1, lo)
+    hi = tl.where(last, lo, lo + 1)
+    v = tl.where(last, lo.to(v.dtype), v)
+    l_ = tl.where(valid, v - lo.to(v.dtype), 0.0)
+    h_ = tl.where(valid, 1.0 - l_, 0.0)
+    lo = tl.where(valid, lo, 0)
+    hi = tl.where(valid, hi, 0)
+    return lo, hi, l_, h_, valid
+
+
+@device_fn
+def _bilinear_sample(base, sh, sw, ylo, yhi, ly, hy, xlo, xhi, lx, hx, mask, CT: tl.constexpr):
+    """detseg::bilinear_value(bilinear(y, x), v1..v4) of a [bins] x [channels] tile; base holds
+    the channel offsets, ylo.. the per-bin axis samples."""
+    rlo = base + ylo.to(tl.int64)[:, None] * sh
+    rhi = base + yhi.to(tl.int64)[:, None] * sh
+    clo = xlo.to(tl.int64)[:, None] * sw
+    chi = xhi.to(tl.int64)[:, None] * sw
+    v1 = tl.load(rlo + clo, mask=mask, other=0).to(CT)
+    v2 = tl.load(rlo + chi, mask=mask, other=0).to(CT)
+    v3 = tl.load(rhi + clo, mask=mask, other=0).to(CT)
+    v4 = tl.load(rhi + chi, mask=mask, other=0).to(CT)
+    w1 = (hy * hx)[:, None]
+    w2 = (hy * lx)[:, None]
+    w3 = (ly * hx)[:, None]
+    w4 = (ly * lx)[:, None]
+    return w1 * v1 + w2 * v2 + w3 * v3 + w4 * v4
+
+
+@device_fn
+def _channel_offsets(c, p, q, ph, pw, PS: tl.constexpr):
+    """Input channel of output channel c (row vector) at bin (p, q) (column vectors):
+    detseg::ps_input_channel for the position-sensitive op, c itself otherwise."""
+    if PS:
+        ci = (c[None, :] * ph + p[:, None]) * pw + q[:, None]
+    else:
+        ci = c[None, :] + p[:, None] * 0
+    return ci.to(tl.int64)
+
+
+# ================================================================ forward
+
+@device_fn
+def _row_tile(pid, K, ph, pw, PB: tl.constexpr, BK: tl.constexpr):
+    """Rows of a (RoI block, bin) tile: RoI k = pid * BK + r // PB, bin t = r % PB = p * pw + q,
+    and the row mask. Several RoIs per program pay off in the interpreter (its cost is per
+    op, whatever the tile size); on a GPU BK is 1."""
+    r = tl.arange(0, BK * PB)
+    k = pid.to(tl.int64) * BK + r // PB
+    t = r % PB
+    rm = (t < ph * pw) & (k < K)
+    return tl.where(rm, k, 0), t, t // pw, t % pw, rm
+
+
+@triton.jit
+def _align_fwd_kernel(x_ptr, sxn, sxc, sxh, sxw, r_ptr, scale_ptr, out_ptr, son, soc, soh, sow, arg_ptr,
+                      K, C, H, W, ph, pw, sampling_ratio,
+                      ALIGNED: tl.constexpr, MAX: tl.constexpr, PS: tl.constexpr, STORE_ARG: tl.constexpr,
+                      CT: tl.constexpr, PB: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr):
+    # Program (block of RoIs, block of output channels) over a [(RoI, bin), channel] tile. The
+    # sample loops run to the block's largest grid; a row takes samples i < its own grid_h,
+    # j < its grid_w, in (i, j) order. MAX follows detseg::max_takes (first sample, greater, or
+    # NaN over a number; an invalid sample counts as 0). STORE_ARG writes the winning sample
+    # i * grid_w + j (-1 for none, or when an invalid sample won) for the backward.
+    k, t, p, q, rm = _row_tile(tl.program_id(0), K, ph, pw, PB, BK)
+    c = tl.program_id(1) * BC + tl.arange(0, BC)
+    m = rm[:, None] & (c < C)[None, :]
+    scale = tl.load(scale_ptr)
+    b, start_h, start_w, bin_h, bin_w, gh, gw, count = align_geom(r_ptr, k, scale, ph, pw, sampling_ratio,
+                                                                  ALIGNED, CT)
+    gh = tl.where(rm, gh, 0)
+    gw = tl.where(rm, gw, 0)
+    base = x_ptr + b[:, None] * sxn + _channel_offsets(c, p, q, ph, pw, PS) * sxc
+    ghf = gh.to(CT)
+    gwf = gw.to(CT)
+    acc = tl.zeros([BK * PB, BC], CT)
+    arg = tl.full([BK * PB, BC], -1, tl.int64)
+    for i in range(0, tl.max(gh, 0)):
+        ylo, yhi, ly, hy, vy = axis_sample(sample_pos(start_h, bin_h, p, i, ghf), H)
+        i_in = i < gh
+        for j in range(0, tl.max(gw, 0)):
+            xlo, xhi, lx, hx, vx = axis_sample(sample_pos(start_w, bin_w, q, j, gwf), W)
+            s_in = (i_in & (j < gw))[:, None]
+            valid = (vy & vx)[:, None] & s_in
+            val = _bilinear_sample(base, sxh, sxw, ylo, yhi, ly, hy, xlo, xhi, lx, hx, m & valid, CT)
+            if MAX:
+                v = tl.where(valid, val, 0.0)
+                first = (as_type(i, tl.int32) == 0) & (as_type(j, tl.int32) == 0)
+                takes = s_in & (first | (v > acc) | ((v != v) & (acc == acc)))
+                acc = tl.where(takes, v, acc)
+                if STORE_ARG:
+                    idx = as_type(i, tl.int64) * gw + j
+                    arg = tl.where(takes, tl.where(valid, idx[:, None], -1), arg)
+            else:
+                acc = tl.where(valid, acc + val, acc)
+    if not MAX:
+        acc = fdiv(acc, count[:, None])
+    optr = out_ptr + k[:, None] * son + c[None, :] * soc + p[:, None] * soh + q[:, None] * sow
+    store_as(optr, acc, m)
+    if STORE_ARG:
+        tl.store(arg_ptr + (k[:, None] * C + c[None, :]) * (ph * pw) + t[:, None], arg, mask=m)
+
+
+def _fwd_blocks(t: torch.Tensor, nb: int, k: int, c: int) -> tuple[int, int, int]:
+    """(PB, BK, BC): bins padded to a power of two, RoIs and channels per program."""
+    pb = pow2(nb, 1, 1 << 20)
+    if interpreted(t):
+        bk = pow2(k, 1, max(1, 4096 // pb))
+        return pb, bk, pow2(c, 1, max(1, 16384 // (pb * bk)))
+    return pb, 1, pow2(c, 1, max(1, 2048 // pb))
+
+
+def _rows(rois: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
+    # RoIs in the compute type of the data (detseg/cpu/roi_common.h roi_rows): float16 boxes
+    # would lose whole pixels.
+    return rois.detach().to(dt).contiguous()
+
+
+def _scale(spatial_scale: float, ct: torch.dtype, device) -> torch.Tensor:
+    # a float64 kernel needs the float64 scale (a Python float argument arrives as float32)
+    return torch.tensor([float(spatial_scale)], dtype=ct, device=device)
+
+
+def _align_forward(input, rows, scale, cout, ph, pw, sampling_ratio, aligned, max_mode, ps, out, arg=None):
+    """Launches the forward kernel over out (Tensor[K, cout, ph, pw], any strides)."""
+    K = rows.shape[0]
+    N, C, H, W = input.shape
+    pb, bk, bc = _fwd_blocks(input, ph * pw, K, cout)
+    launch(_align_fwd_kernel, (triton.cdiv(K, bk), triton.cdiv(cout, bc)), input, *input.stride(), rows, scale,
+           out, *out.stride(), arg if arg is not None else out, K, cout, H, W, ph, pw, sampling_ratio,
+           ALIGNED=bool(aligned), MAX=bool(max_mode), PS=bool(ps), STORE_ARG=arg is not None,
+           CT=tl_dtype(rows.dtype), PB=pb, BK=bk, BC=bc)
+
+
+def _fmt(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+# ================================================================ backward
+
+@device_fn
+def _axis_weights(start, bin_, pv, pm, grid, size, pix, CT: tl.constexpr):
+    """Summed weights A[r, pix] of the valid samples of bins pv[r] along one axis on pixel
+    coordinates pix, and whether any of them touches the pixel: Tensors[len(pv), len(pix)]."""
+    a = tl.zeros([pv.shape[0], pix.shape[0]], CT)
+    hit = tl.zeros([pv.shape[0], pix.shape[0]], tl.int1)
+    gf = grid.to(CT)
+    for i in range(0, grid):
+        lo, hi, l_, h_, valid = axis_sample(sample_pos(start, bin_, pv, i, gf), size)
+        valid = (valid & pm)[:, None]
+        at_lo = valid & (pix[None, :] == lo[:, None])
+        at_hi = valid & (pix[None, :] == hi[:, None])
+        a += tl.where(at_lo, h_[:, None], 0.0) + tl.where(at_hi, l_[:, None], 0.0)
+        hit = hit | at_lo | at_hi
+    return a, hit
+
+
+@device_fn
+def _corner_weights(lo, hi, l_, h_, pix):
+    # One sample per (bin, channel) [R, BC] along one axis on pixels pix: weights and touch
+    # masks [R, BC, PIX] (lo == hi at the border: the weights add up to 1).
+    at_lo = pix[None, None, :] == lo[:, :, None]
+    at_hi = pix[None, None, :] == hi[:, :, None]
+    return tl.where(at_lo, h_[:, :, None], 0.0) + tl.where(at_hi, l_[:, :, None], 0.0), at_lo | at_hi
+
+
+@device_fn
+def gather_tile(pid0, n_cb, C, TH: tl.constexpr, TW: tl.constexpr, BC: tl.constexpr):
+    """Program (b * n_cb + channel block, tile row, tile column) of a gather: (b, channels c,
+    channel mask, pixel rows y, pixel columns x) of its [BC, TH * TW] tile."""
+    b = pid0 // n_cb
+    c = (pid0 % n_cb) * BC + tl.arange(0, BC)
+    pix = tl.arange(0, TH * TW)
+    y = tl.program_id(1) * TH + pix // TW
+    x = tl.program_id(2) * TW + pix % TW
+    return b.to(tl.int64), c, c < C, y, x
+
+
+@device_fn
+def store_tile(out_ptr, son, soc, soh, sow, b, c, cm, y, x, H, W, acc):
+    optr = out_ptr + b * son + c[:, None].to(tl.int64) * soc + (y * soh + x * sow)[None, :]
+    store_as(optr, acc, cm[:, None] & ((y < H) & (x < W))[None, :])
+
+
+@triton.jit
+def _align_bwd_gather_kernel(g_ptr, sgk, sgc, sgh, sgw, r_ptr, scale_ptr, order_ptr, seg_ptr, arg_ptr,
+                             out_ptr, son, soc, soh, sow, n_cb, C, H, W, ph, pw, sampling_ratio,
+                             ALIGNED: tl.constexpr, MAX: tl.constexpr, PS: tl.constexpr, CT: tl.constexpr,
+                             PB: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, BC: tl.constexpr):
+    # A [input channel, pixel] tile of image b; the RoIs of b in RoI order. Non-PS: the bins of
+    # channel c are all (p, q) of output channel c; PS: input channel c is bin
+    # ((c / pw) % ph, c % pw) of output channel c / (ph pw) only.
+    b, c, cm, y, x = gather_tile(tl.program_id(0), n_cb, C, TH, TW, BC)
+    t = tl.arange(0, PB)
+    p = t // pw
+    q = t % pw
+    tm = t < ph * pw
+    y_lo = as_type(tl.program_id(1) * TH, CT) - 1.0
+    y_hi = as_type(tl.program_id(1) * TH + TH, CT)
+    x_lo = as_type(tl.program_id(2) * TW, CT) - 1.0
+    x_hi = as_type(tl.program_id(2) * TW + TW, CT)
+    scale = tl.load(scale_ptr)
+    acc = tl.zeros([BC, TH * TW], CT)
+    for s in range(tl.load(seg_ptr + b), tl.load(seg_ptr + b + 1)):
+        k = tl.load(order_ptr + s)
+        _, start_h, start_w, bin_h, bin_w, gh, gw, count = align_geom(r_ptr, k, scale, ph, pw, sampling_ratio,
+                                                                      ALIGNED, CT)
+        # Samples lie between start and start + pooled * bin, their corners within a pixel of
+        # that: skip RoIs that miss the tile. A NaN extent fails the test.
+        end_h = start_h + as_type(ph, CT) * bin_h
+        end_w = start_w + as_type(pw, CT) * bin_w
+        hit = (dmin(start_h, end_h) <= y_hi) & (dmax(start_h, end_h) >= y_lo)
+        hit = hit & (dmin(start_w, end_w) <= x_hi) & (dmax(start_w, end_w) >= x_lo)
+        if hit & (gh > 0) & (gw > 0):
+            if PS:
+                pc = (c // pw) % ph
+                qc = c % pw
+                ay, ty = _axis_weights(start_h, bin_h, pc, cm, gh, H, y, CT)  # [BC, PIX]
+                ax, tx = _axis_weights(start_w, bin_w, qc, cm, gw, W, x, CT)
+                g = tl.load(g_ptr + k * sgk + (c // (ph * pw)) * sgc + pc * sgh + qc * sgw, mask=cm, other=0)
+                g = fdiv(g.to(CT), count)
+                acc += tl.where(ty & tx, g[:, None] * (ay * ax), 0.0)
+            elif MAX:
+                gm = tm[:, None] & cm[None, :]
+                a = tl.load(arg_ptr + (k * C + c[None, :]) * (ph * pw) + t[:, None], mask=gm, other=-1)
+                am = a >= 0
+                a = tl.where(am, a, 0)
+                pb = p[:, None] + c[None, :] * 0
+                qb = q[:, None] + c[None, :] * 0
+                ylo, yhi, ly, hy, _ = axis_sample(sample_pos(start_h, bin_h, pb, a // gw, gh.to(CT)), H)
+                xlo, xhi, lx, hx, _ = axis_sample(sample_pos(start_w, bin_w, qb, a % gw, gw.to(CT)), W)
+                g = tl.load(g_ptr + k * sgk + c[None, :] * sgc + p[:, None] * sgh + q[:, None] * sgw, mask=gm,
+                            other=0).to(CT)
+                wy, ty = _corner_weights(ylo, yhi, ly, hy, y)  # [PB, BC, PIX]
+                wx, tx = _corner_weights(xlo, xhi, lx, hx, x)
+                touch = am[:, :, None] & ty & tx
+                acc += tl.sum(tl.where(touch, (g[:, :, None] * wy) * wx, 0.0), axis=0)
+            else:
+                ay, ty = _axis_weights(start_h, bin_h, p, tm, gh, H, y, CT)  # [PB, PIX]
+                ax, tx = _axis_weights(start_w, bin_w, q, tm, gw, W, x, CT)
+                gm = tm[:, None] & cm[None, :]
+                g = tl.load(g_ptr + k * sgk + c[None, :] * sgc + p[:, None] * sgh + q[:, None] * sgw, mask=gm,
+                            other=0)
+                g = fdiv(g.to(CT), count)  # [PB, BC]
+                touch = (ty & tx)[:, None, :]
+                acc += tl.sum(tl.where(touch, g[:, :, None] * (ay * ax)[:, None, :], 0.0), axis=0)
+    store_tile(out_ptr, son, soc, soh, sow, b, c, cm, y, x, H, W, acc)
+
+
+@triton.jit
+def _align_bwd_atomic_kernel(g_ptr, sgk, sgc, sgh, sgw, r_ptr, scale_ptr, arg_ptr, buf_ptr, sbn, sbc, sbh, sbw,
+                             K, C, H, W, ph, pw, sampling_ratio,
+                             ALIGNED: tl.constexpr, MAX: tl.constexpr, PS: tl.constexpr, CT: tl.constexpr,
+                             PB: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr):
+    # The forward's program shape; each corner term g * w / count is atomically added.
+    k, t, p, q, rm = _row_tile(tl.program_id(0), K, ph, pw, PB, BK)
+    c = tl.program_id(1) * BC + tl.arange(0, BC)
+    m = rm[:, None] & (c < C)[None, :]
+    scale = tl.load(scale_ptr)
+    b, start_h, start_w, bin_h, bin_w, gh, gw, count = align_geom(r_ptr, k, scale, ph, pw, sampling_ratio,
+                                                                  ALIGNED, CT)
+    gh = tl.where(rm, gh, 0)
+    gw = tl.where(rm, gw, 0)
+    base = buf_ptr + b[:, None] * sbn + _channel_offsets(c, p, q, ph, pw, PS) * sbc
+    g = tl.load(g_ptr + k[:, None] * sgk + c[None, :] * sgc + p[:, None] * sgh + q[:, None] * sgw, mask=m,
+                other=0).to(CT)
+    ghf = gh.to(CT)
+    gwf = gw.to(CT)
+    if MAX:
+        a = tl.load(arg_ptr + (k[:, None] * C + c[None, :]) * (ph * pw) + t[:, None], mask=m, other=-1)
+        am = m & (a >= 0)
+        a = tl.where(am, a, 0)
+        gws = tl.maximum(gw, 1)[:, None]
+        pb = p[:, None] + c[None, :] * 0
+        qb = q[:, None] + c[None, :] * 0
+        ylo, yhi, ly, hy, _ = axis_sample(sample_pos(start_h[:, None], bin_h[:, None], pb, a // gws,
+                                                     ghf[:, None]), H)
+        xlo, xhi, lx, hx, _ = axis_sample(sample_pos(start_w[:, None], bin_w[:, None], qb, a % gws,
+                                                     gwf[:, None]), W)
+        rlo = base + ylo.to(tl.int64) * sbh
+        rhi = base + yhi.to(tl.int64) * sbh
+        clo = xlo.to(tl.int64) * sbw
+        chi = xhi.to(tl.int64) * sbw
+        tl.atomic_add(rlo + clo, g * (hy * hx), mask=am, sem="relaxed")
+        tl.atomic_add(rlo + chi, g * (hy * lx), mask=am, sem="relaxed")
+        tl.atomic_add(rhi + clo, g * (ly * hx), mask=am, sem="relaxed")
+        tl.atomic_add(rhi + chi, g * (ly * lx), mask=am, sem="relaxed")
+    else:
+        for i in range(0, tl.max(gh, 0)):
+            ylo, yhi, ly, hy, vy = axis_sample(sample_pos(start_h, bin_h, p, i, ghf), H)
+            rlo = base + ylo.to(tl.int64)[:, None] * sbh
+            rhi = base + yhi.to(tl.int64)[:, None] * sbh
+            for j in range(0, tl.max(gw, 0)):
+                xlo, xhi, lx, hx, vx = axis_sample(sample_pos(start_w, bin_w, q, j, gwf), W)
+                vm = m & (vy & vx & (i < gh) & (j < gw))[:, None]
+                clo = xlo.to(tl.int64)[:, None] * sbw
+                chi = xhi.to(tl.int64)[:, None] * sbw
+                cnt = count[:, None]
+                tl.atomic_add(rlo + clo, fdiv(g * (hy * hx)[:, None], cnt), mask=vm, sem="relaxed")
+                tl.atomic_add(rlo + chi, fdiv(g * (hy * lx)[:, None], cnt), mask=vm, sem="relaxed")
+                tl.atomic_add(rhi + clo, fdiv(g * (ly * hx)[:, None], cnt), mask=vm, sem="relaxed")
+                tl.atomic_add(rhi + chi, fdiv(g * (ly * lx)[:, None], cnt), mask=vm, sem="relaxed")
+
+
+def by_batch(rows: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoIs grouped by batch image in RoI order: (order Tensor[K], seg Tensor[n + 1]); the RoIs
+    of image b are order[seg[b]:seg[b + 1]]. Batch indices are checked beforehand."""
+    bidx = rows[:, 0].long()
+    order = torch.sort(bidx, stable=True).indices
+    seg = torch.searchsorted(bidx[order], torch.arange(n + 1, device=rows.device))
+    return order, seg
+
+
+def gather_blocks(t: torch.Tensor, h: int, w: int, c: int, pb: int) -> tuple[int, int, int]:
+    """(TH, TW, BC) of a gather program, whose largest temporary is [pb, BC, TH * TW]."""
+    if interpreted(t):
+        th, tw = pow2(h, 1, 32), pow2(w, 1, 32)
+        return th, tw, pow2(c, 1, max(1, (1 << 17) // (pb * th * tw)))
+    th, tw = pow2(h, 1, 8), pow2(w, 1, 8)
+    return th, tw, pow2(c, 1, max(1, 8192 // (pb * th * tw)))
+
+
+def _align_backward(grad, rows, scale, n, c, h, w, ph, pw, sampling_ratio, aligned, max_mode, ps, arg, out_fmt):
+    """Input gradient Tensor[n, c, h, w] (grad's dtype, out_fmt) of roi_align / ps_roi_align;
+    arg: the winners (max mode) as Tensor[K, C_out, ph * pw] int64, else None."""
+    K = rows.shape[0]
+    ct = rows.dtype
+    if K == 0 or min(n, c, h, w) == 0:
+        return torch.zeros((n, c, h, w), dtype=grad.dtype, device=grad.device).contiguous(memory_format=out_fmt)
+    meta = dict(ALIGNED=bool(aligned), MAX=bool(max_mode), PS=bool(ps), CT=tl_dtype(ct))
+    cout = grad.shape[1]
+    if use_atomics(grad):
+        buf = torch.zeros((n, c, h, w), dtype=ct, device=grad.device).contiguous(memory_format=out_fmt)
+        pb, bk, bc = _fwd_blocks(grad, ph * pw, K, cout)
+        launch(_align_bwd_atomic_kernel, (triton.cdiv(K, bk), triton.cdiv(cout, bc)), grad, *grad.stride(), rows,
+               scale, arg if arg is not None else rows, buf, *buf.stride(), K, cout, h, w, ph, pw, sampling_ratio,
+               **meta, PB=pb, BK=bk, BC=bc)
+        return buf if buf.dtype == grad.dtype else buf.to(grad.dtype)
+    out = torch.empty((n, c, h, w), dtype=grad.dtype, device=grad.device, memory_format=out_fmt)
+    order, seg = by_batch(rows, n)
+    pb = pow2(ph * pw, 1, 1 << 20)
+    th, tw, bc = gather_blocks(grad, h, w, c, 1 if ps else pb)
+    n_cb = triton.cdiv(c, bc)
+    launch(_align_bwd_gather_kernel, (n * n_cb, triton.cdiv(h, th), triton.cdiv(w, tw)), grad, *grad.stride(),
+           rows, scale, order, seg, arg if arg is not None else rows, out, *out.stride(), n_cb, c, h, w, ph, pw,
+           sampling_ratio, **meta, PB=pb, TH=th, TW=tw, BC=bc)
+    return out
+
+
+# ================================================================ roi_align ops
+
+def _max_winners(input, rows, scale, ph, pw, sampling_ratio, aligned) -> torch.Tensor:
+    """The winning sample of every (RoI, channel, bin) of max mode: Tensor[K, C, ph * pw] int64."""
+    K, C = rows.shape[0], input.shape[1]
+    arg = torch.empty((K, C, ph * pw), dtype=torch.int64, device=input.device)
+    if K and C and input.shape[2] and input.shape[3]:
+        out = torch.empty((K, C, ph, pw), dtype=input.dtype, device=input.device)
+        _align_forward(input, rows, scale, C, ph, pw, sampling_ratio, aligned, True, False, out, arg)
+    return arg
+
+
+class _RoIAlign(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, rois, spatial_scale, ph, pw, sampling_ratio, aligned, pool_mode):
+        N, C, H, W = input.shape
+        K = rois.shape[0]
+        ct = compute_dtype(input)
+        fmt = _fmt(_checks.roi_channels_last(input))
+        ctx.save_for_backward(rois, input if pool_mode == "max" else None)
+        ctx.args = (spatial_scale, ph, pw, N, C, H, W, sampling_ratio, aligned, pool_mode)
+        out = torch.empty((K, C, ph, pw), dtype=input.dtype, device=input.device, memory_format=fmt)
+        if K == 0 or C == 0:
+            return out
+        if H == 0 or W == 0:  # every sample is outside an empty map
+            return out.zero_()
+        _align_forward(input, _rows(rois, ct), _scale(spatial_scale, ct, input.device), C, ph, pw, sampling_ratio,
+                       aligned, pool_mode == "max", False, out)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        rois, input = ctx.saved_tensors
+        gin = _roi_align_backward(grad, rois, *ctx.args, input)
+        return gin, None, None, None, None, None, None, None
+
+
+def roi_align(input: torch.Tensor, rois: torch.Tensor, spatial_scale: float, pooled_height: int, pooled_width: int,
+              sampling_ratio: int, aligned: bool, pool_mode: str = "avg") -> torch.Tensor:
+    """input Tensor[N, C, H, W], rois Tensor[K, 5] -> Tensor[K, C, pooled_height, pooled_width] in
+    input's dtype, channels-last when input is. Differentiable in input."""
+    _checks.roi_align(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, pool_mode)
+    _checks.roi_batch_indices("roi_align", rois, input.shape[0])
+    return _RoIAlign.apply(input, rois, float(spatial_scale), int(pooled_height), int(pooled_width),
+                           int(sampling_ratio), bool(aligned), pool_mode)
+
+
+def _roi_align_backward(grad: torch.Tensor, rois: torch.Tensor, spatial_scale: float, pooled_height: int,
+                        pooled_width: int, batch_size: int, channels: int, height: int, width: int,
+                        sampling_ratio: int, aligned: bool, pool_mode: str = "avg",
+                        input: torch.Tensor | None = None) -> torch.Tensor:
+    """grad Tensor[K, C, ph, pw] -> Tensor[batch_size, C, height, width] in grad's dtype,
+    channels-last when grad is. Max mode recomputes its winners from input."""
+    op = "_roi_align_backward"
+    ph, pw = int(pooled_height), int(pooled_width)
+    n, c, h, w = int(batch_size), int(channels), int(height), int(width)
+    _backward_checks(op, grad, rois, spatial_scale, ph, pw, n, c, h, w)
+    _checks.roi_sampling_ratio(op, sampling_ratio)
+    _checks.roi_pool_mode(op, pool_mode)
+    max_mode = pool_mode == "max"
+    if max_mode:
+        if input is None:
+            _checks.fail(op, "input must be given for pool_mode 'max'")
+        if tuple(input.shape) != (n, c, h, w):
+            _checks.fail(op, f"input must be a Tensor[{n}, {c}, {h}, {w}], got shape {list(input.shape)}")
+        if input.dtype != grad.dtype:
+            _checks.fail(op, f"input must have the dtype of grad ({grad.dtype}), got {input.dtype}", TypeError)
+    _checks.roi_batch_indices(op, rois, n)
+    ct = compute_dtype(grad)
+    rows = _rows(rois, ct)
+    scale = _scale(spatial_scale, ct, grad.device)
+    arg = _max_winners(input, rows, scale, ph, pw, int(sampling_ratio), aligned) if max_mode else None
+    fmt = _fmt(_checks.roi_channels_last(grad))
+    return _align_backward(grad, rows, scale, n, c, h, w, ph, pw, int(sampling_ratio), aligned, max_mode, False,
+                           arg, fmt)
+
+
+# ================================================================ ps_roi_align ops
+
+def ps_mapping(k: int, cout: int, ph: int, pw: int, device) -> torch.Tensor:
+    """channel_mapping Tensor[K, C_out, ph, pw] int64: detseg::ps_input_channel of each output."""
+    cin = ((torch.arange(cout, device=device)[:, None, None] * ph + torch.arange(ph, device=device)[:, None]) * pw
+           + torch.arange(pw, device=device))
+    return cin.expand(k, cout, ph, pw).contiguous()
+
+
+class _PSRoIAlign(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, rois, spatial_scale, ph, pw, sampling_ratio):
+        N, C, H, W = input.shape
+        K, cout = rois.shape[0], C // (ph * pw)
+        ct = compute_dtype(input)
+        out = torch.zeros((K, cout, ph, pw), dtype=input.dtype, device=input.device)
+        mapping = ps_mapping(K, cout, ph, pw, input.device)
+        ctx.save_for_backward(rois, mapping)
+        ctx.mark_non_differentiable(mapping)
+        ctx.args = (spatial_scale, ph, pw, sampling_ratio, N, C, H, W)
+        if K and cout and H and W:
+            _align_forward(input, _rows(rois, ct), _scale(spatial_scale, ct, input.device), cout, ph, pw,
+                           sampling_ratio, True, False, True, out)
+        return out, mapping
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad, _grad_mapping):
+        rois, mapping = ctx.saved_tensors
+        return (_ps_roi_align_backward(grad, rois, mapping, *ctx.args), None, None, None, None, None)
+
+
+def ps_roi_align(input: torch.Tensor, rois: torch.Tensor, spatial_scale: float, pooled_height: int,
+                 pooled_width: int, sampling_ratio: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """input Tensor[N, C_out * ph * pw, H, W], rois Tensor[K, 5] -> (Tensor[K, C_out, ph, pw],
+    channel_mapping int64 Tensor[K, C_out, ph, pw]). Aligned geometry, average. Differentiable."""
+    op = "ps_roi_align"
+    ph, pw = int(pooled_height), int(pooled_width)
+    _checks.roi_sampling_ratio(op, sampling_ratio)
+    _checks.roi_args(op, input, rois, spatial_scale, ph, pw)
+    _checks.ps_roi_channels(op, input.shape[1], ph, pw)
+    _checks.roi_batch_indices(op, rois, input.shape[0])
+    return _PSRoIAlign.apply(input, rois, float(spatial_scale), ph, pw, int(sampling_ratio))
+
+
+def ps_backward_checks(op: str, grad, rois, channel_mapping, spatial_scale, ph: int, pw: int, n: int, c: int,
+                       h: int, w: int) -> None:
+    """The checks of both position-sensitive backward ops (the C++ ps_roi_backward_cout)."""
+    _checks.roi_scale_size(op, spatial_scale, ph, pw)
+    _checks.ps_roi_channels(op, c, ph, pw)
+    _backward_checks(op, grad, rois, spatial_scale, ph, pw, n, c // (ph * pw), h, w)
+    if channel_mapping.shape != grad.shape:
+        _checks.fail(op, f"channel_mapping must have the shape of grad {list(grad.shape)}, "
+                         f"got {list(channel_mapping.shape)}")
+    _checks.roi_batch_indices(op, rois, n)
+
+
+def _ps_roi_align_backward(grad: torch.Tensor, rois: torch.Tensor, channel_mapping: torch.Tensor,
+                           spatial_scale: float, pooled_height: int, pooled_width: int, sampling_ratio: int,
+                           batch_size: int, channels: int, height: int, width: int) -> torch.Tensor:
+    """grad Tensor[K, C_out, ph, pw] -> Tensor[batch_size, channels, height, width] (NCHW, grad's
+    dtype). The mapping is implied by the geometry; it is only shape-checked."""
+    op = "_ps_roi_align_backward"
+    ph, pw = int(pooled_height), int(pooled_width)
+    n, c, h, w = int(batch_size), int(channels), int(height), int(width)
+    _checks.roi_sampling_ratio(op, sampling_ratio)
+    ps_backward_checks(op, grad, rois, channel_mapping, spatial_scale, ph, pw, n, c, h, w)
+    ct = compute_dtype(grad)
+    return _align_backward(grad, _rows(rois, ct), _scale(spatial_scale, ct, grad.device), n, c, h, w, ph, pw,
+                           int(sampling_ratio), True, False, True, None, torch.contiguous_format)
