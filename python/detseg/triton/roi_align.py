@@ -75,7 +75,8 @@ store_as = device_fn(store_as)
 @device_fn
 def as_type(n, DT: tl.constexpr):
     """n (a Python / constexpr int, a loop index or a scalar tensor) as a scalar tensor of DT."""
-    return tl.zeros([], DT) + n
+    # tl.full, not tl.zeros: the latter is a jit function, costly to call in the interpreter
+    return tl.full([], n, DT)
 
 
 @device_fn
@@ -120,9 +121,10 @@ def align_geom(r_ptr, k, scale, ph, pw, sampling_ratio, ALIGNED: tl.constexpr, C
 
 
 @device_fn
-def sample_pos(start, bin_, p, i, grid_f):
-    """detseg::roi_sample_pos: start + p * bin + (i + 0.5) * bin / grid (p a tensor, i any int)."""
-    return start + p.to(start.dtype) * bin_ + fdiv((as_type(i, start.dtype) + 0.5) * bin_, grid_f)
+def sample_pos(start, bin_, p, i_f, grid_f):
+    """detseg::roi_sample_pos: start + p * bin + (i + 0.5) * bin / grid (p an integer tensor, i_f
+    the sample index in the compute type)."""
+    return start + p.to(start.dtype) * bin_ + fdiv((i_f + 0.5) * bin_, grid_f)
 
 
 @device_fn
@@ -209,13 +211,13 @@ def _align_fwd_kernel(x_ptr, sxn, sxc, sxh, sxw, r_ptr, scale_ptr, out_ptr, son,
     base = x_ptr + b[:, None] * sxn + _channel_offsets(c, p, q, ph, pw, PS) * sxc
     ghf = gh.to(CT)
     gwf = gw.to(CT)
-    acc = tl.zeros([BK * PB, BC], CT)
+    acc = tl.full([BK * PB, BC], 0, CT)
     arg = tl.full([BK * PB, BC], -1, tl.int64)
     for i in range(0, tl.max(gh, 0)):
-        ylo, yhi, ly, hy, vy = axis_sample(sample_pos(start_h, bin_h, p, i, ghf), H)
+        ylo, yhi, ly, hy, vy = axis_sample(sample_pos(start_h, bin_h, p, as_type(i, CT), ghf), H)
         i_in = i < gh
         for j in range(0, tl.max(gw, 0)):
-            xlo, xhi, lx, hx, vx = axis_sample(sample_pos(start_w, bin_w, q, j, gwf), W)
+            xlo, xhi, lx, hx, vx = axis_sample(sample_pos(start_w, bin_w, q, as_type(j, CT), gwf), W)
             s_in = (i_in & (j < gw))[:, None]
             valid = (vy & vx)[:, None] & s_in
             val = _bilinear_sample(base, sxh, sxw, ylo, yhi, ly, hy, xlo, xhi, lx, hx, m & valid, CT)
@@ -275,15 +277,16 @@ def _fmt(channels_last: bool) -> torch.memory_format:
 # ================================================================ backward
 
 @device_fn
-def _axis_weights(start, bin_, pv, pm, grid, size, pix, CT: tl.constexpr):
-    """Summed weights A[r, pix] of the valid samples of bins pv[r] along one axis on pixel
-    coordinates pix, and whether any of them touches the pixel: Tensors[len(pv), len(pix)]."""
-    a = tl.zeros([pv.shape[0], pix.shape[0]], CT)
-    hit = tl.zeros([pv.shape[0], pix.shape[0]], tl.int1)
+def _axis_weights(start, bin_, pv, pm, grid, grid_max, size, pix, CT: tl.constexpr):
+    """Summed weights A[r, pix] of the valid samples (i < grid[r]) of bin pv[r] of row r's RoI
+    along one axis on pixel coordinates pix, and whether any of them touches the pixel:
+    Tensors[R, PIX]."""
+    a = tl.full([pv.shape[0], pix.shape[0]], 0, CT)
+    hit = tl.full([pv.shape[0], pix.shape[0]], 0, tl.int1)
     gf = grid.to(CT)
-    for i in range(0, grid):
-        lo, hi, l_, h_, valid = axis_sample(sample_pos(start, bin_, pv, i, gf), size)
-        valid = (valid & pm)[:, None]
+    for i in range(0, grid_max):
+        lo, hi, l_, h_, valid = axis_sample(sample_pos(start, bin_, pv, as_type(i, CT), gf), size)
+        valid = (valid & pm & (i < grid))[:, None]
         at_lo = valid & (pix[None, :] == lo[:, None])
         at_hi = valid & (pix[None, :] == hi[:, None])
         a += tl.where(at_lo, h_[:, None], 0.0) + tl.where(at_hi, l_[:, None], 0.0)
@@ -293,7 +296,7 @@ def _axis_weights(start, bin_, pv, pm, grid, size, pix, CT: tl.constexpr):
 
 @device_fn
 def _corner_weights(lo, hi, l_, h_, pix):
-    # One sample per (bin, channel) [R, BC] along one axis on pixels pix: weights and touch
+    # One sample per (row, channel) [R, BC] along one axis on pixels pix: weights and touch
     # masks [R, BC, PIX] (lo == hi at the border: the weights add up to 1).
     at_lo = pix[None, None, :] == lo[:, :, None]
     at_hi = pix[None, None, :] == hi[:, :, None]
@@ -313,6 +316,32 @@ def gather_tile(pid0, n_cb, C, TH: tl.constexpr, TW: tl.constexpr, BC: tl.conste
 
 
 @device_fn
+def gather_rows(order_ptr, s, s_end, C, c0, ph, pw, PS: tl.constexpr, PB: tl.constexpr, RB: tl.constexpr,
+                BC: tl.constexpr):
+    """Rows of a gather step over RoIs order[s : s + RB] of one image: (RoI k, bin p, bin q,
+    output channel of the row (PS), row mask). Non-PS rows are (RoI slot, bin t) pairs, PS rows
+    (RoI slot, input channel c0 + j) with that channel's single bin."""
+    if PS:
+        r = tl.arange(0, RB * BC)
+        slot = s + r // BC
+        c = c0 + r % BC
+        p = (c // pw) % ph
+        q = c % pw
+        m = (slot < s_end) & (c < C)
+        cg = c // (ph * pw)
+    else:
+        r = tl.arange(0, RB * PB)
+        slot = s + r // PB
+        t = r % PB
+        p = t // pw
+        q = t % pw
+        m = (slot < s_end) & (t < ph * pw)
+        cg = t
+    k = tl.load(order_ptr + slot, mask=m, other=0)
+    return k, p, q, cg, m
+
+
+@device_fn
 def store_tile(out_ptr, son, soc, soh, sow, b, c, cm, y, x, H, W, acc):
     optr = out_ptr + b * son + c[:, None].to(tl.int64) * soc + (y * soh + x * sow)[None, :]
     store_as(optr, acc, cm[:, None] & ((y < H) & (x < W))[None, :])
@@ -322,62 +351,66 @@ def store_tile(out_ptr, son, soc, soh, sow, b, c, cm, y, x, H, W, acc):
 def _align_bwd_gather_kernel(g_ptr, sgk, sgc, sgh, sgw, r_ptr, scale_ptr, order_ptr, seg_ptr, arg_ptr,
                              out_ptr, son, soc, soh, sow, n_cb, C, H, W, ph, pw, sampling_ratio,
                              ALIGNED: tl.constexpr, MAX: tl.constexpr, PS: tl.constexpr, CT: tl.constexpr,
-                             PB: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, BC: tl.constexpr):
-    # A [input channel, pixel] tile of image b; the RoIs of b in RoI order. Non-PS: the bins of
-    # channel c are all (p, q) of output channel c; PS: input channel c is bin
+                             PB: tl.constexpr, RB: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
+                             BC: tl.constexpr):
+    # A [input channel, pixel] tile of image b; its RoIs RB at a time, in RoI order. Non-PS:
+    # channel c receives all bins (p, q) of output channel c; PS: input channel c is bin
     # ((c / pw) % ph, c % pw) of output channel c / (ph pw) only.
     b, c, cm, y, x = gather_tile(tl.program_id(0), n_cb, C, TH, TW, BC)
-    t = tl.arange(0, PB)
-    p = t // pw
-    q = t % pw
-    tm = t < ph * pw
+    c0 = (tl.program_id(0) % n_cb) * BC
     y_lo = as_type(tl.program_id(1) * TH, CT) - 1.0
     y_hi = as_type(tl.program_id(1) * TH + TH, CT)
     x_lo = as_type(tl.program_id(2) * TW, CT) - 1.0
     x_hi = as_type(tl.program_id(2) * TW + TW, CT)
     scale = tl.load(scale_ptr)
-    acc = tl.zeros([BC, TH * TW], CT)
-    for s in range(tl.load(seg_ptr + b), tl.load(seg_ptr + b + 1)):
-        k = tl.load(order_ptr + s)
+    acc = tl.full([BC, TH * TW], 0, CT)
+    s_end = tl.load(seg_ptr + b + 1)
+    for s in range(tl.load(seg_ptr + b), s_end, RB):
+        k, p, q, cg, m = gather_rows(order_ptr, s, s_end, C, c0, ph, pw, PS, PB, RB, BC)
         _, start_h, start_w, bin_h, bin_w, gh, gw, count = align_geom(r_ptr, k, scale, ph, pw, sampling_ratio,
                                                                       ALIGNED, CT)
         # Samples lie between start and start + pooled * bin, their corners within a pixel of
-        # that: skip RoIs that miss the tile. A NaN extent fails the test.
+        # that: rows of RoIs that miss the tile drop out (a NaN extent fails the test too).
         end_h = start_h + as_type(ph, CT) * bin_h
         end_w = start_w + as_type(pw, CT) * bin_w
-        hit = (dmin(start_h, end_h) <= y_hi) & (dmax(start_h, end_h) >= y_lo)
-        hit = hit & (dmin(start_w, end_w) <= x_hi) & (dmax(start_w, end_w) >= x_lo)
-        if hit & (gh > 0) & (gw > 0):
+        m = m & (dmin(start_h, end_h) <= y_hi) & (dmax(start_h, end_h) >= y_lo)
+        m = m & (dmin(start_w, end_w) <= x_hi) & (dmax(start_w, end_w) >= x_lo) & (gh > 0) & (gw > 0)
+        gh = tl.where(m, gh, 0)
+        gw = tl.where(m, gw, 0)
+        gh_max = tl.max(gh, 0)
+        if gh_max > 0:
             if PS:
-                pc = (c // pw) % ph
-                qc = c % pw
-                ay, ty = _axis_weights(start_h, bin_h, pc, cm, gh, H, y, CT)  # [BC, PIX]
-                ax, tx = _axis_weights(start_w, bin_w, qc, cm, gw, W, x, CT)
-                g = tl.load(g_ptr + k * sgk + (c // (ph * pw)) * sgc + pc * sgh + qc * sgw, mask=cm, other=0)
+                ay, ty = _axis_weights(start_h, bin_h, p, m, gh, gh_max, H, y, CT)  # [RB * BC, PIX]
+                ax, tx = _axis_weights(start_w, bin_w, q, m, gw, tl.max(gw, 0), W, x, CT)
+                g = tl.load(g_ptr + k * sgk + cg * sgc + p * sgh + q * sgw, mask=m, other=0)
                 g = fdiv(g.to(CT), count)
-                acc += tl.where(ty & tx, g[:, None] * (ay * ax), 0.0)
+                part = tl.where(ty & tx, g[:, None] * (ay * ax), 0.0)
+                acc += tl.sum(tl.reshape(part, (RB, BC, TH * TW)), axis=0)
             elif MAX:
-                gm = tm[:, None] & cm[None, :]
-                a = tl.load(arg_ptr + (k * C + c[None, :]) * (ph * pw) + t[:, None], mask=gm, other=-1)
+                gm = m[:, None] & cm[None, :]
+                a = tl.load(arg_ptr + (k[:, None] * C + c[None, :]) * (ph * pw) + cg[:, None], mask=gm, other=-1)
                 am = a >= 0
                 a = tl.where(am, a, 0)
+                gws = tl.maximum(gw, 1)[:, None]
                 pb = p[:, None] + c[None, :] * 0
                 qb = q[:, None] + c[None, :] * 0
-                ylo, yhi, ly, hy, _ = axis_sample(sample_pos(start_h, bin_h, pb, a // gw, gh.to(CT)), H)
-                xlo, xhi, lx, hx, _ = axis_sample(sample_pos(start_w, bin_w, qb, a % gw, gw.to(CT)), W)
-                g = tl.load(g_ptr + k * sgk + c[None, :] * sgc + p[:, None] * sgh + q[:, None] * sgw, mask=gm,
+                ylo, yhi, ly, hy, _ = axis_sample(sample_pos(start_h[:, None], bin_h[:, None], pb,
+                                                             (a // gws).to(CT), gh.to(CT)[:, None]), H)
+                xlo, xhi, lx, hx, _ = axis_sample(sample_pos(start_w[:, None], bin_w[:, None], qb,
+                                                             (a % gws).to(CT), gw.to(CT)[:, None]), W)
+                g = tl.load(g_ptr + k[:, None] * sgk + c[None, :] * sgc + (p * sgh + q * sgw)[:, None], mask=gm,
                             other=0).to(CT)
-                wy, ty = _corner_weights(ylo, yhi, ly, hy, y)  # [PB, BC, PIX]
+                wy, ty = _corner_weights(ylo, yhi, ly, hy, y)  # [R, BC, PIX]
                 wx, tx = _corner_weights(xlo, xhi, lx, hx, x)
                 touch = am[:, :, None] & ty & tx
                 acc += tl.sum(tl.where(touch, (g[:, :, None] * wy) * wx, 0.0), axis=0)
             else:
-                ay, ty = _axis_weights(start_h, bin_h, p, tm, gh, H, y, CT)  # [PB, PIX]
-                ax, tx = _axis_weights(start_w, bin_w, q, tm, gw, W, x, CT)
-                gm = tm[:, None] & cm[None, :]
-                g = tl.load(g_ptr + k * sgk + c[None, :] * sgc + p[:, None] * sgh + q[:, None] * sgw, mask=gm,
+                ay, ty = _axis_weights(start_h, bin_h, p, m, gh, gh_max, H, y, CT)  # [RB * PB, PIX]
+                ax, tx = _axis_weights(start_w, bin_w, q, m, gw, tl.max(gw, 0), W, x, CT)
+                gm = m[:, None] & cm[None, :]
+                g = tl.load(g_ptr + k[:, None] * sgk + c[None, :] * sgc + (p * sgh + q * sgw)[:, None], mask=gm,
                             other=0)
-                g = fdiv(g.to(CT), count)  # [PB, BC]
+                g = fdiv(g.to(CT), count[:, None])  # [R, BC]
                 touch = (ty & tx)[:, None, :]
                 acc += tl.sum(tl.where(touch, g[:, :, None] * (ay * ax)[:, None, :], 0.0), axis=0)
     store_tile(out_ptr, son, soc, soh, sow, b, c, cm, y, x, H, W, acc)
@@ -409,9 +442,9 @@ def _align_bwd_atomic_kernel(g_ptr, sgk, sgc, sgh, sgw, r_ptr, scale_ptr, arg_pt
         gws = tl.maximum(gw, 1)[:, None]
         pb = p[:, None] + c[None, :] * 0
         qb = q[:, None] + c[None, :] * 0
-        ylo, yhi, ly, hy, _ = axis_sample(sample_pos(start_h[:, None], bin_h[:, None], pb, a // gws,
+        ylo, yhi, ly, hy, _ = axis_sample(sample_pos(start_h[:, None], bin_h[:, None], pb, (a // gws).to(CT),
                                                      ghf[:, None]), H)
-        xlo, xhi, lx, hx, _ = axis_sample(sample_pos(start_w[:, None], bin_w[:, None], qb, a % gws,
+        xlo, xhi, lx, hx, _ = axis_sample(sample_pos(start_w[:, None], bin_w[:, None], qb, (a % gws).to(CT),
                                                      gwf[:, None]), W)
         rlo = base + ylo.to(tl.int64) * sbh
         rhi = base + yhi.to(tl.int64) * sbh
@@ -423,11 +456,11 @@ def _align_bwd_atomic_kernel(g_ptr, sgk, sgc, sgh, sgw, r_ptr, scale_ptr, arg_pt
         tl.atomic_add(rhi + chi, g * (ly * lx), mask=am, sem="relaxed")
     else:
         for i in range(0, tl.max(gh, 0)):
-            ylo, yhi, ly, hy, vy = axis_sample(sample_pos(start_h, bin_h, p, i, ghf), H)
+            ylo, yhi, ly, hy, vy = axis_sample(sample_pos(start_h, bin_h, p, as_type(i, CT), ghf), H)
             rlo = base + ylo.to(tl.int64)[:, None] * sbh
             rhi = base + yhi.to(tl.int64)[:, None] * sbh
             for j in range(0, tl.max(gw, 0)):
-                xlo, xhi, lx, hx, vx = axis_sample(sample_pos(start_w, bin_w, q, j, gwf), W)
+                xlo, xhi, lx, hx, vx = axis_sample(sample_pos(start_w, bin_w, q, as_type(j, CT), gwf), W)
                 vm = m & (vy & vx & (i < gh) & (j < gw))[:, None]
                 clo = xlo.to(tl.int64)[:, None] * sbw
                 chi = xhi.to(tl.int64)[:, None] * sbw
@@ -447,13 +480,17 @@ def by_batch(rows: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return order, seg
 
 
-def gather_blocks(t: torch.Tensor, h: int, w: int, c: int, pb: int) -> tuple[int, int, int]:
-    """(TH, TW, BC) of a gather program, whose largest temporary is [pb, BC, TH * TW]."""
-    if interpreted(t):
+def gather_blocks(t: torch.Tensor, h: int, w: int, c: int, k: int, rows: int) -> tuple[int, int, int, int]:
+    """(TH, TW, BC, RB) of a gather program: pixel tile, channels, RoIs per step; its largest
+    temporary is [RB * rows, BC, TH * TW] (rows: bins per RoI, or channels for PS)."""
+    if interpreted(t):  # few large steps: the interpreter's cost is per op
         th, tw = pow2(h, 1, 32), pow2(w, 1, 32)
-        return th, tw, pow2(c, 1, max(1, (1 << 17) // (pb * th * tw)))
+        bc = pow2(c, 1, max(1, (1 << 13) // (th * tw)))
+        rb = pow2(k, 1, max(1, (1 << 18) // (rows * bc * th * tw)))
+        return th, tw, bc, rb
+    # one RoI per step on a GPU: a RoI that misses the tile costs a few scalar ops
     th, tw = pow2(h, 1, 8), pow2(w, 1, 8)
-    return th, tw, pow2(c, 1, max(1, 8192 // (pb * th * tw)))
+    return th, tw, pow2(c, 1, max(1, 8192 // (rows * th * tw))), 1
 
 
 def _align_backward(grad, rows, scale, n, c, h, w, ph, pw, sampling_ratio, aligned, max_mode, ps, arg, out_fmt):
@@ -475,11 +512,11 @@ def _align_backward(grad, rows, scale, n, c, h, w, ph, pw, sampling_ratio, align
     out = torch.empty((n, c, h, w), dtype=grad.dtype, device=grad.device, memory_format=out_fmt)
     order, seg = by_batch(rows, n)
     pb = pow2(ph * pw, 1, 1 << 20)
-    th, tw, bc = gather_blocks(grad, h, w, c, 1 if ps else pb)
+    th, tw, bc, rb = gather_blocks(grad, h, w, c, K, 1 if ps else pb)
     n_cb = triton.cdiv(c, bc)
     launch(_align_bwd_gather_kernel, (n * n_cb, triton.cdiv(h, th), triton.cdiv(w, tw)), grad, *grad.stride(),
            rows, scale, order, seg, arg if arg is not None else rows, out, *out.stride(), n_cb, c, h, w, ph, pw,
-           sampling_ratio, **meta, PB=pb, TH=th, TW=tw, BC=bc)
+           sampling_ratio, **meta, PB=pb, RB=rb, TH=th, TW=tw, BC=bc)
     return out
 
 

@@ -22,7 +22,7 @@ from .._registrations.roi import _backward_checks
 from ..ops import _checks
 from ._utils import compute_dtype, launch, pow2, tl_dtype
 from .roi_align import (_channel_offsets, _fmt, _fwd_blocks, _row_tile, _rows, _scale, as_type, by_batch, device_fn,
-                        fdiv, gather_blocks, gather_tile, ps_backward_checks, ps_mapping, store_as, store_tile,
+                        fdiv, gather_blocks, gather_rows, gather_tile, ps_backward_checks, ps_mapping, store_as, store_tile,
                         use_atomics)
 
 
@@ -100,7 +100,7 @@ def _pool_fwd_kernel(x_ptr, sxn, sxc, sxh, sxw, r_ptr, scale_ptr, out_ptr, son, 
     h0, h1 = pool_bin(sh, bin_h, p, H, finite)
     w0, w1 = pool_bin(sw, bin_w, q, W, finite)
     base = x_ptr + b[:, None] * sxn + _channel_offsets(c, p, q, ph, pw, PS) * sxc
-    acc = tl.zeros([BK * PB, BC], CT)
+    acc = tl.full([BK * PB, BC], 0, CT)
     arg = tl.full([BK * PB, BC], -1, tl.int64)
     for dh in range(0, tl.max(_extent(bin_h, H, finite), 0)):
         h = h0 + dh
@@ -139,35 +139,33 @@ def _pool_forward(input, rois, spatial_scale, cout, ph, pw, ps, out, arg):
 @triton.jit
 def _pool_bwd_gather_kernel(g_ptr, sgk, sgc, sgh, sgw, r_ptr, scale_ptr, order_ptr, seg_ptr,
                             a_ptr, sak, sac, sah, saw, out_ptr, son, soc, soh, sow, n_cb, C, H, W, ph, pw,
-                            PS: tl.constexpr, CT: tl.constexpr, PB: tl.constexpr, TH: tl.constexpr,
-                            TW: tl.constexpr, BC: tl.constexpr):
-    # A [input channel, pixel] tile of image b; the RoIs of b in RoI order.
+                            PS: tl.constexpr, CT: tl.constexpr, PB: tl.constexpr, RB: tl.constexpr,
+                            TH: tl.constexpr, TW: tl.constexpr, BC: tl.constexpr):
+    # A [input channel, pixel] tile of image b; its RoIs RB at a time, in RoI order (rows as in
+    # roi_align's gather).
     b, c, cm, y, x = gather_tile(tl.program_id(0), n_cb, C, TH, TW, BC)
+    c0 = (tl.program_id(0) % n_cb) * BC
     scale = tl.load(scale_ptr)
-    acc = tl.zeros([BC, TH * TW], CT)
-    t = tl.arange(0, PB)
-    gm = (t < ph * pw)[:, None] & cm[None, :]
-    pix = (y.to(tl.int64) * W + x)[None, None, :]
-    for s in range(tl.load(seg_ptr + b), tl.load(seg_ptr + b + 1)):
-        k = tl.load(order_ptr + s)
+    acc = tl.full([BC, TH * TW], 0, CT)
+    s_end = tl.load(seg_ptr + b + 1)
+    for s in range(tl.load(seg_ptr + b), s_end, RB):
+        k, p, q, cg, m = gather_rows(order_ptr, s, s_end, C, c0, ph, pw, PS, PB, RB, BC)
         if PS:
-            # input channel c is bin (p, q) of output channel c / (ph pw) only
-            p = (c // pw) % ph
-            q = c % pw
             _, finite, sh, sw, bin_h, bin_w = pool_geom(r_ptr, k, scale, ph, pw, True, CT)
             h0, h1 = pool_bin(sh, bin_h, p, H, finite)
             w0, w1 = pool_bin(sw, bin_w, q, W, finite)
             area = (h1 - h0) * (w1 - w0)
-            g = tl.load(g_ptr + k * sgk + (c // (ph * pw)) * sgc + p * sgh + q * sgw, mask=cm, other=0).to(CT)
+            g = tl.load(g_ptr + k * sgk + cg * sgc + p * sgh + q * sgw, mask=m, other=0).to(CT)
             d = fdiv(g, tl.maximum(area, 1).to(CT))[:, None]
             inb = ((y[None, :] >= h0[:, None]) & (y[None, :] < h1[:, None]) & (x[None, :] >= w0[:, None])
-                   & (x[None, :] < w1[:, None]))
-            acc = tl.where(inb & (area > 0)[:, None], acc + d, acc)
+                   & (x[None, :] < w1[:, None]) & (m & (area > 0))[:, None])
+            acc += tl.sum(tl.reshape(tl.where(inb, d, 0.0), (RB, BC, TH * TW)), axis=0)
         else:
-            p = t // pw
-            q = t % pw
-            a = tl.load(a_ptr + k * sak + c[None, :] * sac + p[:, None] * sah + q[:, None] * saw, mask=gm, other=-1)
-            g = tl.load(g_ptr + k * sgk + c[None, :] * sgc + p[:, None] * sgh + q[:, None] * sgw, mask=gm, other=0)
+            gm = m[:, None] & cm[None, :]
+            a = tl.load(a_ptr + k[:, None] * sak + c[None, :] * sac + (p * sah + q * saw)[:, None], mask=gm,
+                        other=-1)
+            g = tl.load(g_ptr + k[:, None] * sgk + c[None, :] * sgc + (p * sgh + q * sgw)[:, None], mask=gm, other=0)
+            pix = (y.to(tl.int64) * W + x)[None, None, :]
             acc += tl.sum(tl.where(a[:, :, None] == pix, g.to(CT)[:, :, None], 0.0), axis=0)
     store_tile(out_ptr, son, soc, soh, sow, b, c, cm, y, x, H, W, acc)
 
@@ -224,11 +222,11 @@ def _pool_backward(grad, rois, arg, spatial_scale, n, c, h, w, ph, pw, ps, out_f
         return buf if buf.dtype == grad.dtype else buf.to(grad.dtype)
     out = torch.empty((n, c, h, w), dtype=grad.dtype, device=grad.device, memory_format=out_fmt)
     order, seg = by_batch(rows, n)
-    th, tw, bc = gather_blocks(grad, h, w, c, 1 if ps else pb)
+    th, tw, bc, rb = gather_blocks(grad, h, w, c, K, 1 if ps else pb)
     n_cb = triton.cdiv(c, bc)
     launch(_pool_bwd_gather_kernel, (n * n_cb, triton.cdiv(h, th), triton.cdiv(w, tw)), grad, *grad.stride(), rows,
            scale, order, seg, arg, *arg.stride(), out, *out.stride(), n_cb, c, h, w, ph, pw, PS=bool(ps),
-           CT=tl_dtype(ct), PB=pb, TH=th, TW=tw, BC=bc)
+           CT=tl_dtype(ct), PB=pb, RB=rb, TH=th, TW=tw, BC=bc)
     return out
 
 
