@@ -420,7 +420,7 @@ def _triton_grads(op, layout, dtype=torch.float32):
 def test_triton_deterministic_backward(op, monkeypatch):
     # The gather path (the interpreter's, and CUDA's under use_deterministic_algorithms): the
     # same bits on every run and in both layouts; the atomic scatter agrees within rounding.
-    troi = importlib.import_module("detseg.triton.roi_align")
+    troi = importlib.import_module("detseg.triton._roi")
 
     a = _triton_grads(op, "contiguous")
     bitwise(a, _triton_grads(op, "contiguous"))
@@ -432,7 +432,7 @@ def test_triton_deterministic_backward(op, monkeypatch):
 
 @needs_triton
 def test_triton_backward_path_rule(monkeypatch):
-    troi = importlib.import_module("detseg.triton.roi_align")
+    troi = importlib.import_module("detseg.triton._roi")
 
     t = torch.zeros(1)
     assert not troi.use_atomics(t)  # the interpreter always gathers

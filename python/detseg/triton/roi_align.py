@@ -35,49 +35,12 @@ import torch
 import triton
 import triton.language as tl
 
-import os
-
 from .._registrations.roi import _backward_checks
 from ..ops import _checks
-from ._utils import compute_dtype, dmax, dmin, fdiv, interpreted, launch, pow2, store_as, tl_dtype
-
-_MAX_GRID = 65536.0  # kRoiMaxGrid
-
-# Tests set this to run the atomic backward under the interpreter.
-FORCE_ATOMICS = False
-
-
-def use_atomics(t: torch.Tensor) -> bool:
-    """Whether a backward on t's device may scatter with atomics (order-dependent sums)."""
-    if FORCE_ATOMICS:
-        return True
-    return not interpreted(t) and not torch.are_deterministic_algorithms_enabled()
-
-
-# ================================================================ shared jit helpers
-
-_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def device_fn(fn):
-    """triton.jit for a device helper, except under the interpreter: there every call of a jit
-    helper re-patches triton.language (~0.4 ms, more than the arithmetic of a whole sample),
-    while a plain function runs the same tl code. Kernels stay triton.jit."""
-    fn = getattr(fn, "fn", fn)
-    return fn if _INTERPRET else triton.jit(fn)
-
-
-fdiv = device_fn(fdiv)
-dmin = device_fn(dmin)
-dmax = device_fn(dmax)
-store_as = device_fn(store_as)
-
-@device_fn
-def as_type(n, DT: tl.constexpr):
-    """n (a Python / constexpr int, a loop index or a scalar tensor) as a scalar tensor of DT."""
-    # tl.full, not tl.zeros: the latter is a jit function, costly to call in the interpreter
-    return tl.full([], n, DT)
-
+from ._roi import (as_type, by_batch, channel_offsets, device_fn, dmax, dmin, fdiv, fwd_blocks, gather_blocks,
+                   gather_rows, gather_tile, out_format, ps_backward_checks, ps_mapping, roi_rows, row_tile,
+                   scale_tensor, store_as, store_tile, use_atomics)
+from ._utils import compute_dtype, launch, pow2, tl_dtype
 
 @device_fn
 def roi_grid(sampling_ratio, roi_size, pooled_f):
@@ -165,30 +128,7 @@ def _bilinear_sample(base, sh, sw, ylo, yhi, ly, hy, xlo, xhi, lx, hx, mask, CT:
     return w1 * v1 + w2 * v2 + w3 * v3 + w4 * v4
 
 
-@device_fn
-def _channel_offsets(c, p, q, ph, pw, PS: tl.constexpr):
-    """Input channel of output channel c (row vector) at bin (p, q) (column vectors):
-    detseg::ps_input_channel for the position-sensitive op, c itself otherwise."""
-    if PS:
-        ci = (c[None, :] * ph + p[:, None]) * pw + q[:, None]
-    else:
-        ci = c[None, :] + p[:, None] * 0
-    return ci.to(tl.int64)
-
-
 # ================================================================ forward
-
-@device_fn
-def _row_tile(pid, K, ph, pw, PB: tl.constexpr, BK: tl.constexpr):
-    """Rows of a (RoI block, bin) tile: RoI k = pid * BK + r // PB, bin t = r % PB = p * pw + q,
-    and the row mask. Several RoIs per program pay off in the interpreter (its cost is per
-    op, whatever the tile size); on a GPU BK is 1."""
-    r = tl.arange(0, BK * PB)
-    k = pid.to(tl.int64) * BK + r // PB
-    t = r % PB
-    rm = (t < ph * pw) & (k < K)
-    return tl.where(rm, k, 0), t, t // pw, t % pw, rm
-
 
 @triton.jit
 def _align_fwd_kernel(x_ptr, sxn, sxc, sxh, sxw, r_ptr, scale_ptr, out_ptr, son, soc, soh, sow, arg_ptr,
@@ -200,7 +140,7 @@ def _align_fwd_kernel(x_ptr, sxn, sxc, sxh, sxw, r_ptr, scale_ptr, out_ptr, son,
     # j < its grid_w, in (i, j) order. MAX follows detseg::max_takes (first sample, greater, or
     # NaN over a number; an invalid sample counts as 0). STORE_ARG writes the winning sample
     # i * grid_w + j (-1 for none, or when an invalid sample won) for the backward.
-    k, t, p, q, rm = _row_tile(tl.program_id(0), K, ph, pw, PB, BK)
+    k, t, p, q, rm = row_tile(tl.program_id(0), K, ph, pw, PB, BK)
     c = tl.program_id(1) * BC + tl.arange(0, BC)
     m = rm[:, None] & (c < C)[None, :]
     scale = tl.load(scale_ptr)
@@ -208,7 +148,7 @@ def _align_fwd_kernel(x_ptr, sxn, sxc, sxh, sxw, r_ptr, scale_ptr, out_ptr, son,
                                                                   ALIGNED, CT)
     gh = tl.where(rm, gh, 0)
     gw = tl.where(rm, gw, 0)
-    base = x_ptr + b[:, None] * sxn + _channel_offsets(c, p, q, ph, pw, PS) * sxc
+    base = x_ptr + b[:, None] * sxn + channel_offsets(c, p, q, ph, pw, PS) * sxc
     ghf = gh.to(CT)
     gwf = gw.to(CT)
     acc = tl.full([BK * PB, BC], 0, CT)
@@ -239,39 +179,15 @@ def _align_fwd_kernel(x_ptr, sxn, sxc, sxh, sxw, r_ptr, scale_ptr, out_ptr, son,
         tl.store(arg_ptr + (k[:, None] * C + c[None, :]) * (ph * pw) + t[:, None], arg, mask=m)
 
 
-def _fwd_blocks(t: torch.Tensor, nb: int, k: int, c: int) -> tuple[int, int, int]:
-    """(PB, BK, BC): bins padded to a power of two, RoIs and channels per program."""
-    pb = pow2(nb, 1, 1 << 20)
-    if interpreted(t):
-        bk = pow2(k, 1, max(1, 4096 // pb))
-        return pb, bk, pow2(c, 1, max(1, 16384 // (pb * bk)))
-    return pb, 1, pow2(c, 1, max(1, 2048 // pb))
-
-
-def _rows(rois: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
-    # RoIs in the compute type of the data (detseg/cpu/roi_common.h roi_rows): float16 boxes
-    # would lose whole pixels.
-    return rois.detach().to(dt).contiguous()
-
-
-def _scale(spatial_scale: float, ct: torch.dtype, device) -> torch.Tensor:
-    # a float64 kernel needs the float64 scale (a Python float argument arrives as float32)
-    return torch.tensor([float(spatial_scale)], dtype=ct, device=device)
-
-
 def _align_forward(input, rows, scale, cout, ph, pw, sampling_ratio, aligned, max_mode, ps, out, arg=None):
     """Launches the forward kernel over out (Tensor[K, cout, ph, pw], any strides)."""
     K = rows.shape[0]
     N, C, H, W = input.shape
-    pb, bk, bc = _fwd_blocks(input, ph * pw, K, cout)
+    pb, bk, bc = fwd_blocks(input, ph * pw, K, cout)
     launch(_align_fwd_kernel, (triton.cdiv(K, bk), triton.cdiv(cout, bc)), input, *input.stride(), rows, scale,
            out, *out.stride(), arg if arg is not None else out, K, cout, H, W, ph, pw, sampling_ratio,
            ALIGNED=bool(aligned), MAX=bool(max_mode), PS=bool(ps), STORE_ARG=arg is not None,
            CT=tl_dtype(rows.dtype), PB=pb, BK=bk, BC=bc)
-
-
-def _fmt(channels_last: bool) -> torch.memory_format:
-    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 # ================================================================ backward
@@ -301,50 +217,6 @@ def _corner_weights(lo, hi, l_, h_, pix):
     at_lo = pix[None, None, :] == lo[:, :, None]
     at_hi = pix[None, None, :] == hi[:, :, None]
     return tl.where(at_lo, h_[:, :, None], 0.0) + tl.where(at_hi, l_[:, :, None], 0.0), at_lo | at_hi
-
-
-@device_fn
-def gather_tile(pid0, n_cb, C, TH: tl.constexpr, TW: tl.constexpr, BC: tl.constexpr):
-    """Program (b * n_cb + channel block, tile row, tile column) of a gather: (b, channels c,
-    channel mask, pixel rows y, pixel columns x) of its [BC, TH * TW] tile."""
-    b = pid0 // n_cb
-    c = (pid0 % n_cb) * BC + tl.arange(0, BC)
-    pix = tl.arange(0, TH * TW)
-    y = tl.program_id(1) * TH + pix // TW
-    x = tl.program_id(2) * TW + pix % TW
-    return b.to(tl.int64), c, c < C, y, x
-
-
-@device_fn
-def gather_rows(order_ptr, s, s_end, C, c0, ph, pw, PS: tl.constexpr, PB: tl.constexpr, RB: tl.constexpr,
-                BC: tl.constexpr):
-    """Rows of a gather step over RoIs order[s : s + RB] of one image: (RoI k, bin p, bin q,
-    output channel of the row (PS), row mask). Non-PS rows are (RoI slot, bin t) pairs, PS rows
-    (RoI slot, input channel c0 + j) with that channel's single bin."""
-    if PS:
-        r = tl.arange(0, RB * BC)
-        slot = s + r // BC
-        c = c0 + r % BC
-        p = (c // pw) % ph
-        q = c % pw
-        m = (slot < s_end) & (c < C)
-        cg = c // (ph * pw)
-    else:
-        r = tl.arange(0, RB * PB)
-        slot = s + r // PB
-        t = r % PB
-        p = t // pw
-        q = t % pw
-        m = (slot < s_end) & (t < ph * pw)
-        cg = t
-    k = tl.load(order_ptr + slot, mask=m, other=0)
-    return k, p, q, cg, m
-
-
-@device_fn
-def store_tile(out_ptr, son, soc, soh, sow, b, c, cm, y, x, H, W, acc):
-    optr = out_ptr + b * son + c[:, None].to(tl.int64) * soc + (y * soh + x * sow)[None, :]
-    store_as(optr, acc, cm[:, None] & ((y < H) & (x < W))[None, :])
 
 
 @triton.jit
@@ -422,7 +294,7 @@ def _align_bwd_atomic_kernel(g_ptr, sgk, sgc, sgh, sgw, r_ptr, scale_ptr, arg_pt
                              ALIGNED: tl.constexpr, MAX: tl.constexpr, PS: tl.constexpr, CT: tl.constexpr,
                              PB: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr):
     # The forward's program shape; each corner term g * w / count is atomically added.
-    k, t, p, q, rm = _row_tile(tl.program_id(0), K, ph, pw, PB, BK)
+    k, t, p, q, rm = row_tile(tl.program_id(0), K, ph, pw, PB, BK)
     c = tl.program_id(1) * BC + tl.arange(0, BC)
     m = rm[:, None] & (c < C)[None, :]
     scale = tl.load(scale_ptr)
@@ -430,7 +302,7 @@ def _align_bwd_atomic_kernel(g_ptr, sgk, sgc, sgh, sgw, r_ptr, scale_ptr, arg_pt
                                                                   ALIGNED, CT)
     gh = tl.where(rm, gh, 0)
     gw = tl.where(rm, gw, 0)
-    base = buf_ptr + b[:, None] * sbn + _channel_offsets(c, p, q, ph, pw, PS) * sbc
+    base = buf_ptr + b[:, None] * sbn + channel_offsets(c, p, q, ph, pw, PS) * sbc
     g = tl.load(g_ptr + k[:, None] * sgk + c[None, :] * sgc + p[:, None] * sgh + q[:, None] * sgw, mask=m,
                 other=0).to(CT)
     ghf = gh.to(CT)
@@ -471,28 +343,6 @@ def _align_bwd_atomic_kernel(g_ptr, sgk, sgc, sgh, sgw, r_ptr, scale_ptr, arg_pt
                 tl.atomic_add(rhi + chi, fdiv(g * (ly * lx)[:, None], cnt), mask=vm, sem="relaxed")
 
 
-def by_batch(rows: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """RoIs grouped by batch image in RoI order: (order Tensor[K], seg Tensor[n + 1]); the RoIs
-    of image b are order[seg[b]:seg[b + 1]]. Batch indices are checked beforehand."""
-    bidx = rows[:, 0].long()
-    order = torch.sort(bidx, stable=True).indices
-    seg = torch.searchsorted(bidx[order], torch.arange(n + 1, device=rows.device))
-    return order, seg
-
-
-def gather_blocks(t: torch.Tensor, h: int, w: int, c: int, k: int, rows: int) -> tuple[int, int, int, int]:
-    """(TH, TW, BC, RB) of a gather program: pixel tile, channels, RoIs per step; its largest
-    temporary is [RB * rows, BC, TH * TW] (rows: bins per RoI, or channels for PS)."""
-    if interpreted(t):  # few large steps: the interpreter's cost is per op
-        th, tw = pow2(h, 1, 32), pow2(w, 1, 32)
-        bc = pow2(c, 1, max(1, (1 << 13) // (th * tw)))
-        rb = pow2(k, 1, max(1, (1 << 18) // (rows * bc * th * tw)))
-        return th, tw, bc, rb
-    # one RoI per step on a GPU: a RoI that misses the tile costs a few scalar ops
-    th, tw = pow2(h, 1, 8), pow2(w, 1, 8)
-    return th, tw, pow2(c, 1, max(1, 8192 // (rows * th * tw))), 1
-
-
 def _align_backward(grad, rows, scale, n, c, h, w, ph, pw, sampling_ratio, aligned, max_mode, ps, arg, out_fmt):
     """Input gradient Tensor[n, c, h, w] (grad's dtype, out_fmt) of roi_align / ps_roi_align;
     arg: the winners (max mode) as Tensor[K, C_out, ph * pw] int64, else None."""
@@ -504,7 +354,7 @@ def _align_backward(grad, rows, scale, n, c, h, w, ph, pw, sampling_ratio, align
     cout = grad.shape[1]
     if use_atomics(grad):
         buf = torch.zeros((n, c, h, w), dtype=ct, device=grad.device).contiguous(memory_format=out_fmt)
-        pb, bk, bc = _fwd_blocks(grad, ph * pw, K, cout)
+        pb, bk, bc = fwd_blocks(grad, ph * pw, K, cout)
         launch(_align_bwd_atomic_kernel, (triton.cdiv(K, bk), triton.cdiv(cout, bc)), grad, *grad.stride(), rows,
                scale, arg if arg is not None else rows, buf, *buf.stride(), K, cout, h, w, ph, pw, sampling_ratio,
                **meta, PB=pb, BK=bk, BC=bc)
@@ -538,23 +388,32 @@ class _RoIAlign(torch.autograd.Function):
         N, C, H, W = input.shape
         K = rois.shape[0]
         ct = compute_dtype(input)
-        fmt = _fmt(_checks.roi_channels_last(input))
-        ctx.save_for_backward(rois, input if pool_mode == "max" else None)
+        fmt = out_format(_checks.roi_channels_last(input))
+        max_mode = pool_mode == "max"
+        # Max mode keeps each bin's winning sample for the backward (an index per output
+        # element) instead of the input it would recompute them from.
+        arg = torch.full((K, C, ph * pw), -1, dtype=torch.int64, device=input.device) \
+            if max_mode and ctx.needs_input_grad[0] else None
+        ctx.save_for_backward(rois, arg)
         ctx.args = (spatial_scale, ph, pw, N, C, H, W, sampling_ratio, aligned, pool_mode)
         out = torch.empty((K, C, ph, pw), dtype=input.dtype, device=input.device, memory_format=fmt)
         if K == 0 or C == 0:
             return out
         if H == 0 or W == 0:  # every sample is outside an empty map
             return out.zero_()
-        _align_forward(input, _rows(rois, ct), _scale(spatial_scale, ct, input.device), C, ph, pw, sampling_ratio,
-                       aligned, pool_mode == "max", False, out)
+        _align_forward(input, roi_rows(rois, ct), scale_tensor(spatial_scale, ct, input.device), C, ph, pw,
+                       sampling_ratio, aligned, max_mode, False, out, arg)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        rois, input = ctx.saved_tensors
-        gin = _roi_align_backward(grad, rois, *ctx.args, input)
+        rois, arg = ctx.saved_tensors
+        scale, ph, pw, n, c, h, w, sampling_ratio, aligned, pool_mode = ctx.args
+        ct = compute_dtype(grad)
+        gin = _align_backward(grad, roi_rows(rois, ct), scale_tensor(scale, ct, grad.device), n, c, h, w, ph, pw,
+                              sampling_ratio, aligned, pool_mode == "max", False, arg,
+                              out_format(_checks.roi_channels_last(grad)))
         return gin, None, None, None, None, None, None, None
 
 
@@ -590,22 +449,15 @@ def _roi_align_backward(grad: torch.Tensor, rois: torch.Tensor, spatial_scale: f
             _checks.fail(op, f"input must have the dtype of grad ({grad.dtype}), got {input.dtype}", TypeError)
     _checks.roi_batch_indices(op, rois, n)
     ct = compute_dtype(grad)
-    rows = _rows(rois, ct)
-    scale = _scale(spatial_scale, ct, grad.device)
+    rows = roi_rows(rois, ct)
+    scale = scale_tensor(spatial_scale, ct, grad.device)
     arg = _max_winners(input, rows, scale, ph, pw, int(sampling_ratio), aligned) if max_mode else None
-    fmt = _fmt(_checks.roi_channels_last(grad))
+    fmt = out_format(_checks.roi_channels_last(grad))
     return _align_backward(grad, rows, scale, n, c, h, w, ph, pw, int(sampling_ratio), aligned, max_mode, False,
                            arg, fmt)
 
 
 # ================================================================ ps_roi_align ops
-
-def ps_mapping(k: int, cout: int, ph: int, pw: int, device) -> torch.Tensor:
-    """channel_mapping Tensor[K, C_out, ph, pw] int64: detseg::ps_input_channel of each output."""
-    cin = ((torch.arange(cout, device=device)[:, None, None] * ph + torch.arange(ph, device=device)[:, None]) * pw
-           + torch.arange(pw, device=device))
-    return cin.expand(k, cout, ph, pw).contiguous()
-
 
 class _PSRoIAlign(torch.autograd.Function):
     @staticmethod
@@ -619,7 +471,7 @@ class _PSRoIAlign(torch.autograd.Function):
         ctx.mark_non_differentiable(mapping)
         ctx.args = (spatial_scale, ph, pw, sampling_ratio, N, C, H, W)
         if K and cout and H and W:
-            _align_forward(input, _rows(rois, ct), _scale(spatial_scale, ct, input.device), cout, ph, pw,
+            _align_forward(input, roi_rows(rois, ct), scale_tensor(spatial_scale, ct, input.device), cout, ph, pw,
                            sampling_ratio, True, False, True, out)
         return out, mapping
 
@@ -643,18 +495,6 @@ def ps_roi_align(input: torch.Tensor, rois: torch.Tensor, spatial_scale: float, 
     return _PSRoIAlign.apply(input, rois, float(spatial_scale), ph, pw, int(sampling_ratio))
 
 
-def ps_backward_checks(op: str, grad, rois, channel_mapping, spatial_scale, ph: int, pw: int, n: int, c: int,
-                       h: int, w: int) -> None:
-    """The checks of both position-sensitive backward ops (the C++ ps_roi_backward_cout)."""
-    _checks.roi_scale_size(op, spatial_scale, ph, pw)
-    _checks.ps_roi_channels(op, c, ph, pw)
-    _backward_checks(op, grad, rois, spatial_scale, ph, pw, n, c // (ph * pw), h, w)
-    if channel_mapping.shape != grad.shape:
-        _checks.fail(op, f"channel_mapping must have the shape of grad {list(grad.shape)}, "
-                         f"got {list(channel_mapping.shape)}")
-    _checks.roi_batch_indices(op, rois, n)
-
-
 def _ps_roi_align_backward(grad: torch.Tensor, rois: torch.Tensor, channel_mapping: torch.Tensor,
                            spatial_scale: float, pooled_height: int, pooled_width: int, sampling_ratio: int,
                            batch_size: int, channels: int, height: int, width: int) -> torch.Tensor:
@@ -666,5 +506,5 @@ def _ps_roi_align_backward(grad: torch.Tensor, rois: torch.Tensor, channel_mappi
     _checks.roi_sampling_ratio(op, sampling_ratio)
     ps_backward_checks(op, grad, rois, channel_mapping, spatial_scale, ph, pw, n, c, h, w)
     ct = compute_dtype(grad)
-    return _align_backward(grad, _rows(rois, ct), _scale(spatial_scale, ct, grad.device), n, c, h, w, ph, pw,
+    return _align_backward(grad, roi_rows(rois, ct), scale_tensor(spatial_scale, ct, grad.device), n, c, h, w, ph, pw,
                            int(sampling_ratio), True, False, True, None, torch.contiguous_format)

@@ -20,10 +20,10 @@ import triton.language as tl
 
 from .._registrations.roi import _backward_checks
 from ..ops import _checks
+from ._roi import (as_type, by_batch, channel_offsets, device_fn, fdiv, fwd_blocks, gather_blocks, gather_rows,
+                   gather_tile, out_format, ps_backward_checks, ps_mapping, roi_rows, row_tile, scale_tensor,
+                   store_as, store_tile, use_atomics)
 from ._utils import compute_dtype, launch, pow2, tl_dtype
-from .roi_align import (_channel_offsets, _fmt, _fwd_blocks, _row_tile, _rows, _scale, as_type, by_batch, device_fn,
-                        fdiv, gather_blocks, gather_rows, gather_tile, ps_backward_checks, ps_mapping, store_as, store_tile,
-                        use_atomics)
 
 
 @device_fn
@@ -91,7 +91,7 @@ def _pool_fwd_kernel(x_ptr, sxn, sxc, sxh, sxw, r_ptr, scale_ptr, out_ptr, son, 
     # Program (block of RoIs, block of output channels) over a [(RoI, bin), channel] tile, as
     # roi_align's forward. roi_pool: max and argmax (plane index h * W + w), pixels visited in
     # row-major order; PS: the mean of the bin of the mapped channel.
-    k, t, p, q, rm = _row_tile(tl.program_id(0), K, ph, pw, PB, BK)
+    k, t, p, q, rm = row_tile(tl.program_id(0), K, ph, pw, PB, BK)
     c = tl.program_id(1) * BC + tl.arange(0, BC)
     m = rm[:, None] & (c < C)[None, :]
     scale = tl.load(scale_ptr)
@@ -99,7 +99,7 @@ def _pool_fwd_kernel(x_ptr, sxn, sxc, sxh, sxw, r_ptr, scale_ptr, out_ptr, son, 
     finite = finite & rm
     h0, h1 = pool_bin(sh, bin_h, p, H, finite)
     w0, w1 = pool_bin(sw, bin_w, q, W, finite)
-    base = x_ptr + b[:, None] * sxn + _channel_offsets(c, p, q, ph, pw, PS) * sxc
+    base = x_ptr + b[:, None] * sxn + channel_offsets(c, p, q, ph, pw, PS) * sxc
     acc = tl.full([BK * PB, BC], 0, CT)
     arg = tl.full([BK * PB, BC], -1, tl.int64)
     for dh in range(0, tl.max(_extent(bin_h, H, finite), 0)):
@@ -128,9 +128,9 @@ def _pool_forward(input, rois, spatial_scale, cout, ph, pw, ps, out, arg):
     K = rois.shape[0]
     N, C, H, W = input.shape
     ct = compute_dtype(input)
-    pb, bk, bc = _fwd_blocks(input, ph * pw, K, cout)
-    launch(_pool_fwd_kernel, (triton.cdiv(K, bk), triton.cdiv(cout, bc)), input, *input.stride(), _rows(rois, ct),
-           _scale(spatial_scale, ct, input.device), out, *out.stride(), arg, *arg.stride(), K, cout, H, W, ph, pw,
+    pb, bk, bc = fwd_blocks(input, ph * pw, K, cout)
+    launch(_pool_fwd_kernel, (triton.cdiv(K, bk), triton.cdiv(cout, bc)), input, *input.stride(), roi_rows(rois, ct),
+           scale_tensor(spatial_scale, ct, input.device), out, *out.stride(), arg, *arg.stride(), K, cout, H, W, ph, pw,
            PS=bool(ps), CT=tl_dtype(ct), PB=pb, BK=bk, BC=bc)
 
 
@@ -175,12 +175,12 @@ def _pool_bwd_atomic_kernel(g_ptr, sgk, sgc, sgh, sgw, r_ptr, scale_ptr, a_ptr, 
                             buf_ptr, sbn, sbc, sbh, sbw, K, C, H, W, ph, pw,
                             PS: tl.constexpr, CT: tl.constexpr, PB: tl.constexpr, BK: tl.constexpr,
                             BC: tl.constexpr):
-    k, t, p, q, rm = _row_tile(tl.program_id(0), K, ph, pw, PB, BK)
+    k, t, p, q, rm = row_tile(tl.program_id(0), K, ph, pw, PB, BK)
     c = tl.program_id(1) * BC + tl.arange(0, BC)
     m = rm[:, None] & (c < C)[None, :]
     scale = tl.load(scale_ptr)
     b, finite, sh, sw, bin_h, bin_w = pool_geom(r_ptr, k, scale, ph, pw, PS, CT)
-    base = buf_ptr + b[:, None] * sbn + _channel_offsets(c, p, q, ph, pw, PS) * sbc
+    base = buf_ptr + b[:, None] * sbn + channel_offsets(c, p, q, ph, pw, PS) * sbc
     g = tl.load(g_ptr + k[:, None] * sgk + c[None, :] * sgc + p[:, None] * sgh + q[:, None] * sgw, mask=m,
                 other=0).to(CT)
     if PS:
@@ -209,13 +209,13 @@ def _pool_backward(grad, rois, arg, spatial_scale, n, c, h, w, ph, pw, ps, out_f
     if K == 0 or min(n, c, h, w) == 0:
         return torch.zeros((n, c, h, w), dtype=grad.dtype, device=grad.device).contiguous(memory_format=out_fmt)
     ct = compute_dtype(grad)
-    rows = _rows(rois, ct)
-    scale = _scale(spatial_scale, ct, grad.device)
+    rows = roi_rows(rois, ct)
+    scale = scale_tensor(spatial_scale, ct, grad.device)
     cout = grad.shape[1]
     pb = pow2(ph * pw, 1, 1 << 20)
     if use_atomics(grad):
         buf = torch.zeros((n, c, h, w), dtype=ct, device=grad.device).contiguous(memory_format=out_fmt)
-        pb, bk, bc = _fwd_blocks(grad, ph * pw, K, cout)
+        pb, bk, bc = fwd_blocks(grad, ph * pw, K, cout)
         launch(_pool_bwd_atomic_kernel, (triton.cdiv(K, bk), triton.cdiv(cout, bc)), grad, *grad.stride(), rows,
                scale, arg, *arg.stride(), buf, *buf.stride(), K, cout, h, w, ph, pw, PS=bool(ps), CT=tl_dtype(ct),
                PB=pb, BK=bk, BC=bc)
@@ -237,7 +237,7 @@ class _RoIPool(torch.autograd.Function):
     def forward(ctx, input, rois, spatial_scale, ph, pw):
         N, C, H, W = input.shape
         K = rois.shape[0]
-        fmt = _fmt(_checks.roi_channels_last(input))
+        fmt = out_format(_checks.roi_channels_last(input))
         out = torch.zeros((K, C, ph, pw), dtype=input.dtype, device=input.device).contiguous(memory_format=fmt)
         arg = torch.full((K, C, ph, pw), -1, dtype=torch.int64, device=input.device).contiguous(memory_format=fmt)
         # an empty map (H or W = 0) clips every bin to empty: 0 and argmax -1
@@ -284,7 +284,7 @@ def _roi_pool_backward(grad: torch.Tensor, rois: torch.Tensor, argmax: torch.Ten
             v = int(argmax[bad][0])
             _checks.fail(op, f"argmax must hold -1 or plane indices in [0, {h * w}), got {v}")
     return _pool_backward(grad, rois, argmax, spatial_scale, n, c, h, w, ph, pw, False,
-                          _fmt(_checks.roi_channels_last(grad)))
+                          out_format(_checks.roi_channels_last(grad)))
 
 
 # ================================================================ ps_roi_pool ops
