@@ -6,27 +6,31 @@ is detseg::roi_sample_pos, and the bilinear value is w1 v1 + w2 v2 + w3 v3 + w4 
 order with torchvision's weights (hy hx, hy lx, ly hx, ly lx). float16 / bfloat16 are read
 into float32, float64 is computed in float64; every division is IEEE-rounded (`fdiv`).
 
-Forward: one program per (RoI, block of channels) holding every bin of the RoI as a
-[bins, channels] tile; the sample loops have the RoI's own (adaptive) bounds. Input and
-output are addressed through strides, so NCHW and channels-last input need no copy, and the
-output is channels-last when the input is (the C++ kernels' rule, `_checks.roi_channels_last`).
+Forward: one program per (block of RoIs, block of channels); the rows of its tile are
+(RoI, bin) pairs, the columns channels. The sample loops run to the block's largest
+(adaptive) grid, each row taking only its own samples. A GPU launch uses one RoI per block;
+the interpreter, whose cost is per op rather than per element, many. Input and output are
+addressed through strides, so NCHW and channels-last input need no copy, and the output is
+channels-last when the input is (the C++ kernels' rule, `_checks.roi_channels_last`).
 
-Backward, two paths:
+Backward, two paths (`_roi.use_atomics`):
   - atomic (CUDA, unless torch.use_deterministic_algorithms(True)): the forward's program
-    shape, scattering each sample's four corner terms with tl.atomic_add into a float32 /
-    float64 buffer (summation order is then up to the hardware);
+    shape, scattering each sample's four corner terms g * w / count with tl.atomic_add into a
+    float32 / float64 buffer (the summation order is then up to the hardware);
   - deterministic (torch.are_deterministic_algorithms_enabled(), and always under the CPU
-    interpreter): a gather. One program owns a tile of one (batch image, input channel)
-    plane, walks the RoIs of that image in RoI order (a stable sort by batch index, no host
-    sync) and skips those whose sample footprint misses the tile. Average mode uses that
-    bilinear sampling is separable: a bin (p, q) puts g / count * Ay[p, y] * Ax[q, x] on pixel
-    (y, x), with Ay / Ax the sums of the y- / x-axis weights of its valid samples, so a RoI
-    adds Ay^T (G / count) Ax to the tile (two small contractions). Max mode first recomputes
-    each bin's winning sample with the forward kernel (an index per output element), then adds
-    each winner's four corner terms. The tile is accumulated in registers in the compute type
-    and stored once: no atomics, no float32 copy of the gradient, nothing of size
-    RoIs x C x H x W, and the same bits on every run. "Touched" masks keep a non-finite
-    incoming gradient on the pixels its samples touch, as the scatter does.
+    interpreter): a gather. A program owns a [channels, pixel tile] block of one batch image's
+    gradient, accumulates it in registers in the compute type and stores it once. It walks the
+    RoIs of that image (grouped by a stable sort of the batch indices, no host sync) in RoI
+    order, RB at a time (1 on a GPU, where a RoI whose sample footprint misses the tile costs
+    a few scalar ops); contributions of one step are summed by a fixed reduction tree.
+    Average mode uses that bilinear sampling is separable: bin (p, q) puts
+    g / count * Ay[p, y] * Ax[q, x] on pixel (y, x), Ay / Ax being the summed y- / x-axis
+    weights of its valid samples, so no per-sample scatter is needed. Max mode uses each bin's
+    winning sample (kept by the forward, or recomputed from the input by
+    _roi_align_backward): its four corner terms. No atomics, no float32 copy of the gradient,
+    nothing of size RoIs x C x H x W, the same bits on every run and in either layout.
+    "Touched" masks keep a non-finite incoming gradient on the pixels its samples touch, as
+    the scatter does.
 """
 
 from __future__ import annotations

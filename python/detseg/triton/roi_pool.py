@@ -7,9 +7,8 @@ computed in the compute type), `pool_bin` is detseg::roi_pool_bin, and the max k
 maximum in row-major order with NaN winning (detseg::pool_takes). A non-finite RoI has empty
 bins: output 0, argmax -1.
 
-Program shapes and the two backward paths are those of roi_align.py. The deterministic
-gathers add, per gradient element, the contributions of the RoIs in RoI order and, within a
-RoI, of the bins in row-major order: the order of the C++ CPU kernels, hence the same bits.
+Program shapes and the two backward paths are those of roi_align.py: roi_pool's gather adds
+each bin's gradient at its argmax pixel, ps_roi_pool's spreads g / area over the bin.
 """
 
 from __future__ import annotations
