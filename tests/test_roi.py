@@ -462,6 +462,17 @@ def test_triton_backward_ops_match_cpp():
     pool_bwd = _backends.internal("_roi_pool_backward", "triton")
     torch.testing.assert_close(pool_bwd(g, rois, arg, 0.25, 2, 3, 2, 3, 9, 10),
                                torch.ops.detseg._roi_pool_backward(g, rois, arg, 0.25, 2, 3, 2, 3, 9, 10))
+    # A non-finite incoming gradient reaches exactly the pixels its samples touch, as in the scatter.
+    gbad = g.clone()
+    gbad[0, 1, 1, 2] = math.inf
+    gbad[3, 0, 0, 0] = math.nan
+    for mode in ("avg", "max"):
+        args = (gbad, rois, 0.25, 2, 3, 2, 3, 9, 10, -1, True, mode, x)
+        gt = _backends.internal("_roi_align_backward", "triton")(*args)
+        gc = torch.ops.detseg._roi_align_backward(*args)
+        assert torch.equal(torch.isfinite(gt), torch.isfinite(gc)) and not torch.isfinite(gc).all()
+        fin = torch.isfinite(gc)
+        torch.testing.assert_close(gt[fin], gc[fin], **_tol("grad"))
     with pytest.raises(ValueError, match=r"detseg\._roi_pool_backward: argmax must hold -1 or plane indices in "
                                          r"\[0, 90\), got 90"):
         pool_bwd(g, rois, torch.full_like(arg, 90), 0.25, 2, 3, 2, 3, 9, 10)
