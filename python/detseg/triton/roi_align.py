@@ -88,10 +88,17 @@ def align_geom(r_ptr, k, scale, ph, pw, sampling_ratio, ALIGNED: tl.constexpr, C
 
 
 @device_fn
-def sample_pos(start, bin_, p, i_f, grid_f):
-    """detseg::roi_sample_pos: start + p * bin + (i + 0.5) * bin / grid (p an integer tensor, i_f
-    the sample index in the compute type)."""
-    return start + p.to(start.dtype) * bin_ + fdiv((i_f + 0.5) * bin_, grid_f)
+def bin_origin(start, bin_, p):
+    """start + p * bin: the first two terms of detseg::roi_sample_pos for bins p, evaluated once
+    per bin (the header sums left to right, so the value is the same)."""
+    return start + p.to(start.dtype) * bin_
+
+
+@device_fn
+def sample_pos(origin, bin_, i_f, grid_f):
+    """detseg::roi_sample_pos: origin + (i + 0.5) * bin / grid (i_f: the sample index in the
+    compute type)."""
+    return origin + fdiv((i_f + 0.5) * bin_, grid_f)
 
 
 @device_fn
@@ -114,11 +121,9 @@ def axis_sample(v, size):
 
 
 @device_fn
-def _bilinear_sample(base, sh, sw, ylo, yhi, ly, hy, xlo, xhi, lx, hx, mask, CT: tl.constexpr):
-    """detseg::bilinear_value(bilinear(y, x), v1..v4) of a [bins] x [channels] tile; base holds
-    the channel offsets, ylo.. the per-bin axis samples."""
-    rlo = base + ylo.to(tl.int64)[:, None] * sh
-    rhi = base + yhi.to(tl.int64)[:, None] * sh
+def _bilinear_sample(rlo, rhi, sw, ly, hy, xlo, xhi, lx, hx, mask, CT: tl.constexpr):
+    """detseg::bilinear_value(bilinear(y, x), v1..v4) of a [bins] x [channels] tile: rlo / rhi
+    point at the two input rows of each bin's y-axis sample, xlo.. is the x-axis sample."""
     clo = xlo.to(tl.int64)[:, None] * sw
     chi = xhi.to(tl.int64)[:, None] * sw
     v1 = tl.load(rlo + clo, mask=mask, other=0).to(CT)
@@ -155,16 +160,20 @@ def _align_fwd_kernel(x_ptr, sxn, sxc, sxh, sxw, r_ptr, scale_ptr, out_ptr, son,
     base = x_ptr + b[:, None] * sxn + channel_offsets(c, p, q, ph, pw, PS) * sxc
     ghf = gh.to(CT)
     gwf = gw.to(CT)
+    org_h = bin_origin(start_h, bin_h, p)
+    org_w = bin_origin(start_w, bin_w, q)
     acc = tl.full([BK * PB, BC], 0, CT)
     arg = tl.full([BK * PB, BC], -1, tl.int64)
     for i in range(0, tl.max(gh, 0)):
-        ylo, yhi, ly, hy, vy = axis_sample(sample_pos(start_h, bin_h, p, as_type(i, CT), ghf), H)
+        ylo, yhi, ly, hy, vy = axis_sample(sample_pos(org_h, bin_h, as_type(i, CT), ghf), H)
         i_in = i < gh
+        rlo = base + (ylo.to(tl.int64) * sxh)[:, None]
+        rhi = base + (yhi.to(tl.int64) * sxh)[:, None]
         for j in range(0, tl.max(gw, 0)):
-            xlo, xhi, lx, hx, vx = axis_sample(sample_pos(start_w, bin_w, q, as_type(j, CT), gwf), W)
+            xlo, xhi, lx, hx, vx = axis_sample(sample_pos(org_w, bin_w, as_type(j, CT), gwf), W)
             s_in = (i_in & (j < gw))[:, None]
             valid = (vy & vx)[:, None] & s_in
-            val = _bilinear_sample(base, sxh, sxw, ylo, yhi, ly, hy, xlo, xhi, lx, hx, m & valid, CT)
+            val = _bilinear_sample(rlo, rhi, sxw, ly, hy, xlo, xhi, lx, hx, m & valid, CT)
             if MAX:
                 v = tl.where(valid, val, 0.0)
                 first = (as_type(i, tl.int32) == 0) & (as_type(j, tl.int32) == 0)
@@ -197,6 +206,18 @@ def _align_forward(input, rows, scale, cout, ph, pw, sampling_ratio, aligned, ma
 # ================================================================ backward
 
 @device_fn
+def _winner_samples(start_h, start_w, bin_h, bin_w, gh, gw, p, q, a, H, W, CT: tl.constexpr):
+    """The y- and x-axis samples (lo, hi, l, h each) of the winning samples a = i * grid_w + j
+    of rows with bins (p, q): Tensors[R, BC] (a valid winner has grid_w > 0)."""
+    gws = tl.maximum(gw, 1)[:, None]
+    ylo, yhi, ly, hy, _ = axis_sample(sample_pos(bin_origin(start_h, bin_h, p)[:, None], bin_h[:, None],
+                                                 (a // gws).to(CT), gh.to(CT)[:, None]), H)
+    xlo, xhi, lx, hx, _ = axis_sample(sample_pos(bin_origin(start_w, bin_w, q)[:, None], bin_w[:, None],
+                                                 (a % gws).to(CT), gw.to(CT)[:, None]), W)
+    return ylo, yhi, ly, hy, xlo, xhi, lx, hx
+
+
+@device_fn
 def _axis_weights(start, bin_, pv, pm, grid, grid_max, size, pix, CT: tl.constexpr):
     """Summed weights A[r, pix] of the valid samples (i < grid[r]) of bin pv[r] of row r's RoI
     along one axis on pixel coordinates pix, and whether any of them touches the pixel:
@@ -204,8 +225,9 @@ def _axis_weights(start, bin_, pv, pm, grid, grid_max, size, pix, CT: tl.constex
     a = tl.full([pv.shape[0], pix.shape[0]], 0, CT)
     hit = tl.full([pv.shape[0], pix.shape[0]], 0, tl.int1)
     gf = grid.to(CT)
+    org = bin_origin(start, bin_, pv)
     for i in range(0, grid_max):
-        lo, hi, l_, h_, valid = axis_sample(sample_pos(start, bin_, pv, as_type(i, CT), gf), size)
+        lo, hi, l_, h_, valid = axis_sample(sample_pos(org, bin_, as_type(i, CT), gf), size)
         valid = (valid & pm & (i < grid))[:, None]
         at_lo = valid & (pix[None, :] == lo[:, None])
         at_hi = valid & (pix[None, :] == hi[:, None])
@@ -267,13 +289,8 @@ def _align_bwd_gather_kernel(g_ptr, sgk, sgc, sgh, sgw, r_ptr, scale_ptr, order_
                 a = tl.load(arg_ptr + (k[:, None] * C + c[None, :]) * (ph * pw) + cg[:, None], mask=gm, other=-1)
                 am = a >= 0
                 a = tl.where(am, a, 0)
-                gws = tl.maximum(gw, 1)[:, None]
-                pb = p[:, None] + c[None, :] * 0
-                qb = q[:, None] + c[None, :] * 0
-                ylo, yhi, ly, hy, _ = axis_sample(sample_pos(start_h[:, None], bin_h[:, None], pb,
-                                                             (a // gws).to(CT), gh.to(CT)[:, None]), H)
-                xlo, xhi, lx, hx, _ = axis_sample(sample_pos(start_w[:, None], bin_w[:, None], qb,
-                                                             (a % gws).to(CT), gw.to(CT)[:, None]), W)
+                ylo, yhi, ly, hy, xlo, xhi, lx, hx = _winner_samples(start_h, start_w, bin_h, bin_w, gh, gw, p, q,
+                                                                     a, H, W, CT)
                 g = tl.load(g_ptr + k[:, None] * sgk + c[None, :] * sgc + (p * sgh + q * sgw)[:, None], mask=gm,
                             other=0).to(CT)
                 wy, ty = _corner_weights(ylo, yhi, ly, hy, y)  # [R, BC, PIX]
@@ -309,19 +326,12 @@ def _align_bwd_atomic_kernel(g_ptr, sgk, sgc, sgh, sgw, r_ptr, scale_ptr, arg_pt
     base = buf_ptr + b[:, None] * sbn + channel_offsets(c, p, q, ph, pw, PS) * sbc
     g = tl.load(g_ptr + k[:, None] * sgk + c[None, :] * sgc + p[:, None] * sgh + q[:, None] * sgw, mask=m,
                 other=0).to(CT)
-    ghf = gh.to(CT)
-    gwf = gw.to(CT)
     if MAX:
         a = tl.load(arg_ptr + (k[:, None] * C + c[None, :]) * (ph * pw) + t[:, None], mask=m, other=-1)
         am = m & (a >= 0)
         a = tl.where(am, a, 0)
-        gws = tl.maximum(gw, 1)[:, None]
-        pb = p[:, None] + c[None, :] * 0
-        qb = q[:, None] + c[None, :] * 0
-        ylo, yhi, ly, hy, _ = axis_sample(sample_pos(start_h[:, None], bin_h[:, None], pb, (a // gws).to(CT),
-                                                     ghf[:, None]), H)
-        xlo, xhi, lx, hx, _ = axis_sample(sample_pos(start_w[:, None], bin_w[:, None], qb, (a % gws).to(CT),
-                                                     gwf[:, None]), W)
+        ylo, yhi, ly, hy, xlo, xhi, lx, hx = _winner_samples(start_h, start_w, bin_h, bin_w, gh, gw, p, q, a, H, W,
+                                                             CT)
         rlo = base + ylo.to(tl.int64) * sbh
         rhi = base + yhi.to(tl.int64) * sbh
         clo = xlo.to(tl.int64) * sbw
@@ -331,12 +341,16 @@ def _align_bwd_atomic_kernel(g_ptr, sgk, sgc, sgh, sgw, r_ptr, scale_ptr, arg_pt
         tl.atomic_add(rhi + clo, g * (ly * hx), mask=am, sem="relaxed")
         tl.atomic_add(rhi + chi, g * (ly * lx), mask=am, sem="relaxed")
     else:
+        ghf = gh.to(CT)
+        gwf = gw.to(CT)
+        org_h = bin_origin(start_h, bin_h, p)
+        org_w = bin_origin(start_w, bin_w, q)
         for i in range(0, tl.max(gh, 0)):
-            ylo, yhi, ly, hy, vy = axis_sample(sample_pos(start_h, bin_h, p, as_type(i, CT), ghf), H)
+            ylo, yhi, ly, hy, vy = axis_sample(sample_pos(org_h, bin_h, as_type(i, CT), ghf), H)
             rlo = base + ylo.to(tl.int64)[:, None] * sbh
             rhi = base + yhi.to(tl.int64)[:, None] * sbh
             for j in range(0, tl.max(gw, 0)):
-                xlo, xhi, lx, hx, vx = axis_sample(sample_pos(start_w, bin_w, q, as_type(j, CT), gwf), W)
+                xlo, xhi, lx, hx, vx = axis_sample(sample_pos(org_w, bin_w, as_type(j, CT), gwf), W)
                 vm = m & (vy & vx & (i < gh) & (j < gw))[:, None]
                 clo = xlo.to(tl.int64)[:, None] * sbw
                 chi = xhi.to(tl.int64)[:, None] * sbw
