@@ -399,6 +399,18 @@ def test_triton_ps_ops(dtype, op):
     close(gx, _oracle_grad(lambda t: getattr(R, name)(t, rois.double(), *args)[0], x, g), "grad")
 
 
+@needs_triton
+def test_triton_strided_input():
+    # Any strides are read as such (no copy): a channel- and column-sliced view gives the bits of
+    # its contiguous copy.
+    big = make_input(2, 6, 9, 12, torch.float32, "contiguous", seed=9)
+    x = big[:, ::2, :, 1:11]
+    rois = make_rois(7, 2, 36, 40, seed=3)
+    for fn in (lambda t: detseg.roi_align(t, rois, (2, 3), 0.25, -1, True, backend="triton"),
+               lambda t: detseg.roi_pool(t, rois, (2, 3), 0.25, backend="triton")):
+        bitwise(fn(x), fn(x.contiguous()))
+
+
 def _triton_grads(op, layout, dtype=torch.float32):
     """Input gradient of one op on the Triton backend (whatever backward path is active)."""
     x, rois = _triton_case(dtype, layout, c=12 if op.startswith("ps") else 3, seed=6)
