@@ -195,7 +195,7 @@ def _align_fwd_kernel(x_ptr, sxn, sxc, sxh, sxw, r_ptr, scale_ptr, out_ptr, son,
 def _align_forward(input, rows, scale, cout, ph, pw, sampling_ratio, aligned, max_mode, ps, out, arg=None):
     """Launches the forward kernel over out (Tensor[K, cout, ph, pw], any strides)."""
     K = rows.shape[0]
-    N, C, H, W = input.shape
+    H, W = input.shape[2:]
     pb, bk, bc = fwd_blocks(input, ph * pw, K, cout)
     launch(_align_fwd_kernel, (triton.cdiv(K, bk), triton.cdiv(cout, bc)), input, *input.stride(), rows, scale,
            out, *out.stride(), arg if arg is not None else out, K, cout, H, W, ph, pw, sampling_ratio,

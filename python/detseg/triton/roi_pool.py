@@ -90,7 +90,7 @@ def _pool_fwd_kernel(x_ptr, sxn, sxc, sxh, sxw, r_ptr, scale_ptr, out_ptr, son, 
     # Program (block of RoIs, block of output channels) over a [(RoI, bin), channel] tile, as
     # roi_align's forward. roi_pool: max and argmax (plane index h * W + w), pixels visited in
     # row-major order; PS: the mean of the bin of the mapped channel.
-    k, t, p, q, rm = row_tile(tl.program_id(0), K, ph, pw, PB, BK)
+    k, _, p, q, rm = row_tile(tl.program_id(0), K, ph, pw, PB, BK)
     c = tl.program_id(1) * BC + tl.arange(0, BC)
     m = rm[:, None] & (c < C)[None, :]
     scale = tl.load(scale_ptr)
@@ -125,7 +125,7 @@ def _pool_fwd_kernel(x_ptr, sxn, sxc, sxh, sxw, r_ptr, scale_ptr, out_ptr, son, 
 
 def _pool_forward(input, rois, spatial_scale, cout, ph, pw, ps, out, arg):
     K = rois.shape[0]
-    N, C, H, W = input.shape
+    H, W = input.shape[2:]
     ct = compute_dtype(input)
     pb, bk, bc = fwd_blocks(input, ph * pw, K, cout)
     launch(_pool_fwd_kernel, (triton.cdiv(K, bk), triton.cdiv(cout, bc)), input, *input.stride(), roi_rows(rois, ct),
@@ -174,7 +174,7 @@ def _pool_bwd_atomic_kernel(g_ptr, sgk, sgc, sgh, sgw, r_ptr, scale_ptr, a_ptr, 
                             buf_ptr, sbn, sbc, sbh, sbw, K, C, H, W, ph, pw,
                             PS: tl.constexpr, CT: tl.constexpr, PB: tl.constexpr, BK: tl.constexpr,
                             BC: tl.constexpr):
-    k, t, p, q, rm = row_tile(tl.program_id(0), K, ph, pw, PB, BK)
+    k, _, p, q, rm = row_tile(tl.program_id(0), K, ph, pw, PB, BK)
     c = tl.program_id(1) * BC + tl.arange(0, BC)
     m = rm[:, None] & (c < C)[None, :]
     scale = tl.load(scale_ptr)
