@@ -1,4 +1,6 @@
-"""roi_align / roi_pool: the DESIGN.md §5 matrix on the C++ CPU kernels and the reference.
+"""roi_align / roi_pool / ps_*: the DESIGN.md §5 matrix on the C++ CPU kernels and the
+reference, and on the Triton kernels (interpreted here: small problems, tests named test_triton_*
+plus the backend-parametrised API tests).
 
 Oracle: detseg.reference in float64 on the same (already rounded) inputs. External oracles:
 onnxruntime RoiAlign (opset 16) and MaxRoiPool.
