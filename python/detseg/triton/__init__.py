@@ -7,3 +7,5 @@ import triton  # noqa: F401  -- ImportError here marks the backend unavailable
 from .boxes import box_area, box_convert, clip_boxes_to_image, remove_small_boxes  # noqa: F401
 from .iou import _box_iou_loss_backward, _box_iou_matrix_backward, box_iou_loss, box_iou_matrix  # noqa: F401
 from .nms import batched_nms, nms  # noqa: F401
+from .roi_align import _ps_roi_align_backward, _roi_align_backward, ps_roi_align, roi_align  # noqa: F401
+from .roi_pool import _ps_roi_pool_backward, _roi_pool_backward, ps_roi_pool, roi_pool  # noqa: F401
