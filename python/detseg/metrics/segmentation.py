@@ -110,6 +110,8 @@ class ConfusionMatrix:
             out["samplewise_dice_per_class"] = F._ratio(s["dice_sum"], n, a)
             out["samplewise_mean_iou"] = F._mean(out["samplewise_iou_per_class"], n, a)
             out["samplewise_mean_dice"] = F._mean(out["samplewise_dice_per_class"], n, a)
+            # torchmetrics MeanIoU(per_class=False): the mean over (image, class) pairs, not over classes
+            out["samplewise_pooled_iou"] = F._ratio(s["iou_sum"].sum(), n.sum(), "nan")
         return out
 
 
