@@ -140,6 +140,19 @@ def test_confusion_matrix_errors(target):
     assert torch.equal(detseg.confusion_matrix(p, t2, 4, 4, backend=backend), _oracle(p, t2, 4, 4)[0])
 
 
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int32, torch.int64])
+def test_confusion_matrix_vs_hotcoco(target, dtype):
+    hm = pytest.importorskip("hotcoco.metrics")
+    backend, _ = target
+    p, t = _labels((3, 40, 66), 12, seed=11, dtype=dtype)
+    t[0, :3] = 11
+    t[1, 5, :7] = 200  # ignored (hotcoco ignores in the ground truth only, as detseg)
+    cm = detseg.confusion_matrix(p, t, 12, 200, backend=backend)
+    ref = hm.pixel_confusion(t.numpy(), p.numpy(), 12, ignore_index=200)
+    assert torch.equal(cm, torch.from_numpy(np.asarray(ref).astype(np.int64)))
+
+
 def _with_threads(n, fn):
     old = torch.get_num_threads()
     torch.set_num_threads(n)
