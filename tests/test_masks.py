@@ -429,3 +429,37 @@ def test_compile_smoke():
     cf = torch.compile(f, fullgraph=True, backend="aot_eager")
     for a, b in zip(cf(p, t, m1, m2), f(p, t, m1, m2)):
         assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- Triton (interpreted on CPU: few, larger cases)
+
+TRITON = B.targets(["triton"])
+
+
+@pytest.mark.parametrize("target", TRITON)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int64])
+@pytest.mark.parametrize("c", [6, 70])
+def test_triton_confusion_matrix(target, dtype, c):
+    backend, device = target
+    p, t = _labels((3, 33, 17), c, seed=c, dtype=dtype)
+    p[0, 0, :3] = 100  # invalid (> c) on a few pixels
+    t[1, 1, :4] = 3  # ignored
+    cm, bad = detseg.confusion_matrix(p.to(device), t.to(device), c, 3, invalid="count", backend=backend)
+    ref, nbad = _oracle(p, t, c, 3)
+    assert torch.equal(cm.cpu(), ref) and int(bad) == nbad
+    per, pbad = detseg.confusion_matrix(p.to(device), t.to(device), c, 3, per_image=True, invalid="count",
+                                        backend=backend)
+    assert torch.equal(per.sum(0).cpu(), ref) and int(pbad.sum()) == nbad
+    with pytest.raises(ValueError, match=r"labels must be in \[0, num_classes"):
+        detseg.confusion_matrix(p.to(device), t.to(device), c, backend=backend)
+
+
+@pytest.mark.parametrize("target", TRITON)
+@pytest.mark.parametrize("crowd", [False, True])
+def test_triton_mask_iou(target, crowd):
+    backend, device = target
+    m1, m2 = _blobs(13, 37, 129, 1).to(torch.uint8), _blobs(33, 37, 129, 2)
+    iscrowd = (torch.arange(33) % 3 == 0) if crowd else None
+    out = detseg.mask_iou(m1.to(device), m2.to(device), None if iscrowd is None else iscrowd.to(device),
+                          backend=backend)
+    assert_close(out.cpu(), _iou_oracle(m1.bool(), m2, iscrowd))
