@@ -25,9 +25,11 @@ constexpr int64_t kGrain = 1 << 17;
 // A task flushes its uint32 histograms into int64 at least this often, so no bin overflows.
 constexpr int64_t kFlush = int64_t(1) << 31;
 
-// Copies of the uint32 histogram a task counts into: four break the dependency between
-// consecutive pixels of one region (same bin), as long as they stay cache-sized.
-int copies_for(int64_t bins) { return bins <= 65536 ? 4 : 1; }
+// Copies of the uint32 histogram a task counts into: several break the dependency between
+// consecutive pixels of one region (same bin). Two are as fast as four (measured, 150 classes)
+// and keep half the footprint in L2, which matters on a busy machine whose other processes
+// evict it between calls (150 classes: 180 KB instead of 360 KB).
+int copies_for(int64_t bins) { return bins <= 4096 ? 4 : (bins <= 65536 ? 2 : 1); }
 
 template <typename T>
 void count_range(const T* pred, const T* target, int64_t begin, int64_t end, int64_t c, std::optional<int64_t> ignore,

@@ -39,6 +39,14 @@ void count_two_pass(const T* __restrict pred, const T* __restrict target, const 
         ++h3[bins[i + 3]];
       }
       for (; i < len; ++i) ++h0[bins[i]];
+    } else if (a.copies == 2) {
+      uint32_t* __restrict h1 = h0 + a.stride;
+      int64_t i = 0;
+      for (; i + 2 <= len; i += 2) {
+        ++h0[bins[i]];
+        ++h1[bins[i + 1]];
+      }
+      for (; i < len; ++i) ++h0[bins[i]];
     } else {
       for (int64_t i = 0; i < len; ++i) ++h0[bins[i]];
     }
@@ -59,6 +67,12 @@ void count_fused(const T* __restrict pred, const T* __restrict target, const Con
       ++h1[confusion_bin<uint32_t, T>(pred[i + 1], target[i + 1], c, ignore, kIgnore)];
       ++h2[confusion_bin<uint32_t, T>(pred[i + 2], target[i + 2], c, ignore, kIgnore)];
       ++h3[confusion_bin<uint32_t, T>(pred[i + 3], target[i + 3], c, ignore, kIgnore)];
+    }
+  } else if (a.copies == 2) {
+    uint32_t* __restrict h1 = h0 + a.stride;
+    for (; i + 2 <= a.n; i += 2) {
+      ++h0[confusion_bin<uint32_t, T>(pred[i], target[i], c, ignore, kIgnore)];
+      ++h1[confusion_bin<uint32_t, T>(pred[i + 1], target[i + 1], c, ignore, kIgnore)];
     }
   }
   for (; i < a.n; ++i) ++h0[confusion_bin<uint32_t, T>(pred[i], target[i], c, ignore, kIgnore)];

@@ -21,7 +21,7 @@ struct ConfusionArgs {
   bool has_ignore;
   uint32_t* hist;
   int64_t stride;
-  int copies;  // 1 or 4
+  int copies;  // 1, 2 or 4
 };
 
 }  // namespace detseg::cpu
