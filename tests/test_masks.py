@@ -463,3 +463,34 @@ def test_triton_mask_iou(target, crowd):
     out = detseg.mask_iou(m1.to(device), m2.to(device), None if iscrowd is None else iscrowd.to(device),
                           backend=backend)
     assert_close(out.cpu(), _iou_oracle(m1.bool(), m2, iscrowd))
+
+
+@pytest.mark.parametrize("target", TRITON)
+@pytest.mark.parametrize("dtype", [torch.bool, torch.float32])
+def test_triton_masks_to_boxes(target, dtype):
+    backend, device = target
+    m = _blobs(9, 31, 70, 3)
+    m[2] = False
+    m[3] = False
+    m[3, 30, 69] = True
+    out = detseg.masks_to_boxes(m.to(dtype).to(device), backend=backend)
+    assert torch.equal(out.cpu(), detseg.masks_to_boxes(m, backend="reference"))
+
+
+@pytest.mark.parametrize("target", TRITON)
+@pytest.mark.parametrize("convention", ["torchvision", "detectron2"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_triton_paste(target, convention, dtype):
+    backend, device = target
+    masks, boxes = _paste_inputs(9, 28, 53, 71, 37)
+    masks = masks.to(dtype)
+    out = detseg.paste_masks_in_image(masks[:, None].to(device), boxes.to(device), (53, 71), convention=convention,
+                                      backend=backend)
+    ref = detseg.paste_masks_in_image(masks[:, None], boxes, (53, 71), convention=convention, backend="reference")
+    assert out.shape == (9, 1, 53, 71) and out.dtype == dtype
+    assert_close(out.cpu(), ref.double())
+    tb = detseg.paste_masks_in_image(masks.to(device), boxes.to(device), (53, 71), convention=convention,
+                                     threshold=0.5, backend=backend)
+    tr = detseg.paste_masks_in_image(masks, boxes, (53, 71), convention=convention, threshold=0.5,
+                                     backend="reference")
+    assert tb.dtype == torch.bool and int((tb.cpu() != tr).sum()) <= 2

@@ -1,8 +1,9 @@
 """Triton kernels of the mask family: confusion_matrix (per-program histograms of the bins of
 csrc/include/detseg/masks.h, summed on the host: integers, so any order gives the same counts)
 and mask_iou (a blocked matmul of the masks as 0/1 halves with float32 accumulation, exact
-below 2^24 pixels, and the IoU epilogue of detseg::mask_pair_iou). masks_to_boxes and
-paste_masks_in_image have no Triton kernel yet ("auto" falls back to detseg.reference)."""
+below 2^24 pixels, and the IoU epilogue of detseg::mask_pair_iou), masks_to_boxes (a min / max
+reduction per mask) and paste_masks_in_image (one lane per output pixel, the taps of
+detseg::resize_tap / grid_sample_tap)."""
 
 from __future__ import annotations
 
@@ -139,3 +140,157 @@ def mask_iou(masks1: torch.Tensor, masks2: torch.Tensor, iscrowd: torch.Tensor |
     launch(_mask_iou_kernel, grid, a, b, area1, area2, crowd, out, n, m, k, HAS_CROWD=iscrowd is not None,
            BN=bn, BM=bm, BK=bk)
     return out
+
+
+@triton.jit
+def _bounds_kernel(m_ptr, out_ptr, H, W, BLOCK: tl.constexpr):
+    k = tl.program_id(0).to(tl.int64)
+    hw = H * W
+    big = hw + W + H
+    x0 = tl.full((BLOCK,), big, tl.int64)
+    y0 = tl.full((BLOCK,), big, tl.int64)
+    x1 = tl.full((BLOCK,), -1, tl.int64)
+    y1 = tl.full((BLOCK,), -1, tl.int64)
+    for s in range(0, hw, BLOCK):
+        offs = s + tl.arange(0, BLOCK).to(tl.int64)
+        inb = offs < hw
+        nz = (tl.load(m_ptr + k * hw + offs, mask=inb, other=0) != 0) & inb
+        x = offs % W
+        y = offs // W
+        x0 = tl.minimum(x0, tl.where(nz, x, big))
+        y0 = tl.minimum(y0, tl.where(nz, y, big))
+        x1 = tl.maximum(x1, tl.where(nz, x, -1))
+        y1 = tl.maximum(y1, tl.where(nz, y, -1))
+    bx0, by0, bx1, by1 = tl.min(x0, 0), tl.min(y0, 0), tl.max(x1, 0), tl.max(y1, 0)
+    empty = bx1 < 0
+    tl.store(out_ptr + 4 * k, tl.where(empty, 0, bx0).to(tl.float32))
+    tl.store(out_ptr + 4 * k + 1, tl.where(empty, 0, by0).to(tl.float32))
+    tl.store(out_ptr + 4 * k + 2, tl.where(empty, 0, bx1).to(tl.float32))
+    tl.store(out_ptr + 4 * k + 3, tl.where(empty, 0, by1).to(tl.float32))
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    _checks.masks_to_boxes(masks)
+    n, h, w = masks.shape
+    out = torch.zeros(n, 4, dtype=torch.float32, device=masks.device)
+    if n == 0 or h == 0 or w == 0:
+        return out
+    m = masks.contiguous()
+    if m.dtype == torch.bool:
+        m = m.view(torch.uint8)
+    block = triton.next_power_of_2(min(h * w, 1 << 16 if interpreted(m) else 2048))
+    launch(_bounds_kernel, (n,), m, out, h, w, BLOCK=block)
+    return out
+
+
+@triton.jit
+def _resize_tap(dst, in_size, out_size, CT: tl.constexpr):
+    # detseg::resize_tap (upsample_bilinear2d, align_corners=False)
+    scale = in_size.to(CT) / out_size.to(CT)
+    src = scale * (dst.to(CT) + 0.5) - 0.5
+    src = tl.where(src < 0, 0.0, src)
+    i0 = tl.minimum(src.to(tl.int64), in_size - 1)
+    l1 = src - i0.to(CT)
+    l1 = tl.where(l1 < 0, 0.0, tl.where(l1 > 1, 1.0, l1))
+    i1 = tl.where(i0 + 1 < in_size, i0 + 1, in_size - 1)
+    return i0, i1, 1.0 - l1, l1
+
+
+@triton.jit
+def _grid_tap(dst, lo, hi, size, CT: tl.constexpr):
+    # detseg::grid_sample_tap (grid_sample, align_corners=False, zeros padding); ok = any tap
+    g = ((dst.to(CT) + 0.5) - lo) / (hi - lo) * 2.0 - 1.0
+    src = ((g + 1.0) * size.to(CT) - 1.0) / 2.0
+    f = tl.floor(src)
+    ok = (f >= -2.0) & (f <= size.to(CT) + 1.0)
+    f = tl.where(ok, f, -4.0)
+    i0 = f.to(tl.int64)
+    l1 = tl.where(ok, src - f, 0.0)
+    l0 = tl.where(ok, (f + 1.0) - src, 0.0)
+    return i0, i0 + 1, l0, l1
+
+
+@triton.jit
+def _paste_kernel(m_ptr, b_ptr, ib_ptr, out_ptr, H, W, MH, MW, PAD, THR, TORCHVISION: tl.constexpr,
+                  THRESHOLD: tl.constexpr, CT: tl.constexpr, BLOCK: tl.constexpr):
+    k = tl.program_id(0).to(tl.int64)
+    offs = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    inb = offs < H * W
+    x = offs % W
+    y = offs // W
+    mask = m_ptr + k * MH * MW
+    if TORCHVISION:
+        bx0 = tl.load(ib_ptr + 4 * k)
+        by0 = tl.load(ib_ptr + 4 * k + 1)
+        bx1 = tl.load(ib_ptr + 4 * k + 2)
+        by1 = tl.load(ib_ptr + 4 * k + 3)
+        inside = inb & (x >= bx0) & (x <= bx1) & (y >= by0) & (y <= by1)
+        ow = tl.maximum(bx1 - bx0 + 1, 1)
+        oh = tl.maximum(by1 - by0 + 1, 1)
+        xi0, xi1, lx0, lx1 = _resize_tap(x - bx0, MW + 2 * PAD, ow, CT)
+        yi0, yi1, ly0, ly1 = _resize_tap(y - by0, MH + 2 * PAD, oh, CT)
+        xi0, xi1, yi0, yi1 = xi0 - PAD, xi1 - PAD, yi0 - PAD, yi1 - PAD
+        okx0, okx1 = (xi0 >= 0) & (xi0 < MW), (xi1 >= 0) & (xi1 < MW)
+        oky0, oky1 = (yi0 >= 0) & (yi0 < MH), (yi1 >= 0) & (yi1 < MH)
+        v00 = tl.load(mask + yi0 * MW + xi0, mask=inside & oky0 & okx0, other=0).to(CT)
+        v01 = tl.load(mask + yi0 * MW + xi1, mask=inside & oky0 & okx1, other=0).to(CT)
+        v10 = tl.load(mask + yi1 * MW + xi0, mask=inside & oky1 & okx0, other=0).to(CT)
+        v11 = tl.load(mask + yi1 * MW + xi1, mask=inside & oky1 & okx1, other=0).to(CT)
+        v = ly0 * (lx0 * v00 + lx1 * v01) + ly1 * (lx0 * v10 + lx1 * v11)
+        v = tl.where(inside, v, 0.0)
+    else:
+        x_lo = tl.load(b_ptr + 4 * k).to(CT)
+        y_lo = tl.load(b_ptr + 4 * k + 1).to(CT)
+        x_hi = tl.load(b_ptr + 4 * k + 2).to(CT)
+        y_hi = tl.load(b_ptr + 4 * k + 3).to(CT)
+        xi0, xi1, lx0, lx1 = _grid_tap(x, x_lo, x_hi, MW, CT)
+        yi0, yi1, ly0, ly1 = _grid_tap(y, y_lo, y_hi, MH, CT)
+        okx0, okx1 = (xi0 >= 0) & (xi0 < MW), (xi1 >= 0) & (xi1 < MW)
+        oky0, oky1 = (yi0 >= 0) & (yi0 < MH), (yi1 >= 0) & (yi1 < MH)
+        v = tl.zeros((BLOCK,), CT)
+        v += tl.where(oky0 & okx0, tl.load(mask + yi0 * MW + xi0, mask=inb & oky0 & okx0, other=0).to(CT)
+                      * (lx0 * ly0), 0.0)
+        v += tl.where(oky0 & okx1, tl.load(mask + yi0 * MW + xi1, mask=inb & oky0 & okx1, other=0).to(CT)
+                      * (lx1 * ly0), 0.0)
+        v += tl.where(oky1 & okx0, tl.load(mask + yi1 * MW + xi0, mask=inb & oky1 & okx0, other=0).to(CT)
+                      * (lx0 * ly1), 0.0)
+        v += tl.where(oky1 & okx1, tl.load(mask + yi1 * MW + xi1, mask=inb & oky1 & okx1, other=0).to(CT)
+                      * (lx1 * ly1), 0.0)
+    if THRESHOLD:
+        tl.store(out_ptr + k * H * W + offs, (v >= THR).to(tl.int8), mask=inb)
+    else:
+        tl.store(out_ptr + k * H * W + offs, v.to(out_ptr.dtype.element_ty), mask=inb)
+
+
+def _torchvision_boxes(boxes: torch.Tensor, scale: float) -> torch.Tensor:
+    """detseg::torchvision_paste_box for every box: ``Tensor[N, 4]`` int64 (non-finite -> empty)."""
+    w_half = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale
+    h_half = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
+    x_c = (boxes[:, 2] + boxes[:, 0]) * 0.5
+    y_c = (boxes[:, 3] + boxes[:, 1]) * 0.5
+    e = torch.stack([x_c - w_half, y_c - h_half, x_c + w_half, y_c + h_half], 1)
+    lim = float(1 << 40)
+    ib = e.nan_to_num(0.0).clamp(-lim, lim).to(torch.int64)
+    bad = ~torch.isfinite(e).all(1)
+    return torch.where(bad[:, None], torch.tensor([0, 0, -1, -1], device=boxes.device), ib).contiguous()
+
+
+def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, height: int, width: int, padding: int = 1,
+                         convention: str = "torchvision", threshold: float | None = None) -> torch.Tensor:
+    _checks.paste_masks(masks, boxes, height, width, padding, convention)
+    n, mh, mw = masks.shape
+    ct = torch.float64 if masks.dtype == torch.float64 else torch.float32
+    m = masks.to(ct).contiguous()
+    b = boxes.to(ct).contiguous()
+    out_dt = torch.bool if threshold is not None else masks.dtype
+    store_dt = torch.int8 if threshold is not None else ct
+    out = torch.empty(n, height, width, dtype=store_dt, device=masks.device)
+    if n and height and width:
+        tv = convention == "torchvision"
+        ib = _torchvision_boxes(b, float(mw + 2 * padding) / mw) if tv else b
+        block = triton.next_power_of_2(min(height * width, 1 << 16 if interpreted(m) else 1024))
+        grid = (n, triton.cdiv(height * width, block))
+        launch(_paste_kernel, grid, m, b, ib, out, height, width, mh, mw, padding,
+               float(threshold) if threshold is not None else 0.0, TORCHVISION=tv,
+               THRESHOLD=threshold is not None, CT=tl.float64 if ct == torch.float64 else tl.float32, BLOCK=block)
+    return out.view(torch.bool) if threshold is not None else out.to(out_dt)
