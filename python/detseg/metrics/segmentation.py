@@ -61,20 +61,28 @@ class ConfusionMatrix:
         self.present = torch.zeros(c, dtype=torch.int64, device=self.device)
         self.images = torch.zeros((), dtype=torch.int64, device=self.device)
 
+    def _per_image(self) -> bool:
+        # Per-image matrices only when a samplewise score needs them: one pooled matrix
+        # parallelises over pixels, per-image ones over images only.
+        return self.samplewise
+
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """pred, target: label maps ``Tensor[B, ...]`` (class indices, any integer dtype)."""
-        res = _ops.confusion_matrix(pred, target, self.num_classes, self.ignore_index, per_image=True,
-                                    invalid="count", backend=self.backend)
-        per_image, bad = res
+        per = self._per_image()
+        cm, bad = _ops.confusion_matrix(pred, target, self.num_classes, self.ignore_index, per_image=per,
+                                        invalid="count", backend=self.backend)
         if self.invalid == "error" and int(bad.sum()) > 0:
             _ops.confusion_matrix(pred, target, self.num_classes, self.ignore_index, backend=self.backend)  # raises
-        per_image = per_image.to(self.device)
-        self._update_samples(per_image)
-        self.confmat += per_image.sum(0)
+        cm = cm.to(self.device)
         self.invalid_pixels += bad.sum().to(self.device)
-        self.images += per_image.shape[0]
+        self.images += pred.shape[0] if pred.dim() else 1
+        if not per:
+            self.confmat += cm
+            return
+        self._update_samples(cm)
+        self.confmat += cm.sum(0)
         if self.samplewise:
-            tp, t, p = F._parts(per_image.double(), True)
+            tp, t, p = F._parts(cm.double(), True)
             union = t + p - tp
             self.iou_sum += torch.where(union > 0, tp / union.clamp(min=1), torch.zeros_like(tp)).sum(0)
             self.dice_sum += torch.where(t + p > 0, 2 * tp / (t + p).clamp(min=1), torch.zeros_like(tp)).sum(0)
@@ -158,6 +166,9 @@ class DiceScore(ConfusionMatrix):
         shape = (self.num_classes,) if self.average == "none" else ()
         self.sample_sum = torch.zeros(shape, dtype=torch.float64, device=self.device)
         self.sample_count = torch.zeros(shape, dtype=torch.int64, device=self.device)
+
+    def _per_image(self) -> bool:
+        return self.aggregation == "samplewise"
 
     def _update_samples(self, per_image: torch.Tensor) -> None:
         if self.aggregation == "samplewise":
