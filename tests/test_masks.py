@@ -91,6 +91,8 @@ def test_confusion_matrix_per_image_and_out(target):
         ref, nbad = _oracle(p[b], t[b], 9, 4)
         assert torch.equal(cm[b], ref) and int(bad[b]) == nbad
     assert bad.tolist() == [0, 0, int(t[2, 0, 0] != 4), 0, 0]
+    empty, nbad = detseg.confusion_matrix(p[:0], t[:0], 9, per_image=True, invalid="count", backend=backend)
+    assert empty.shape == (0, 9, 9) and nbad.shape == (0,)
     total = torch.zeros(9, 9, dtype=torch.int64)
     p[2, 0, 0] = 0
     r1 = detseg.confusion_matrix(p[:2], t[:2], 9, out=total, backend=backend)

@@ -21,8 +21,9 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     c = int(num_classes)
     bins = c * c + 2
     batch = pred.shape[0] if per_image else 1
-    p = pred.reshape(batch, -1).long()
-    t = target.reshape(batch, -1).long()
+    per = pred.numel() // batch if batch else 0  # explicit: reshape(0, -1) is ambiguous
+    p = pred.reshape(batch, per).long()
+    t = target.reshape(batch, per).long()
     valid = (p >= 0) & (p < c) & (t >= 0) & (t < c)
     idx = torch.where(valid, t * c + p, torch.full_like(t, c * c + 1))
     if ignore_index is not None:

@@ -62,13 +62,13 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     c = int(num_classes)
     bins = c * c + 2
     batch = pred.shape[0] if per_image else 1
-    p = pred.reshape(batch, -1).contiguous()
-    t = target.reshape(batch, -1).contiguous()
+    per = pred.numel() // batch if batch else 0  # explicit: reshape(0, -1) is ambiguous
+    p = pred.reshape(batch, per).contiguous()
+    t = target.reshape(batch, per).contiguous()
     if p.dtype == torch.bool:
         p = p.to(torch.uint8)
     if t.dtype == torch.bool:
         t = t.to(torch.uint8)
-    per = p.shape[1]
     # A label can equal ignore_index only when its dtype represents it (as the C++ kernel).
     info = torch.iinfo(t.dtype)
     has_ignore = ignore_index is not None and info.min <= int(ignore_index) <= info.max
