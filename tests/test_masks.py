@@ -62,7 +62,7 @@ def test_confusion_matrix_matches_bincount(target, dtype, shape, c):
 @pytest.mark.parametrize("dtype", LABEL_DTYPES)
 @pytest.mark.parametrize("ignore", [0, 3, 255, -1, 1000])
 def test_confusion_matrix_ignore_and_invalid_count(target, dtype, ignore):
-    backend, _ = target
+    backend, device = target
     g = _gen(1)
     # labels in [-2, 9) with C = 6: negative and too-large labels on both sides
     p = torch.randint(-2, 9, (4, 31, 29), generator=g)
@@ -71,7 +71,8 @@ def test_confusion_matrix_ignore_and_invalid_count(target, dtype, ignore):
         p, t = p.clamp(min=0), t.clamp(min=0)
         t[t == 8] = 255
     p, t = p.to(dtype), t.to(dtype)
-    cm, bad = detseg.confusion_matrix(p, t, 6, ignore, invalid="count", backend=backend)
+    cm, bad = detseg.confusion_matrix(p.to(device), t.to(device), 6, ignore, invalid="count", backend=backend)
+    cm, bad = cm.cpu(), bad.cpu()
     # a T can equal ignore_index only when T represents it
     info = torch.iinfo(dtype)
     eff = ignore if info.min <= ignore <= info.max else None
@@ -225,7 +226,8 @@ def test_mask_iou(target, dtype, size, crowd):
         m2[0] = m1[1]  # identical pair: IoU 1
         m2[1] = False
     iscrowd = (torch.arange(m) % 3 == 0) if crowd else None
-    out = detseg.mask_iou(m1.to(dtype), m2.to(dtype), iscrowd, backend=backend)
+    out = detseg.mask_iou(m1.to(dtype).to(device), m2.to(dtype).to(device),
+                          None if iscrowd is None else iscrowd.to(device), backend=backend).cpu()
     ref = _iou_oracle(m1, m2, iscrowd)
     assert out.dtype == torch.float32 and out.shape == (n, m)
     assert_close(out, ref)
@@ -306,13 +308,13 @@ def test_every_isa():
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.int64, torch.float32])
 def test_masks_to_boxes(target, dtype):
-    backend, _ = target
+    backend, device = target
     m = _blobs(17, 31, 150, 7)
     m[3] = False
     m[4] = False
     m[4, 30, 149] = True  # one pixel in the corner: x1 == x2, y1 == y2
     src = m.to(dtype) * (2 if dtype != torch.bool else 1)
-    out = detseg.masks_to_boxes(src, backend=backend)
+    out = detseg.masks_to_boxes(src.to(device), backend=backend).cpu()
     assert out.dtype == torch.float32 and out.shape == (17, 4)
     for i in range(17):
         nz = m[i].nonzero()
@@ -364,6 +366,20 @@ def test_paste_cpp_vs_reference(convention, dtype, size):
     assert tb.dtype == torch.bool and tb.shape == (n, h, w)
     # thresholding near-equal floats may flip a handful of pixels exactly at 0.5
     assert int((tb != tr).sum()) <= max(2, tb.numel() // 10000)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("convention", ["torchvision", "detectron2"])
+def test_paste_cuda_vs_cpu(convention):
+    masks, boxes = _paste_inputs(9, 28, 53, 71, 37)
+    for thr in (None, 0.5):
+        a = detseg.paste_masks_in_image(masks.cuda(), boxes.cuda(), (53, 71), convention=convention, threshold=thr,
+                                        backend="cpp").cpu()
+        b = detseg.paste_masks_in_image(masks, boxes, (53, 71), convention=convention, threshold=thr, backend="cpp")
+        if thr is None:
+            assert_close(a, b.double())
+        else:
+            assert int((a != b).sum()) <= 2
 
 
 def test_paste_torchvision_literal():
