@@ -39,6 +39,14 @@ void count_range(const T* pred, const T* target, int64_t begin, int64_t end, int
   // A T can equal ignore_index only when T represents it; otherwise nothing is ignored.
   const bool has_ignore = ignore.has_value() && *ignore >= int64_t(std::numeric_limits<T>::lowest()) &&
                           *ignore <= int64_t(std::numeric_limits<T>::max());
+  const T ig = has_ignore ? static_cast<T>(*ignore) : T(0);
+  if (end - begin < 2 * bins * copies) {
+    // Few pixels for many bins (small images counted per image): zeroing and flushing the
+    // uint32 copies would cost more than the pixels; count straight into the int64 row.
+    for (int64_t i = begin; i < end; ++i)
+      ++acc[confusion_bin<uint32_t, T>(pred[i], target[i], static_cast<uint32_t>(c), ig, has_ignore)];
+    return;
+  }
   h32.assign(static_cast<size_t>(bins) * copies, 0u);
   for (int64_t s = begin; s < end; s += kFlush) {
     const int64_t e = std::min(end, s + kFlush);
