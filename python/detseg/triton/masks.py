@@ -86,7 +86,8 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
             launch(_confusion_atomic_kernel, grid, p, t, hist, per, c, ign, HAS_IGNORE=has_ignore, BLOCK=block)
     bad = hist[:, c * c + 1]
     if invalid == "error" and int(bad.sum()) > 0:
-        reference.confusion_matrix(pred, target, num_classes, ignore_index, per_image, invalid)  # raises, naming the pixel
+        # raises, naming the first offending pixel
+        reference.confusion_matrix(pred, target, num_classes, ignore_index, per_image, invalid)
     matrix = hist[:, : c * c].reshape(batch, c, c)
     if not per_image:
         return matrix[0].contiguous(), bad[0].clone()
