@@ -368,6 +368,25 @@ def test_paste_cpp_vs_reference(convention, dtype, size):
     assert int((tb != tr).sum()) <= max(2, tb.numel() // 10000)
 
 
+def test_paste_detectron2_literal():
+    """detectron2's _do_paste_mask written out over the whole image (no region restriction):
+    pixel centres normalised into each box, grid_sample(align_corners=False), >= threshold."""
+    B.require("cpp")
+    masks, boxes = _paste_inputs(6, 28, 45, 57, 3)
+    h, w = 45, 57
+    x0, y0, x1, y1 = torch.split(boxes, 1, dim=1)  # each [N, 1]
+    img_y = (torch.arange(h, dtype=torch.float32) + 0.5 - y0) / (y1 - y0) * 2 - 1
+    img_x = (torch.arange(w, dtype=torch.float32) + 0.5 - x0) / (x1 - x0) * 2 - 1
+    gx = img_x[:, None, :].expand(6, h, w)
+    gy = img_y[:, :, None].expand(6, h, w)
+    ref = torch.nn.functional.grid_sample(masks[:, None], torch.stack([gx, gy], dim=3), align_corners=False)[:, 0]
+    ref = torch.nan_to_num(ref, nan=0.0)  # the NaN box (row 3): detseg pastes nothing
+    out = detseg.paste_masks_in_image(masks, boxes, (h, w), convention="detectron2", backend="cpp")
+    assert_close(out, ref.double())
+    thr = detseg.paste_masks_in_image(masks, boxes, (h, w), convention="detectron2", threshold=0.5, backend="cpp")
+    assert int((thr != (ref >= 0.5)).sum()) <= 2
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("convention", ["torchvision", "detectron2"])
 def test_paste_cuda_vs_cpu(convention):
