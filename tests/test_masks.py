@@ -531,3 +531,39 @@ def test_triton_paste(target, convention, dtype):
     tr = detseg.paste_masks_in_image(masks, boxes, (53, 71), convention=convention, threshold=0.5,
                                      backend="reference")
     assert tb.dtype == torch.bool and int((tb.cpu() != tr).sum()) <= 2
+
+
+# ---------------------------------------------------------------- properties
+
+hyp = pytest.importorskip("hypothesis")
+st = pytest.importorskip("hypothesis.strategies")
+
+
+@hyp.given(n=st.integers(0, 3000), c=st.integers(1, 70), lo=st.integers(-3, 0), extra=st.integers(0, 3),
+           ignore=st.one_of(st.none(), st.integers(-2, 80)), dtype=st.sampled_from(LABEL_DTYPES),
+           seed=st.integers(0, 2 ** 16))
+def test_property_confusion_cpp_equals_reference(n, c, lo, extra, ignore, dtype, seed):
+    B.require("cpp")
+    g = _gen(seed)
+    p = torch.randint(lo, c + extra, (n,), generator=g)
+    t = torch.randint(lo, c + extra, (n,), generator=g)
+    if dtype == torch.uint8:
+        p, t = p.clamp(min=0), t.clamp(min=0)
+    p, t = p.to(dtype), t.to(dtype)
+    a = detseg.confusion_matrix(p, t, c, ignore, invalid="count", backend="cpp")
+    r = detseg.confusion_matrix(p, t, c, ignore, invalid="count", backend="reference")
+    assert torch.equal(a[0], r[0]) and torch.equal(a[1], r[1])
+    assert int(a[0].sum()) + int(a[1]) <= n
+
+
+@hyp.given(n=st.integers(0, 6), m=st.integers(0, 6), h=st.integers(1, 20), w=st.integers(1, 150),
+           seed=st.integers(0, 2 ** 16))
+def test_property_mask_iou_bounds_and_symmetry(n, m, h, w, seed):
+    B.require("cpp")
+    g = _gen(seed)
+    m1 = torch.rand(n, h, w, generator=g) < torch.rand(n, 1, 1, generator=g)
+    m2 = torch.rand(m, h, w, generator=g) < torch.rand(m, 1, 1, generator=g)
+    a = detseg.mask_iou(m1, m2, backend="cpp")
+    assert bool(((a >= 0) & (a <= 1)).all())
+    assert torch.equal(a.T, detseg.mask_iou(m2, m1, backend="cpp"))
+    assert_close(a, _iou_oracle(m1, m2))
