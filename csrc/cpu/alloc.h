@@ -4,7 +4,7 @@
 // the kernel's parallel loop, so the zero-filling is split across threads too.
 #pragma once
 
-#include <ATen/core/Tensor.h>
+#include <ATen/ATen.h>
 #include <sys/mman.h>
 
 #include <cstdint>
@@ -24,6 +24,11 @@ inline const at::Tensor& advise_huge_pages(const at::Tensor& t) {
     if (end > begin) (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
   }
   return t;
+}
+
+// A fresh contiguous output of `sizes` and `dtype`, huge pages advised.
+inline at::Tensor empty_output(at::IntArrayRef sizes, at::ScalarType dtype) {
+  return advise_huge_pages(at::empty(sizes, at::TensorOptions().dtype(dtype)));
 }
 
 }  // namespace detseg::cpu

@@ -9,7 +9,6 @@
 #include <c10/core/DefaultDtype.h>
 #include <torch/library.h>
 
-
 #include <algorithm>
 #include <cstdint>
 #include <memory>
@@ -30,10 +29,6 @@ namespace {
 
 at::ScalarType compute_dtype(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-at::Tensor empty_output(at::IntArrayRef sizes, at::ScalarType dtype) {
-  return advise_huge_pages(at::empty(sizes, at::TensorOptions().dtype(dtype)));
 }
 
 // Up to this many rows per batch, box_iou_matrix reads boxes2 as xyxy rows and splits them

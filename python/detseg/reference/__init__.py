@@ -14,3 +14,4 @@ from .boxes import (  # noqa: F401
     remove_small_boxes,
 )
 from .roi import ps_roi_align, ps_roi_pool, roi_align, roi_pool  # noqa: F401,E402
+from .masks import confusion_matrix, mask_iou, masks_to_boxes, paste_masks_in_image  # noqa: F401,E402

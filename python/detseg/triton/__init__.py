@@ -9,3 +9,4 @@ from .iou import _box_iou_loss_backward, _box_iou_matrix_backward, box_iou_loss,
 from .nms import batched_nms, nms  # noqa: F401
 from .roi_align import _ps_roi_align_backward, _roi_align_backward, ps_roi_align, roi_align  # noqa: F401
 from .roi_pool import _ps_roi_pool_backward, _roi_pool_backward, ps_roi_pool, roi_pool  # noqa: F401
+from .masks import confusion_matrix, mask_iou, masks_to_boxes, paste_masks_in_image  # noqa: F401,E402
