@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from workloads import parametrize, run_case
 
-OPS = ("roi_align", "roi_pool")
+OPS = ("roi_align", "roi_pool", "roi_align_train", "roi_pool_train")
 
 
 def pytest_generate_tests(metafunc):

@@ -76,4 +76,23 @@ TORCH_LIBRARY(detseg, m) {
   // pred Tensor[N, H, W, B * 5 + C] (per cell: B x (tx, ty, tw, th, to), then C class scores),
   // anchors Tensor[B, 2] (w, h in pixels) -> Tensor[N, H, W, B, 5] (x1, y1, x2, y2, objectness).
   m.def("yolo_decode(Tensor pred, Tensor anchors, float stride_h, float stride_w) -> Tensor");
+  // ---- masks (issue 6) ----
+  // Label maps pred / target: any shape (the same), integer dtype (uint8, int8, int16, int32,
+  // int64, bool; mixed dtypes promote). -> (matrix int64 Tensor[C, C], row = target class,
+  // column = predicted class; invalid int64 Tensor[] = pixels with a label outside [0, C)).
+  // Pixels whose target == ignore_index are left out. per_image: dim 0 is a batch, giving
+  // Tensor[B, C, C] and Tensor[B]. invalid: "error" (raise on any out-of-range label) | "count".
+  m.def("confusion_matrix(Tensor pred, Tensor target, int num_classes, int? ignore_index=None, "
+        "bool per_image=False, str invalid=\"error\") -> (Tensor, Tensor)");
+  // masks1 Tensor[N, H, W], masks2 Tensor[M, H, W] (bool or uint8 holding 0 / 1) -> float32
+  // Tensor[N, M]. iscrowd bool Tensor[M]: for a crowd column, inter / area(masks1 row) (COCO).
+  m.def("mask_iou(Tensor masks1, Tensor masks2, Tensor? iscrowd=None) -> Tensor");
+  // masks Tensor[N, H, W] (any dtype, nonzero = inside) -> float32 Tensor[N, 4] xyxy with
+  // inclusive max indices (torchvision); an empty mask gives (0, 0, 0, 0).
+  m.def("masks_to_boxes(Tensor masks) -> Tensor");
+  // masks Tensor[N, Mh, Mw] floating, boxes Tensor[N, 4] -> Tensor[N, height, width]: in
+  // masks' dtype, or bool (>= threshold) when threshold is given. convention: "torchvision"
+  // (padding, integer boxes, resize) | "detectron2" (grid_sample at pixel centres; padding unused).
+  m.def("paste_masks_in_image(Tensor masks, Tensor boxes, int height, int width, int padding=1, "
+        "str convention=\"torchvision\", float? threshold=None) -> Tensor");
 }

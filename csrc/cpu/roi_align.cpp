@@ -23,6 +23,7 @@
 
 #include "checks.h"
 #include "cpu/isa.h"
+#include "cpu/alloc.h"
 #include "cpu/roi_common.h"
 #include "cpu/vec/roi_vec.h"
 #include "detseg/roi_align.h"
@@ -188,6 +189,7 @@ at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const int64_t K = rois.size(0), N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
   at::Tensor out = at::empty({K, C, pooled_height, pooled_width}, input.options().memory_format(fmt));
+  advise_huge_pages(out);
   const at::Tensor r = roi_rows(rois, input.scalar_type());
   const AlignParams a{C, H, W, int(pooled_height), int(pooled_width), int(sampling_ratio), aligned, mode};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "detseg_roi_align", [&] {
@@ -414,7 +416,8 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
   const bool nhwc = cl || roi_prefer_nhwc(K, pooled_height, pooled_width, N, H, W);
   const auto fmt = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::ScalarType acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor gin = at::empty({N, C, H, W}, grad.options().dtype(acc_type).memory_format(fmt)).zero_();  // at::zeros drops memory_format
+  at::Tensor gin = at::empty({N, C, H, W}, grad.options().dtype(acc_type).memory_format(fmt));  // at::zeros drops memory_format
+  advise_huge_pages(gin).zero_();
   const at::Tensor r = roi_rows(rois, grad.scalar_type());
   const AlignParams a{C, H, W, int(pooled_height), int(pooled_width), int(sampling_ratio), aligned, mode};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "detseg_roi_align_backward", [&] {

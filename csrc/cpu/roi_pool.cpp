@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "cpu/alloc.h"
 #include "cpu/roi_common.h"
 #include "cpu/vec/roi_vec.h"
 #include "detseg/roi_pool.h"
@@ -72,6 +73,53 @@ void forward_nchw(const scalar_t* in, const acc_t* rois, scalar_t* out, int64_t*
             o[p * a.pw + q] = scalar_t(best);
             am[p * a.pw + q] = bi;
           }
+        }
+      }
+    }
+  });
+}
+
+// NCHW float32 input: one task per (batch element, block of kRoiPoolBlock channels) copies its
+// planes into a channel-blocked [H * W][block] buffer (L3-resident: ~3.5 MB for a 200 x 272
+// map), then runs every RoI of that element over it with one vector per pixel. Reading the
+// map once beats both a per-plane scalar scan and a transposition of the whole map.
+void forward_nchw_blocked(const float* in, const float* rois, float* out, int64_t* arg, int64_t K, int64_t N,
+                          float scale, const PoolParams& a) {
+  constexpr int B = kRoiPoolBlock;
+  const int64_t C = a.channels, H = a.height, W = a.width, HW = H * W, PP = int64_t(a.ph) * a.pw;
+  const int ph = a.ph, pw = a.pw;
+  const int64_t stride = 2 * (ph + pw);
+  std::vector<int64_t> ranges(static_cast<size_t>(K * stride));  // h0 h1 per bin row, then w0 w1 per column
+  at::parallel_for(0, K, roi_grain(stride * 8), [&](int64_t k0, int64_t k1) {
+    RoiBins<float> bins;
+    for (int64_t k = k0; k < k1; ++k) {
+      bins.fill(rois + 5 * k, scale, a);
+      int64_t* r = ranges.data() + k * stride;
+      for (int p = 0; p < ph; ++p) r[2 * p] = bins.h0[p], r[2 * p + 1] = bins.h1[p];
+      for (int q = 0; q < pw; ++q) r[2 * ph + 2 * q] = bins.w0[q], r[2 * ph + 2 * q + 1] = bins.w1[q];
+    }
+  });
+  std::vector<std::vector<int64_t>> by_batch = rois_by_batch(rois, K, N);
+  // Top to bottom: consecutive RoIs then share rows of the buffer in L2 (the order of RoIs
+  // does not change any result, each writes its own outputs).
+  for (auto& v : by_batch)
+    std::stable_sort(v.begin(), v.end(), [&](int64_t i, int64_t j) { return ranges[i * stride] < ranges[j * stride]; });
+  const int64_t blocks = (C + B - 1) / B;
+  at::parallel_for(0, N * blocks, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<float> buf(static_cast<size_t>(HW * B));
+    std::vector<float> best(static_cast<size_t>(PP * B));
+    std::vector<int32_t> am(static_cast<size_t>(PP * B));
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n = t / blocks, c0 = (t % blocks) * B, nc = std::min<int64_t>(B, C - c0);
+      if (by_batch[static_cast<size_t>(n)].empty()) continue;
+      DETSEG_ISA_CALL(roi_pool_block_fill, in + (n * C + c0) * HW, HW, nc, buf.data());
+      for (const int64_t k : by_batch[static_cast<size_t>(n)]) {
+        const int64_t* r = ranges.data() + k * stride;
+        DETSEG_ISA_CALL(roi_pool_block, buf.data(), W, r, r + 2 * ph, ph, pw, best.data(), am.data());
+        for (int64_t j = 0; j < nc; ++j) {
+          float* o = out + (k * C + c0 + j) * PP;
+          int64_t* ao = arg + (k * C + c0 + j) * PP;
+          for (int64_t bin = 0; bin < PP; ++bin) o[bin] = best[bin * B + j], ao[bin] = am[bin * B + j];
         }
       }
     }
@@ -144,6 +192,7 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_cpu(const at::Tensor& input, const a
   const int64_t K = rois.size(0), N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
   at::Tensor out = at::empty({K, C, pooled_height, pooled_width}, input.options().memory_format(fmt));
   at::Tensor arg = at::empty({K, C, pooled_height, pooled_width}, input.options().dtype(at::kLong).memory_format(fmt));
+  advise_huge_pages(out), advise_huge_pages(arg);
   const at::Tensor r = roi_rows(rois, input.scalar_type());
   const PoolParams a{C, H, W, int(pooled_height), int(pooled_width)};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "detseg_roi_pool", [&] {
@@ -152,6 +201,14 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_cpu(const at::Tensor& input, const a
     if (K == 0 || C == 0) return;
     const acc_t scale = static_cast<acc_t>(spatial_scale);
     // An empty map (H or W = 0) clips every bin to empty: 0 and argmax -1, no special case.
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (!cl && H * W <= std::numeric_limits<int32_t>::max()) {
+        const at::Tensor x = input.contiguous();
+        forward_nchw_blocked(x.data_ptr<float>(), r.data_ptr<float>(), out.data_ptr<float>(), arg.data_ptr<int64_t>(),
+                             K, N, scale, a);
+        return;
+      }
+    }
     if (cl || roi_prefer_nhwc(K, a.ph, a.pw, N, H, W)) {
       const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
       const int64_t PP = int64_t(a.ph) * a.pw;
@@ -188,7 +245,8 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& rois,
   const int64_t K = rois.size(0), N = batch_size, C = channels, HW = height * width;
   const int ph = int(pooled_height), pw = int(pooled_width);
   const at::ScalarType acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor gin = at::empty({N, C, height, width}, grad.options().dtype(acc_type).memory_format(fmt)).zero_();  // at::zeros drops memory_format
+  at::Tensor gin = at::empty({N, C, height, width}, grad.options().dtype(acc_type).memory_format(fmt));  // at::zeros drops memory_format
+  advise_huge_pages(gin).zero_();
   const at::Tensor r = roi_rows(rois, grad.scalar_type());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "detseg_roi_pool_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;

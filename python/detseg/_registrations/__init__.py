@@ -7,3 +7,4 @@ if _C is not None:
     from . import boxes  # noqa: F401
     from . import roi  # noqa: F401
     from . import anchors  # noqa: F401
+    from . import masks  # noqa: F401

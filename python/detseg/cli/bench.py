@@ -297,6 +297,8 @@ def table(report: dict[str, Any]) -> str:
             if not rs:
                 continue
             peers = [r for r in rs.values() if r["group"] == "peer" and r["status"] == "ok"]
+            if not peers:  # an op no peer library has (e.g. a backward): compare with detseg's reference
+                peers = [r for n, r in rs.items() if n == "detseg-reference" and r["status"] == "ok"]
             best = min(peers, key=lambda r: r["median"]) if peers else None
             row = [wname, threads]
             for name in used:
@@ -330,7 +332,8 @@ def table(report: dict[str, Any]) -> str:
     out = [_tabulate(rows, ["workload", "thr", *used, "best peer", f"{HEADLINE} vs best peer"])]
     out.append("")
     b = report["budget"]
-    out.append("Cells: median time (ratio to the best peer of the row: < 1 is faster than every peer). "
+    out.append("Cells: median time (ratio to the best peer of the row: < 1 is faster than every peer; rows no "
+               "peer library implements compare with detseg-reference). "
                f"{report['mode']} mode: after warm-up, >= {b['min_rounds']} rounds and >= {b['seconds']} s "
                f"in {b['passes']} interleaved pass(es); calls over {b['slow_call']} s get {b['slow_rounds']} "
                f"rounds in one go, fewer once {b['cap']} s are spent.")

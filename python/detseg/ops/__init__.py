@@ -18,3 +18,7 @@ from .matcher import *  # noqa: F401,F403,E402
 from .matcher import __all__ as _matcher_all  # noqa: E402
 
 __all__ += [*_box_coder_all, *_anchors_all, *_matcher_all]
+from .masks import *  # noqa: F401,F403,E402
+from .masks import __all__ as _masks_all  # noqa: E402
+
+__all__ += _masks_all

@@ -22,3 +22,4 @@ from .box_coder import (  # noqa: F401,E402
     linear_encode_boxes,
 )
 from .anchors import grid_anchors, multilevel_grid_anchors, yolo_decode  # noqa: F401,E402
+from .masks import confusion_matrix, mask_iou, masks_to_boxes, paste_masks_in_image  # noqa: F401,E402
