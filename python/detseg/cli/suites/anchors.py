@@ -183,9 +183,9 @@ def _torch_yolo_prepare(inputs: dict, ctx: Context, op: str) -> Prepared:
 # ------------------------------------------------------------------ the output-write floor
 
 register(Provider(
-    "write-floor", "peer", lambda: torch.__version__,
+    "write-floor", "floor", lambda: torch.__version__,
     "not an implementation: torch.empty(<the op's output shape>).fill_(1), the cost of writing the "
-    "output once (fresh allocation included); a 'best peer' ratio against it is the distance to the floor"))
+    "output once (fresh allocation included); shown beside the peers, never counted as one"))
 
 
 def _out_shape(inputs: dict, op: str) -> tuple[int, ...]:
