@@ -8,4 +8,7 @@ from .nms import __all__ as _nms_all
 from .roi import *  # noqa: F401,F403
 from .roi import __all__ as _roi_all
 
-__all__ = [*_boxes_all, *_nms_all, *_roi_all]
+from .postprocess import *  # noqa: F401,F403
+from .postprocess import __all__ as _postprocess_all
+
+__all__ = [*_boxes_all, *_nms_all, *_roi_all, *_postprocess_all]

@@ -14,3 +14,5 @@ from .boxes import (  # noqa: F401
     remove_small_boxes,
 )
 from .roi import ps_roi_align, ps_roi_pool, roi_align, roi_pool  # noqa: F401,E402
+from .postprocess import multiclass_nms  # noqa: F401,E402
+from .nms_variants import diou_nms, matrix_nms, soft_nms  # noqa: F401,E402

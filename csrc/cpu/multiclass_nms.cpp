@@ -1,0 +1,299 @@
+// CPU kernel of the fused detection post-processing multiclass_nms (schema in csrc/ops.cpp;
+// reference composition in python/detseg/reference/postprocess.py).
+//
+// Per image (images run in parallel, each with its own scratch, so the result cannot depend
+// on the thread count): one pass over the activated scores collects every (anchor, class)
+// with score > threshold as a 64/96-bit key whose ascending order is the output priority
+// (score descending, NaN never passes, then flat index n * C + c ascending); nth_element keeps
+// the top k per level and per image; the survivors are sorted, decoded (detseg/box_coder.h)
+// and clipped into one buffer, grouped by class, and each class goes through the same NMS
+// problem as batched_nms (cpu/nms_common.h). The first max_detections kept candidates in
+// priority order are written out.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <tuple>
+#include <vector>
+
+#include "checks.h"
+#include "cpu/nms_common.h"
+#include "detseg/box_coder.h"
+
+namespace detseg::cpu {
+namespace {
+
+// Priority key of a candidate: desc_key(score) in the high bits, the flat index below, so
+// one integer comparison is the (score descending, index ascending) order.
+inline uint64_t cand_key(float s, uint32_t flat) { return (static_cast<uint64_t>(desc_key(s)) << 32) | flat; }
+inline unsigned __int128 cand_key(double s, uint32_t flat) {
+  return (static_cast<unsigned __int128>(desc_key(s)) << 32) | flat;
+}
+template <typename T>
+using KeyOf = decltype(cand_key(T(0), 0u));
+
+// Strided read-only 4-vectors: boxes [B, N, 4] / [B, N, C, 4], anchors [N, 4] / [B, N, 4].
+template <typename T>
+struct Quad {
+  const T* p = nullptr;
+  int64_t sb = 0, sn = 0, sc = 0, s4 = 0;  // sb = 0 for anchors shared by the batch
+  const T* at(int64_t b, int64_t n, int64_t c) const { return p + b * sb + n * sn + c * sc; }
+};
+
+template <typename T>
+Quad<T> quad_of(const at::Tensor& t, bool batched) {
+  Quad<T> q;
+  q.p = t.const_data_ptr<T>();
+  const int64_t d = t.dim();
+  q.s4 = t.stride(d - 1);
+  if (d == 4) {
+    q.sb = t.stride(0);
+    q.sn = t.stride(1);
+    q.sc = t.stride(2);
+  } else if (batched) {
+    q.sb = t.stride(0);
+    q.sn = t.stride(1);
+  } else {
+    q.sn = t.stride(0);
+  }
+  return q;
+}
+
+struct Options {
+  double weights[4];
+  double clip;
+  bool has_image;
+  int64_t height, width;
+  double score_threshold;
+  std::vector<int64_t> levels;
+  int64_t level_top_k, pre_nms_top_k;
+  double iou_threshold;
+  int64_t max_detections;
+  bool class_agnostic;
+  int64_t background_class;
+};
+
+template <typename T>
+struct Outputs {
+  int64_t* num;
+  T* boxes;
+  T* scores;
+  int64_t* classes;
+  int64_t* index;
+};
+
+// Keeps the k smallest keys of v[begin, end) at its front; returns the new end.
+template <typename K>
+int64_t keep_top(std::vector<K>& v, int64_t begin, int64_t end, int64_t k) {
+  if (k < 0 || end - begin <= k) return end;
+  std::nth_element(v.begin() + begin, v.begin() + begin + k, v.begin() + end);
+  return begin + k;
+}
+
+template <typename T>
+struct ImageScratch {
+  std::vector<KeyOf<T>> keys;
+  std::vector<T> decoded;  // [P, 4]
+  std::vector<int32_t> grouped;
+  std::vector<int64_t> seg, cnt;
+  std::vector<uint8_t> keep;
+  Workspace<T> ws;
+};
+
+template <typename T>
+void one_image(int64_t b, const T* s, int64_t n, int64_t c, const Quad<T>& boxes, bool per_class,
+               const std::optional<Quad<T>>& anchors, const Options& o, const Outputs<T>& out, ImageScratch<T>& sc) {
+  using K = KeyOf<T>;
+  const T thr = threshold_of<T>(o.score_threshold);
+  const int64_t bg = o.background_class;
+  std::vector<K>& keys = sc.keys;
+  keys.clear();
+
+  // Threshold pass, level by level; a level keeps its top k before the next one is scanned.
+  int64_t a0 = 0;
+  for (const int64_t size : o.levels) {
+    const int64_t begin = static_cast<int64_t>(keys.size());
+    const int64_t lo = a0 * c, hi = (a0 + size) * c;
+    constexpr int64_t kChunk = 64;
+    for (int64_t f0 = lo; f0 < hi; f0 += kChunk) {
+      const int64_t f1 = std::min(hi, f0 + kChunk);
+      bool any = false;
+      for (int64_t f = f0; f < f1; ++f) any |= s[f] > thr;  // vectorised; most chunks end here
+      if (!any) continue;
+      for (int64_t f = f0; f < f1; ++f) {
+        if (s[f] > thr && (bg < 0 || f % c != bg)) keys.push_back(cand_key(s[f], static_cast<uint32_t>(f)));
+      }
+    }
+    keys.resize(keep_top(keys, begin, static_cast<int64_t>(keys.size()), o.level_top_k));
+    a0 += size;
+  }
+  int64_t p = keep_top(keys, 0, static_cast<int64_t>(keys.size()), o.pre_nms_top_k);
+  keys.resize(p);
+  std::sort(keys.begin(), keys.end());
+
+  // Decode and clip the candidates, in priority order.
+  sc.decoded.resize(4 * std::max<int64_t>(p, 1));
+  T* dec = sc.decoded.data();
+  const T wx = static_cast<T>(o.weights[0]), wy = static_cast<T>(o.weights[1]);
+  const T ww = static_cast<T>(o.weights[2]), wh = static_cast<T>(o.weights[3]);
+  const T clip = static_cast<T>(o.clip);
+  const T hgt = static_cast<T>(o.height), wid = static_cast<T>(o.width);
+  for (int64_t r = 0; r < p; ++r) {
+    const int64_t f = static_cast<int64_t>(static_cast<uint32_t>(keys[r]));
+    const int64_t an = f / c, cl = f % c;
+    const T* q = boxes.at(b, an, per_class ? cl : 0);
+    T v[4] = {q[0], q[boxes.s4], q[2 * boxes.s4], q[3 * boxes.s4]};
+    T* d = dec + 4 * r;
+    if (anchors) {
+      const T* a = anchors->at(b, an, 0);
+      const T ref[4] = {a[0], a[anchors->s4], a[2 * anchors->s4], a[3 * anchors->s4]};
+      decode_box(v, ref, wx, wy, ww, wh, clip, d);
+    } else {
+      d[0] = v[0];
+      d[1] = v[1];
+      d[2] = v[2];
+      d[3] = v[3];
+    }
+    if (o.has_image) {
+      // torch.clamp(min=0, max=size): NaN passes through.
+      for (int i = 0; i < 4; ++i) {
+        const T lim = (i & 1) ? hgt : wid;
+        d[i] = d[i] < T(0) ? T(0) : (d[i] > lim ? lim : d[i]);
+      }
+    }
+  }
+
+  // Group the ranks by class (ascending rank within a class), one NMS problem per group.
+  sc.grouped.resize(std::max<int64_t>(p, 1));
+  int32_t* grouped = sc.grouped.data();
+  std::vector<int64_t>& seg = sc.seg;
+  seg.clear();
+  if (o.class_agnostic) {
+    for (int64_t r = 0; r < p; ++r) grouped[r] = static_cast<int32_t>(r);
+    if (p) seg.push_back(0);
+  } else {
+    std::vector<int64_t>& cnt = sc.cnt;
+    cnt.assign(c, 0);
+    for (int64_t r = 0; r < p; ++r) ++cnt[static_cast<uint32_t>(keys[r]) % c];
+    int64_t sum = 0;
+    for (int64_t k = 0; k < c; ++k) {
+      const int64_t v = cnt[k];
+      if (v) seg.push_back(sum);
+      cnt[k] = sum;
+      sum += v;
+    }
+    for (int64_t r = 0; r < p; ++r) grouped[cnt[static_cast<uint32_t>(keys[r]) % c]++] = static_cast<int32_t>(r);
+  }
+  const int64_t nseg = static_cast<int64_t>(seg.size());
+  seg.push_back(p);
+  sc.keep.assign(std::max<int64_t>(p, 1), 0);
+  uint8_t* keep = sc.keep.data();
+  const BoxesView<T> bv{dec, 4, 1, std::is_same_v<T, double> ? at::kDouble : at::kFloat};
+  const T iou_thr = threshold_of<T>(o.iou_threshold);
+  for (int64_t g = 0; g < nseg; ++g) {
+    const int64_t a = seg[g], m = seg[g + 1] - seg[g];
+    int64_t k = 0;
+    const int32_t* kept = nms_problem<T>(bv, grouped + a, m, iou_thr, sc.ws, &k);
+    // A class contributes at most max_detections boxes to the output.
+    k = std::min(k, o.max_detections);
+    for (int64_t i = 0; i < k; ++i) keep[grouped[a + kept[i]]] = 1;
+  }
+
+  const int64_t kmax = o.max_detections;
+  int64_t j = 0;
+  for (int64_t r = 0; r < p && j < kmax; ++r) {
+    if (!keep[r]) continue;
+    const int64_t f = static_cast<int64_t>(static_cast<uint32_t>(keys[r]));
+    const int64_t row = b * kmax + j;
+    for (int i = 0; i < 4; ++i) out.boxes[4 * row + i] = dec[4 * r + i];
+    out.scores[row] = s[f];
+    out.classes[row] = f % c;
+    out.index[row] = f / c;
+    ++j;
+  }
+  out.num[b] = j;
+}
+
+template <typename T>
+void run_all(const at::Tensor& boxes, const at::Tensor& s, const std::optional<at::Tensor>& anchors,
+             const Options& o, const Outputs<T>& out) {
+  const int64_t bsz = s.size(0), n = s.size(1), c = s.size(2);
+  const T* sp = s.const_data_ptr<T>();
+  const Quad<T> bq = quad_of<T>(boxes, true);
+  std::optional<Quad<T>> aq;
+  if (anchors) aq = quad_of<T>(*anchors, anchors->dim() == 3);
+  const bool per_class = boxes.dim() == 4;
+  auto body = [&](int64_t begin, int64_t end) {
+    ImageScratch<T> scratch;
+    for (int64_t b = begin; b < end; ++b) one_image<T>(b, sp + b * n * c, n, c, bq, per_class, aq, o, out, scratch);
+  };
+  if (bsz <= 1 || at::get_num_threads() == 1) {
+    body(0, bsz);
+  } else {
+    at::parallel_for(0, bsz, 1, body);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclass_nms_cpu(
+    const at::Tensor& boxes, const at::Tensor& scores, const std::optional<at::Tensor>& anchors,
+    at::ArrayRef<double> weights, double bbox_xform_clip, at::IntArrayRef image_size, double score_threshold,
+    at::IntArrayRef level_sizes, int64_t level_top_k, int64_t pre_nms_top_k, double iou_threshold,
+    int64_t max_detections, bool class_agnostic, int64_t background_class, c10::string_view score_activation) {
+  const checks::ScoreActivation act = checks::multiclass_nms(
+      boxes, scores, anchors, weights, bbox_xform_clip, image_size, score_threshold, level_sizes, level_top_k,
+      pre_nms_top_k, iou_threshold, max_detections, background_class,
+      std::string_view(score_activation.data(), score_activation.size()));
+  const int64_t bsz = scores.size(0), n = scores.size(1), c = scores.size(2), k = max_detections;
+  const auto fopt = scores.options();
+  const auto lopt = scores.options().dtype(at::kLong);
+  at::Tensor num = at::zeros({bsz}, lopt);
+  at::Tensor ob = at::zeros({bsz, k, 4}, fopt);
+  at::Tensor os = at::zeros({bsz, k}, fopt);
+  at::Tensor oc = at::full({bsz, k}, -1, lopt);
+  at::Tensor oi = at::full({bsz, k}, -1, lopt);
+  if (bsz == 0 || n == 0 || c == 0 || k == 0) return {num, ob, os, oc, oi};
+
+  // The activation is torch's own kernel on the whole tensor, as in the reference.
+  at::Tensor s = act == checks::ScoreActivation::kSigmoid   ? at::sigmoid(scores)
+                 : act == checks::ScoreActivation::kSoftmax ? at::softmax(scores, -1)
+                                                            : scores;
+  s = s.contiguous();
+
+  Options o;
+  for (int i = 0; i < 4; ++i) o.weights[i] = weights.empty() ? 1.0 : weights[i];
+  o.clip = bbox_xform_clip;
+  o.has_image = !image_size.empty();
+  o.height = o.has_image ? image_size[0] : 0;
+  o.width = o.has_image ? image_size[1] : 0;
+  o.score_threshold = score_threshold;
+  o.levels.assign(level_sizes.begin(), level_sizes.end());
+  if (o.levels.empty()) o.levels.push_back(n);
+  o.level_top_k = level_top_k;
+  o.pre_nms_top_k = pre_nms_top_k;
+  o.iou_threshold = iou_threshold;
+  o.max_detections = k;
+  o.class_agnostic = class_agnostic;
+  o.background_class = background_class;
+
+  if (scores.scalar_type() == at::kDouble) {
+    run_all<double>(boxes, s, anchors, o,
+                    {num.data_ptr<int64_t>(), ob.data_ptr<double>(), os.data_ptr<double>(), oc.data_ptr<int64_t>(),
+                     oi.data_ptr<int64_t>()});
+  } else {
+    run_all<float>(boxes, s, anchors, o,
+                   {num.data_ptr<int64_t>(), ob.data_ptr<float>(), os.data_ptr<float>(), oc.data_ptr<int64_t>(),
+                    oi.data_ptr<int64_t>()});
+  }
+  return {num, ob, os, oc, oi};
+}
+
+}  // namespace
+}  // namespace detseg::cpu
+
+TORCH_LIBRARY_IMPL(detseg, CPU, m) {
+  m.impl("multiclass_nms", &detseg::cpu::multiclass_nms_cpu);
+}
