@@ -316,3 +316,36 @@ def test_compile_fullgraph_trace_and_export():
     ep = torch.export.export(_Head(), args)
     _same(ep.module()(*args), want)
     assert any("multiclass_nms" in str(n.target) for n in ep.graph.nodes)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("thr", [0.3, 0.05, 0.999, 0.0, -0.5, 1.0, 1e-30])
+def test_sigmoid_screen_at_the_threshold_boundary(dtype, thr):
+    # The kernel screens raw logits before evaluating the sigmoid: logits within a few hundred
+    # ulps of the boundary must get the reference's decision.
+    p = min(max(thr, 1e-6), 1 - 1e-6)
+    x0 = torch.tensor(math.log(p) - math.log1p(-p), dtype=dtype)
+    xs = [x0]
+    up, down = x0.clone(), x0.clone()
+    for _ in range(300):
+        up = torch.nextafter(up, torch.tensor(math.inf, dtype=dtype))
+        down = torch.nextafter(down, torch.tensor(-math.inf, dtype=dtype))
+        xs += [up, down]
+    xs += [torch.tensor(v, dtype=dtype) for v in (-100.0, 100.0, -math.inf, math.inf, math.nan)]
+    scores = torch.stack(xs).reshape(1, -1, 1)
+    boxes = torch.arange(scores.shape[1], dtype=dtype)[None, :, None] * 10 + torch.tensor([0, 0, 5, 5], dtype=dtype)
+    kw = dict(score_threshold=thr, score_activation="sigmoid", max_detections=scores.shape[1])
+    _same(_run("cpp", boxes, scores, None, **kw), _run("reference", boxes, scores, None, **kw))
+
+
+def test_softmax_rows_with_nan_and_inf():
+    scores = torch.randn(2, 6, 4, generator=D.gen(3))
+    scores[0, 1, 2] = float("nan")  # the whole row becomes NaN: dropped
+    scores[0, 3, 0] = float("inf")  # inf - inf = NaN: dropped as well
+    scores[1, 2, :] = -math.inf
+    boxes = torch.arange(6.0)[None, :, None].expand(2, 6, 1) * 10 + torch.tensor([0.0, 0, 5, 5])
+    kw = dict(score_threshold=0.0, score_activation="softmax", max_detections=30)
+    r = _run("cpp", boxes, scores, None, **kw)
+    _same(r, _run("reference", boxes, scores, None, **kw))
+    got = set(zip(r.indices[0, :int(r.num_detections[0])].tolist()))
+    assert (1,) not in got and (3,) not in got and (0,) in got

@@ -2,7 +2,8 @@
 // reference composition in python/detseg/reference/postprocess.py).
 //
 // Per image (images run in parallel, each with its own scratch, so the result cannot depend
-// on the thread count): one pass over the activated scores collects every (anchor, class)
+// on the thread count): one pass over the scores (the activation, detseg/postprocess.h, is
+// evaluated only on scores that can pass) collects every (anchor, class)
 // with score > threshold as a 64/96-bit key whose ascending order is the output priority
 // (score descending, NaN never passes, then flat index n * C + c ascending); nth_element keeps
 // the top k per level and per image; the survivors are sorted, decoded (detseg/box_coder.h)
@@ -14,6 +15,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <cstdint>
 #include <optional>
 #include <string_view>
@@ -23,6 +26,7 @@
 #include "checks.h"
 #include "cpu/nms_common.h"
 #include "detseg/box_coder.h"
+#include "detseg/postprocess.h"
 
 namespace detseg::cpu {
 namespace {
@@ -75,6 +79,8 @@ struct Options {
   int64_t max_detections;
   bool class_agnostic;
   int64_t background_class;
+  checks::ScoreActivation act;
+  double prefilter;  // raw scores < prefilter cannot pass (none, sigmoid)
 };
 
 template <typename T>
@@ -101,8 +107,20 @@ struct ImageScratch {
   std::vector<int32_t> grouped;
   std::vector<int64_t> seg, cnt;
   std::vector<uint8_t> keep;
+  std::vector<T> row;  // one softmax row
   Workspace<T> ws;
 };
+
+// The activated score of flat index f (as the threshold pass computed it).
+template <typename T>
+T activated(const T* s, int64_t f, int64_t c, checks::ScoreActivation act, T* row) {
+  if (act == checks::ScoreActivation::kSigmoid) return sigmoid(s[f]);
+  if (act == checks::ScoreActivation::kSoftmax) {
+    softmax_row(s + (f / c) * c, c, row);
+    return row[f % c];
+  }
+  return s[f];
+}
 
 template <typename T>
 void one_image(int64_t b, const T* s, int64_t n, int64_t c, const Quad<T>& boxes, bool per_class,
@@ -114,18 +132,39 @@ void one_image(int64_t b, const T* s, int64_t n, int64_t c, const Quad<T>& boxes
   keys.clear();
 
   // Threshold pass, level by level; a level keeps its top k before the next one is scanned.
+  // Raw scores are screened (>= pre) against `pre` (the threshold itself, or for the sigmoid a logit a
+  // little below the boundary); the activation is evaluated on the few that pass.
+  const T pre = static_cast<T>(o.prefilter);
+  T* row = sc.row.data();
   int64_t a0 = 0;
   for (const int64_t size : o.levels) {
     const int64_t begin = static_cast<int64_t>(keys.size());
-    const int64_t lo = a0 * c, hi = (a0 + size) * c;
-    constexpr int64_t kChunk = 64;
-    for (int64_t f0 = lo; f0 < hi; f0 += kChunk) {
-      const int64_t f1 = std::min(hi, f0 + kChunk);
-      bool any = false;
-      for (int64_t f = f0; f < f1; ++f) any |= s[f] > thr;  // vectorised; most chunks end here
-      if (!any) continue;
-      for (int64_t f = f0; f < f1; ++f) {
-        if (s[f] > thr && (bg < 0 || f % c != bg)) keys.push_back(cand_key(s[f], static_cast<uint32_t>(f)));
+    if (o.act == checks::ScoreActivation::kSoftmax) {
+      for (int64_t an = a0; an < a0 + size; ++an) {
+        softmax_row(s + an * c, c, row);
+        for (int64_t k = 0; k < c; ++k) {
+          if (row[k] > thr && k != bg) keys.push_back(cand_key(row[k], static_cast<uint32_t>(an * c + k)));
+        }
+      }
+    } else {
+      const bool sig = o.act == checks::ScoreActivation::kSigmoid;
+      const int64_t lo = a0 * c, hi = (a0 + size) * c;
+      constexpr int64_t kChunk = 32;
+      int64_t f0 = lo;
+      auto take = [&](int64_t f) {
+        const T v = sig ? sigmoid(s[f]) : s[f];
+        if (v > thr && (bg < 0 || f % c != bg)) keys.push_back(cand_key(v, static_cast<uint32_t>(f)));
+      };
+      for (; f0 + kChunk <= hi; f0 += kChunk) {
+        uint32_t m = 0;  // one vector compare per chunk; most chunks have no bit set
+        for (int l = 0; l < kChunk; ++l) m |= static_cast<uint32_t>(s[f0 + l] >= pre) << l;
+        while (m) {
+          take(f0 + __builtin_ctz(m));
+          m &= m - 1;
+        }
+      }
+      for (int64_t f = f0; f < hi; ++f) {
+        if (s[f] >= pre) take(f);
       }
     }
     keys.resize(keep_top(keys, begin, static_cast<int64_t>(keys.size()), o.level_top_k));
@@ -210,12 +249,24 @@ void one_image(int64_t b, const T* s, int64_t n, int64_t c, const Quad<T>& boxes
     const int64_t f = static_cast<int64_t>(static_cast<uint32_t>(keys[r]));
     const int64_t row = b * kmax + j;
     for (int i = 0; i < 4; ++i) out.boxes[4 * row + i] = dec[4 * r + i];
-    out.scores[row] = s[f];
+    out.scores[row] = activated(s, f, c, o.act, sc.row.data());
     out.classes[row] = f % c;
     out.index[row] = f / c;
     ++j;
   }
   out.num[b] = j;
+}
+
+// The raw-score screen of the threshold pass: every x with activation(x) > threshold has
+// x >= prefilter. For the sigmoid, the logit of the threshold less a margin far wider than the
+// few ulps by which the evaluated sigmoid can differ from the exact one.
+double prefilter_of(checks::ScoreActivation act, double thr, bool f64) {
+  if (act == checks::ScoreActivation::kNone) return f64 ? thr : static_cast<double>(threshold_of<float>(thr));
+  if (act == checks::ScoreActivation::kSoftmax) return 0.0;  // unused: softmax rows are computed whole
+  if (!(thr > 0.0)) return -std::numeric_limits<double>::infinity();
+  if (thr >= 1.0) return std::numeric_limits<double>::infinity();
+  const double l = std::log(thr) - std::log1p(-thr);
+  return l - 1e-3 * std::max(1.0, std::abs(l));
 }
 
 template <typename T>
@@ -229,6 +280,7 @@ void run_all(const at::Tensor& boxes, const at::Tensor& s, const std::optional<a
   const bool per_class = boxes.dim() == 4;
   auto body = [&](int64_t begin, int64_t end) {
     ImageScratch<T> scratch;
+    scratch.row.resize(std::max<int64_t>(c, 1));
     for (int64_t b = begin; b < end; ++b) one_image<T>(b, sp + b * n * c, n, c, bq, per_class, aq, o, out, scratch);
   };
   if (bsz <= 1 || at::get_num_threads() == 1) {
@@ -257,11 +309,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclas
   at::Tensor oi = at::full({bsz, k}, -1, lopt);
   if (bsz == 0 || n == 0 || c == 0 || k == 0) return {num, ob, os, oc, oi};
 
-  // The activation is torch's own kernel on the whole tensor, as in the reference.
-  at::Tensor s = act == checks::ScoreActivation::kSigmoid   ? at::sigmoid(scores)
-                 : act == checks::ScoreActivation::kSoftmax ? at::softmax(scores, -1)
-                                                            : scores;
-  s = s.contiguous();
+  const at::Tensor s = scores.contiguous();
 
   Options o;
   for (int i = 0; i < 4; ++i) o.weights[i] = weights.empty() ? 1.0 : weights[i];
@@ -278,6 +326,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclas
   o.max_detections = k;
   o.class_agnostic = class_agnostic;
   o.background_class = background_class;
+  o.act = act;
+  o.prefilter = prefilter_of(act, score_threshold, scores.scalar_type() == at::kDouble);
 
   if (scores.scalar_type() == at::kDouble) {
     run_all<double>(boxes, s, anchors, o,

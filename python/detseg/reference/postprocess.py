@@ -60,13 +60,21 @@ def decode(deltas: torch.Tensor, anchors: torch.Tensor, weights, bbox_xform_clip
     return torch.stack((pcx - hw, pcy - hh, pcx + hw, pcy + hh), dim=-1)
 
 
-def activate(scores: torch.Tensor, score_activation: str) -> torch.Tensor:
-    """The score activation, applied to the whole Tensor[B, N, C] (the kernel calls the same
-    ATen function on the same tensor, so the values agree to the bit)."""
+def activate(scores: torch.Tensor, score_activation: str, exp=libm_exp) -> torch.Tensor:
+    """Mirror of detseg::sigmoid / detseg::softmax_row (csrc/include/detseg/postprocess.h):
+    1 / (1 + exp(-x)); softmax with a NaN-propagating max, exp(x - max) and the sum taken in
+    class order (torch's sum and cumsum would reorder or widen it)."""
+    if scores.numel() == 0:
+        return scores
     if score_activation == "sigmoid":
-        return torch.sigmoid(scores)
+        return 1 / (1 + exp(-scores))
     if score_activation == "softmax":
-        return torch.softmax(scores, dim=-1)
+        m = scores.max(dim=-1, keepdim=True)[0]
+        e = exp(scores - m)
+        total = e[..., :1]
+        for k in range(1, e.shape[-1]):
+            total = total + e[..., k:k + 1]
+        return e / total
     return scores
 
 
@@ -112,7 +120,7 @@ def compose(boxes, scores, anchors, weights, bbox_xform_clip, image_size, score_
     out_scores = torch.zeros(bsz, k, dtype=scores.dtype, device=dev)
     out_classes = torch.full((bsz, k), -1, dtype=torch.int64, device=dev)
     out_index = torch.full((bsz, k), -1, dtype=torch.int64, device=dev)
-    s = activate(scores, score_activation)
+    s = activate(scores, score_activation, exp)
     thr = nms_threshold(score_threshold, scores.dtype)
     levels = [int(v) for v in level_sizes] or [n]
     for b in range(bsz):
