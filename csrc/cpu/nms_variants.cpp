@@ -101,83 +101,145 @@ struct SoftArgs {
 };
 
 // Soft-NMS of one category over members[0..m): appends (index, pick-time score) in pick order.
+//
+// Only a pair with positive overlap changes a score (IoU 0 gives weight exactly 1 in both
+// methods), so a pick visits only the blocks of 16 boxes (spatially sorted) whose bounding
+// box it overlaps. The next pick is a vectorised max over the live scores (dropped boxes hold
+// -inf there), then the lowest index among the boxes at that score. Boxes with non-positive
+// width or height, or a non-finite area, overlap nothing: they are never in a block.
 template <typename T>
 void soft_one(const Problem<T>& p, const int32_t* members, int64_t m, const SoftArgs<T>& a,
               std::vector<std::pair<int32_t, T>>& out) {
-  // Live boxes, structure of arrays; removal swaps with the last (ties are broken by index).
-  std::vector<T> x1, y1, x2, y2, ar, s, w;
-  std::vector<int32_t> id;
-  for (auto* v : {&x1, &y1, &x2, &y2, &ar, &s, &w}) v->reserve(m);
-  id.reserve(m);
+  constexpr int kB = 16;
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  std::vector<T> cur(m, kNegInf);  // the live scores; -inf once picked or dropped
+  std::vector<uint8_t> dead(m, 1);
+  std::vector<int32_t> slot_of(m, -1);
+  int64_t live_count = 0;
+  std::vector<std::pair<uint32_t, int32_t>> zorder;
+  float lox = INFINITY, loy = INFINITY, hix = -INFINITY, hiy = -INFINITY;
   for (int64_t q = 0; q < m; ++q) {
-    const int32_t i = members[q];
-    const T sc = p.score[i];
+    const T sc = p.score[members[q]];
     if (sc != sc) continue;  // NaN scores are dropped
     if (a.opencv && !(static_cast<double>(sc) > a.min_score)) continue;
-    const T* b = p.box + 4 * static_cast<int64_t>(i);
-    x1.push_back(b[0]);
-    y1.push_back(b[1]);
-    x2.push_back(b[2]);
-    y2.push_back(b[3]);
-    ar.push_back((b[2] - b[0]) * (b[3] - b[1]));
-    s.push_back(sc);
-    id.push_back(i);
+    cur[q] = sc;
+    dead[q] = 0;
+    ++live_count;
+    const T* r = p.box + 4 * static_cast<int64_t>(members[q]);
+    const T w = r[2] - r[0], h = r[3] - r[1];
+    if (w > T(0) && h > T(0) && w * h < std::numeric_limits<T>::infinity()) {
+      const float cx = static_cast<float>(r[0] * T(0.5) + r[2] * T(0.5));
+      const float cy = static_cast<float>(r[1] * T(0.5) + r[3] * T(0.5));
+      lox = std::min(lox, cx), hix = std::max(hix, cx), loy = std::min(loy, cy), hiy = std::max(hiy, cy);
+      zorder.emplace_back(0u, static_cast<int32_t>(q));
+    }
   }
-  w.resize(x1.size());
-  int64_t live = static_cast<int64_t>(x1.size());
-  auto remove = [&](int64_t j) {
-    --live;
-    x1[j] = x1[live];
-    y1[j] = y1[live];
-    x2[j] = x2[live];
-    y2[j] = y2[live];
-    ar[j] = ar[live];
-    s[j] = s[live];
-    id[j] = id[live];
+  // Z-order of the centres on a 64 x 64 grid, then blocks of kB boxes.
+  const float sx = hix > lox ? 63.0f / (hix - lox) : 0.0f, sy = hiy > loy ? 63.0f / (hiy - loy) : 0.0f;
+  for (auto& [key, q] : zorder) {
+    const T* r = p.box + 4 * static_cast<int64_t>(members[q]);
+    const float cx = static_cast<float>(r[0] * T(0.5) + r[2] * T(0.5));
+    const float cy = static_cast<float>(r[1] * T(0.5) + r[3] * T(0.5));
+    const uint32_t ix = static_cast<uint32_t>(std::min(63.0f, std::max(0.0f, (cx - lox) * sx)));
+    const uint32_t iy = static_cast<uint32_t>(std::min(63.0f, std::max(0.0f, (cy - loy) * sy)));
+    key = spread6(ix) | (spread6(iy) << 1);
+  }
+  std::sort(zorder.begin(), zorder.end());
+  const int64_t na = static_cast<int64_t>(zorder.size()), nb = (na + kB - 1) / kB;
+  std::vector<T> blk(std::max<int64_t>(nb, 1) * 5 * kB, T(0)), bb(std::max<int64_t>(nb, 1) * 4);
+  std::vector<uint32_t> alive(std::max<int64_t>(nb, 1), 0);
+  std::vector<int32_t> q_of(std::max<int64_t>(nb, 1) * kB, -1);
+  for (int64_t k = 0; k < na; ++k) {
+    const int32_t q = zorder[k].second;
+    const T* r = p.box + 4 * static_cast<int64_t>(members[q]);
+    const int64_t b = k / kB, l = k % kB;
+    T* d = blk.data() + b * 5 * kB;
+    d[l] = r[0], d[kB + l] = r[1], d[2 * kB + l] = r[2], d[3 * kB + l] = r[3];
+    d[4 * kB + l] = (r[2] - r[0]) * (r[3] - r[1]);
+    slot_of[q] = static_cast<int32_t>(k);
+    q_of[k] = q;
+    alive[b] |= 1u << l;
+    T* bx = bb.data() + 4 * b;
+    if (l == 0) bx[0] = r[0], bx[1] = r[1], bx[2] = r[2], bx[3] = r[3];
+    bx[0] = std::min(bx[0], r[0]), bx[1] = std::min(bx[1], r[1]);
+    bx[2] = std::max(bx[2], r[2]), bx[3] = std::max(bx[3], r[3]);
+  }
+  auto kill = [&](int32_t q) {
+    dead[q] = 1;
+    cur[q] = kNegInf;
+    --live_count;
+    if (slot_of[q] >= 0) alive[slot_of[q] / kB] &= ~(1u << (slot_of[q] % kB));
   };
-  int64_t best = 0;
-  for (int64_t j = 1; j < live; ++j) {
-    if (ranks_before(s[j], id[j], s[best], id[best])) best = j;
-  }
+  // The next pick (ranks_before's order): NaN first, else the largest score; ties by index.
+  bool has_nan = false;  // only inf * 0 can make a decayed score NaN
+  auto next_pick = [&]() -> int32_t {
+    int32_t best = -1;
+    if (has_nan || [&] {
+          T mx = kNegInf;
+          for (int64_t q = 0; q < m; ++q) mx = cur[q] > mx ? cur[q] : mx;
+          if (mx == kNegInf) return true;  // live boxes may hold -inf: the slow scan
+          for (int64_t q = 0; q < m; ++q) {
+            if (cur[q] == mx && (best < 0 || members[q] < members[best])) best = static_cast<int32_t>(q);
+          }
+          return false;
+        }()) {
+      best = -1;
+      for (int64_t q = 0; q < m; ++q) {
+        if (!dead[q] && (best < 0 || ranks_before(cur[q], members[q], cur[best], members[best]))) {
+          best = static_cast<int32_t>(q);
+        }
+      }
+    }
+    return best;
+  };
   const T sigma = static_cast<T>(a.sigma);
-  while (live > 0) {
-    const T sb = s[best];
-    if (a.opencv && static_cast<double>(sb) < a.min_score) break;
-    out.emplace_back(id[best], sb);
-    const T bx1 = x1[best], by1 = y1[best], bx2 = x2[best], by2 = y2[best], ba = ar[best];
-    remove(best);
-    // Decay weights: a plain loop over the live arrays (vectorised for the linear method).
-    for (int64_t j = 0; j < live; ++j) {
-      T iou = nms_iou(bx1, by1, bx2, by2, ba, x1[j], y1[j], x2[j], y2[j], ar[j]);
-      iou = iou != iou ? T(0) : iou;  // NaN coordinates: no overlap
-      w[j] = iou;
-    }
-    if (a.gaussian) {
-      for (int64_t j = 0; j < live; ++j) {
-        const T iou = w[j];
-        // exp(-0 / sigma) is exactly 1: the common no-overlap case skips the call.
-        w[j] = iou == T(0) ? T(1) : dexp(-(iou * iou) / sigma);
-      }
-    } else {
-      for (int64_t j = 0; j < live; ++j) {
-        const T iou = w[j];
-        const double d = static_cast<double>(iou);
-        const bool hit = a.opencv ? d > a.thr : d >= a.thr;
-        w[j] = hit ? T(1) - iou : T(1);
+  bool first = true;
+  while (live_count > 0) {
+    const int32_t pq = next_pick();
+    const T ps = cur[pq];
+    if (a.opencv && static_cast<double>(ps) < a.min_score) break;
+    out.emplace_back(members[pq], ps);
+    kill(pq);
+    if (!a.opencv && first) {
+      // mmcv drops every remaining box under min_score after each pick; only the first pick
+      // can find an undecayed one there, later ones check the boxes they decay.
+      for (int64_t q = 0; q < m; ++q) {
+        if (!dead[q] && static_cast<double>(cur[q]) < a.min_score) kill(static_cast<int32_t>(q));
       }
     }
-    best = -1;
-    for (int64_t j = 0; j < live;) {
-      s[j] = s[j] * w[j];
-      if (!a.opencv && static_cast<double>(s[j]) < a.min_score) {
-        remove(j);
-        w[j] = w[live];
-        continue;
+    first = false;
+    const int32_t si = slot_of[pq];
+    if (si < 0) continue;  // overlaps nothing
+    const T* me = blk.data() + (si / kB) * 5 * kB;
+    const int li = si % kB;
+    const T ix1 = me[li], iy1 = me[kB + li], ix2 = me[2 * kB + li], iy2 = me[3 * kB + li], ia = me[4 * kB + li];
+    for (int64_t b = 0; b < nb; ++b) {
+      const T* bx = bb.data() + 4 * b;
+      if (!alive[b] || !(bx[0] < ix2 && bx[2] > ix1 && bx[1] < iy2 && bx[3] > iy1)) continue;
+      const T* d = blk.data() + b * 5 * kB;
+      T iou[kB];
+      for (int l = 0; l < kB; ++l) {
+        iou[l] = nms_iou(ix1, iy1, ix2, iy2, ia, d[l], d[kB + l], d[2 * kB + l], d[3 * kB + l], d[4 * kB + l]);
       }
-      if (best < 0 || ranks_before(s[j], id[j], s[best], id[best])) best = j;
-      ++j;
+      uint32_t live = alive[b];
+      while (live) {
+        const int l = __builtin_ctz(live);
+        live &= live - 1;
+        const T v = iou[l];
+        if (!(v > T(0))) continue;  // weight exactly 1
+        T w;
+        if (a.gaussian) {
+          w = dexp(-(v * v) / sigma);
+        } else {
+          const double dv = static_cast<double>(v);
+          w = (a.opencv ? dv > a.thr : dv >= a.thr) ? T(1) - v : T(1);
+        }
+        const int32_t q = q_of[b * kB + l];
+        cur[q] = cur[q] * w;
+        has_nan |= cur[q] != cur[q];
+        if (!a.opencv && static_cast<double>(cur[q]) < a.min_score) kill(q);
+      }
     }
-    if (best < 0) break;
   }
 }
 
