@@ -349,3 +349,17 @@ def test_softmax_rows_with_nan_and_inf():
     _same(r, _run("reference", boxes, scores, None, **kw))
     got = set(zip(r.indices[0, :int(r.num_detections[0])].tolist()))
     assert (1,) not in got and (3,) not in got and (0,) in got
+
+
+@pytest.mark.parametrize("k", [1, 40, 600])
+def test_prefix_rounds_reach_every_candidate(k):
+    # Few boxes survive NMS among 5000 candidates: the kernel's NMS prefix must grow (1024 ->
+    # 4096 -> 5000) and still give the composition's answer.
+    n = 2500
+    boxes = torch.stack([D.clustered_boxes(n, 30 + i, clusters=12, jitter=3) for i in range(2)]).float()
+    scores = torch.rand(2, n, 2, generator=D.gen(4))
+    kw = [[1.0] * 4, RP_CLIP, [], -math.inf, [], -1, -1, 0.3, k, False, -1, "none"]
+    got = torch.ops.detseg.multiclass_nms(boxes, scores, None, *kw)
+    want = RP.compose(boxes, scores, None, *kw, nms_fn=torch.ops.detseg.batched_nms)
+    _same(got, want)
+    assert int(got[0].min()) < 600  # the whole candidate list was needed

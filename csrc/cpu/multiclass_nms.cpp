@@ -6,10 +6,11 @@
 // evaluated only on scores that can pass) collects every (anchor, class)
 // with score > threshold as a 64/96-bit key whose ascending order is the output priority
 // (score descending, NaN never passes, then flat index n * C + c ascending); nth_element keeps
-// the top k per level and per image; the survivors are sorted, decoded (detseg/box_coder.h)
-// and clipped into one buffer, grouped by class, and each class goes through the same NMS
-// problem as batched_nms (cpu/nms_common.h). The first max_detections kept candidates in
-// priority order are written out.
+// the top k per level and per image; the best of the survivors are sorted, decoded
+// (detseg/box_coder.h) and clipped into one buffer, grouped by class, and each class goes
+// through the same NMS problem as batched_nms (cpu/nms_common.h), on a prefix of the
+// candidates that grows until it yields max_detections boxes. The first max_detections kept
+// candidates in priority order are written out.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -170,81 +171,98 @@ void one_image(int64_t b, const T* s, int64_t n, int64_t c, const Quad<T>& boxes
     keys.resize(keep_top(keys, begin, static_cast<int64_t>(keys.size()), o.level_top_k));
     a0 += size;
   }
-  int64_t p = keep_top(keys, 0, static_cast<int64_t>(keys.size()), o.pre_nms_top_k);
+  const int64_t p = keep_top(keys, 0, static_cast<int64_t>(keys.size()), o.pre_nms_top_k);
   keys.resize(p);
-  std::sort(keys.begin(), keys.end());
 
-  // Decode and clip the candidates, in priority order.
+  // NMS runs on the best `r_end` candidates first: greedy NMS decides a candidate from the
+  // better ones of its class only, so once that prefix keeps max_detections boxes they are the
+  // answer; otherwise the prefix grows 4x. Each round sorts and decodes only what it adds.
   sc.decoded.resize(4 * std::max<int64_t>(p, 1));
   T* dec = sc.decoded.data();
+  sc.grouped.resize(std::max<int64_t>(p, 1));
+  int32_t* grouped = sc.grouped.data();
+  sc.keep.resize(std::max<int64_t>(p, 1));
+  uint8_t* keep = sc.keep.data();
   const T wx = static_cast<T>(o.weights[0]), wy = static_cast<T>(o.weights[1]);
   const T ww = static_cast<T>(o.weights[2]), wh = static_cast<T>(o.weights[3]);
   const T clip = static_cast<T>(o.clip);
   const T hgt = static_cast<T>(o.height), wid = static_cast<T>(o.width);
-  for (int64_t r = 0; r < p; ++r) {
-    const int64_t f = static_cast<int64_t>(static_cast<uint32_t>(keys[r]));
-    const int64_t an = f / c, cl = f % c;
-    const T* q = boxes.at(b, an, per_class ? cl : 0);
-    T v[4] = {q[0], q[boxes.s4], q[2 * boxes.s4], q[3 * boxes.s4]};
-    T* d = dec + 4 * r;
-    if (anchors) {
-      const T* a = anchors->at(b, an, 0);
-      const T ref[4] = {a[0], a[anchors->s4], a[2 * anchors->s4], a[3 * anchors->s4]};
-      decode_box(v, ref, wx, wy, ww, wh, clip, d);
-    } else {
-      d[0] = v[0];
-      d[1] = v[1];
-      d[2] = v[2];
-      d[3] = v[3];
-    }
-    if (o.has_image) {
-      // torch.clamp(min=0, max=size): NaN passes through.
-      for (int i = 0; i < 4; ++i) {
-        const T lim = (i & 1) ? hgt : wid;
-        d[i] = d[i] < T(0) ? T(0) : (d[i] > lim ? lim : d[i]);
-      }
-    }
-  }
-
-  // Group the ranks by class (ascending rank within a class), one NMS problem per group.
-  sc.grouped.resize(std::max<int64_t>(p, 1));
-  int32_t* grouped = sc.grouped.data();
-  std::vector<int64_t>& seg = sc.seg;
-  seg.clear();
-  if (o.class_agnostic) {
-    for (int64_t r = 0; r < p; ++r) grouped[r] = static_cast<int32_t>(r);
-    if (p) seg.push_back(0);
-  } else {
-    std::vector<int64_t>& cnt = sc.cnt;
-    cnt.assign(c, 0);
-    for (int64_t r = 0; r < p; ++r) ++cnt[static_cast<uint32_t>(keys[r]) % c];
-    int64_t sum = 0;
-    for (int64_t k = 0; k < c; ++k) {
-      const int64_t v = cnt[k];
-      if (v) seg.push_back(sum);
-      cnt[k] = sum;
-      sum += v;
-    }
-    for (int64_t r = 0; r < p; ++r) grouped[cnt[static_cast<uint32_t>(keys[r]) % c]++] = static_cast<int32_t>(r);
-  }
-  const int64_t nseg = static_cast<int64_t>(seg.size());
-  seg.push_back(p);
-  sc.keep.assign(std::max<int64_t>(p, 1), 0);
-  uint8_t* keep = sc.keep.data();
   const BoxesView<T> bv{dec, 4, 1, std::is_same_v<T, double> ? at::kDouble : at::kFloat};
   const T iou_thr = threshold_of<T>(o.iou_threshold);
-  for (int64_t g = 0; g < nseg; ++g) {
-    const int64_t a = seg[g], m = seg[g + 1] - seg[g];
-    int64_t k = 0;
-    const int32_t* kept = nms_problem<T>(bv, grouped + a, m, iou_thr, sc.ws, &k);
-    // A class contributes at most max_detections boxes to the output.
-    k = std::min(k, o.max_detections);
-    for (int64_t i = 0; i < k; ++i) keep[grouped[a + kept[i]]] = 1;
+  int64_t done = 0;  // keys[0, done) are sorted and decoded
+  int64_t r_end = std::min(p, std::max<int64_t>(8 * o.max_detections, 1024));
+  while (true) {
+    if (r_end < p) std::nth_element(keys.begin() + done, keys.begin() + r_end, keys.end());
+    std::sort(keys.begin() + done, keys.begin() + r_end);
+    // Decode and clip the new candidates, in priority order.
+    for (int64_t r = done; r < r_end; ++r) {
+      const int64_t f = static_cast<int64_t>(static_cast<uint32_t>(keys[r]));
+      const int64_t an = f / c, cl = f % c;
+      const T* q = boxes.at(b, an, per_class ? cl : 0);
+      T v[4] = {q[0], q[boxes.s4], q[2 * boxes.s4], q[3 * boxes.s4]};
+      T* d = dec + 4 * r;
+      if (anchors) {
+        const T* a = anchors->at(b, an, 0);
+        const T ref[4] = {a[0], a[anchors->s4], a[2 * anchors->s4], a[3 * anchors->s4]};
+        decode_box(v, ref, wx, wy, ww, wh, clip, d);
+      } else {
+        d[0] = v[0];
+        d[1] = v[1];
+        d[2] = v[2];
+        d[3] = v[3];
+      }
+      if (o.has_image) {
+        // torch.clamp(min=0, max=size): NaN passes through.
+        for (int i = 0; i < 4; ++i) {
+          const T lim = (i & 1) ? hgt : wid;
+          d[i] = d[i] < T(0) ? T(0) : (d[i] > lim ? lim : d[i]);
+        }
+      }
+    }
+    done = r_end;
+
+    // Group the ranks by class (ascending rank within a class), one NMS problem per group.
+    std::vector<int64_t>& seg = sc.seg;
+    seg.clear();
+    if (o.class_agnostic) {
+      for (int64_t r = 0; r < r_end; ++r) grouped[r] = static_cast<int32_t>(r);
+      if (r_end) seg.push_back(0);
+    } else {
+      std::vector<int64_t>& cnt = sc.cnt;
+      cnt.assign(c, 0);
+      for (int64_t r = 0; r < r_end; ++r) ++cnt[static_cast<uint32_t>(keys[r]) % c];
+      int64_t sum = 0;
+      for (int64_t k = 0; k < c; ++k) {
+        const int64_t v = cnt[k];
+        if (v) seg.push_back(sum);
+        cnt[k] = sum;
+        sum += v;
+      }
+      for (int64_t r = 0; r < r_end; ++r) {
+        grouped[cnt[static_cast<uint32_t>(keys[r]) % c]++] = static_cast<int32_t>(r);
+      }
+    }
+    const int64_t nseg = static_cast<int64_t>(seg.size());
+    seg.push_back(r_end);
+    std::fill(keep, keep + r_end, uint8_t{0});
+    int64_t nkept = 0;
+    for (int64_t g = 0; g < nseg; ++g) {
+      const int64_t a = seg[g], m = seg[g + 1] - seg[g];
+      int64_t k = 0;
+      const int32_t* kept = nms_problem<T>(bv, grouped + a, m, iou_thr, sc.ws, &k);
+      // A class contributes at most max_detections boxes to the output.
+      k = std::min(k, o.max_detections);
+      for (int64_t i = 0; i < k; ++i) keep[grouped[a + kept[i]]] = 1;
+      nkept += k;
+    }
+    if (nkept >= o.max_detections || r_end == p) break;
+    r_end = std::min(p, 4 * r_end);
   }
+  const int64_t p_used = done;
 
   const int64_t kmax = o.max_detections;
   int64_t j = 0;
-  for (int64_t r = 0; r < p && j < kmax; ++r) {
+  for (int64_t r = 0; r < p_used && j < kmax; ++r) {
     if (!keep[r]) continue;
     const int64_t f = static_cast<int64_t>(static_cast<uint32_t>(keys[r]));
     const int64_t row = b * kmax + j;
