@@ -295,3 +295,26 @@ def test_compile_fullgraph(monkeypatch):
     for a, b in zip(got, f(boxes, scores)):
         assert_bitwise(a, b)
     assert math.isfinite(float(got[1].sum()))
+
+
+# ---------------------------------------------------------------- Triton (interpreted on the CPU)
+
+@pytest.mark.parametrize("n", [0, 1, 40, 150])
+@pytest.mark.parametrize("kernel", ["linear", "gaussian"])
+@pytest.mark.parametrize("batched", [False, True])
+def test_matrix_nms_triton(n, kernel, batched):
+    import _backends
+    if "triton" not in _backends.CPU_BACKENDS:
+        pytest.skip("Triton is not available on this machine")
+    boxes = D.clustered_boxes(n, n + 4, clusters=4, jitter=5)
+    scores = D.tie_scores(n, n + 1, levels=6)
+    idxs = torch.randint(0, 3, (n,), generator=D.gen(n + 2)) if batched else None
+    if batched:
+        got = detseg.ops.batched_matrix_nms(boxes, scores, idxs, kernel, 2.0, backend="triton")
+    else:
+        got = detseg.ops.matrix_nms(boxes, scores, kernel, 2.0, backend="triton")
+    want = torch.ops.detseg.matrix_nms(boxes, scores, idxs, kernel, 2.0)
+    if kernel == "linear":
+        assert_bitwise(got, want)
+    else:
+        assert_close(got, want.double())
