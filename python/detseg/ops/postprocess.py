@@ -55,8 +55,11 @@ def multiclass_nms(boxes: torch.Tensor, scores: torch.Tensor, *, anchors: torch.
             when `class_agnostic`), with detseg.ops.batched_nms's rule.
         max_detections: K, the fixed second dimension of the outputs.
         background_class: a class index whose scores are ignored (-1: none).
-        score_activation: "none", "sigmoid" (torch.sigmoid of every score) or "softmax"
-            (torch.softmax over the C classes, background included), applied before the threshold.
+        score_activation: "none", "sigmoid" or "softmax" (over the C classes, background
+            included), applied before the threshold. Both are detseg/postprocess.h's formulas
+            with the C library's exp (within an ulp or two of torch.sigmoid / torch.softmax):
+            the kernel evaluates them only where a score can pass, and every backend agrees
+            bitwise. A row holding a NaN (or +inf) softmaxes to NaN and is dropped.
 
     Returns ``MulticlassNmsResult(num_detections int64 Tensor[B], boxes Tensor[B, K, 4],
     scores Tensor[B, K], classes int64 Tensor[B, K], indices int64 Tensor[B, K])``; indices are
