@@ -363,3 +363,14 @@ def test_prefix_rounds_reach_every_candidate(k):
     want = RP.compose(boxes, scores, None, *kw, nms_fn=torch.ops.detseg.batched_nms)
     _same(got, want)
     assert int(got[0].min()) < 600  # the whole candidate list was needed
+
+
+@pytest.mark.parametrize("act,thr", [("softmax", 0.2), ("softmax", 0.9), ("sigmoid", 0.9), ("softmax", 1.0)])
+def test_screened_activation_many_classes(act, thr):
+    # Most rows / scores are screened out before the activation is evaluated.
+    boxes, scores, anchors = _inputs(2, 300, 40, 21, torch.float32, "deltas")
+    scores = scores * 3
+    kw = dict(score_threshold=thr, score_activation=act, max_detections=100, background_class=3)
+    got = _run("cpp", boxes, scores, anchors, **kw)
+    _same(got, _run("reference", boxes, scores, anchors, **kw))
+    assert (int(got.num_detections.sum()) > 0) == (thr < 1.0)

@@ -141,8 +141,18 @@ void one_image(int64_t b, const T* s, int64_t n, int64_t c, const Quad<T>& boxes
   for (const int64_t size : o.levels) {
     const int64_t begin = static_cast<int64_t>(keys.size());
     if (o.act == checks::ScoreActivation::kSoftmax) {
+      const bool screen = pre > -std::numeric_limits<T>::infinity();
       for (int64_t an = a0; an < a0 + size; ++an) {
-        softmax_row(s + an * c, c, row);
+        const T* x = s + an * c;
+        if (screen) {
+          // A value e_k / sum <= e_k = exp(x_k - max) can pass only if x_k - max >= pre.
+          T mx = x[0];
+          for (int64_t k = 1; k < c; ++k) mx = x[k] > mx ? x[k] : mx;
+          bool any = false;
+          for (int64_t k = 0; k < c; ++k) any |= (x[k] - mx) >= pre;
+          if (!any) continue;
+        }
+        softmax_row(x, c, row);
         for (int64_t k = 0; k < c; ++k) {
           if (row[k] > thr && k != bg) keys.push_back(cand_key(row[k], static_cast<uint32_t>(an * c + k)));
         }
@@ -276,14 +286,15 @@ void one_image(int64_t b, const T* s, int64_t n, int64_t c, const Quad<T>& boxes
 }
 
 // The raw-score screen of the threshold pass: every x with activation(x) > threshold has
-// x >= prefilter. For the sigmoid, the logit of the threshold less a margin far wider than the
-// few ulps by which the evaluated sigmoid can differ from the exact one.
+// x >= prefilter (softmax: x - row max >= prefilter). For the sigmoid, the logit of the
+// threshold (softmax: its log) less a margin far wider than the few ulps by which the
+// evaluated activation can differ from the exact one.
 double prefilter_of(checks::ScoreActivation act, double thr, bool f64) {
   if (act == checks::ScoreActivation::kNone) return f64 ? thr : static_cast<double>(threshold_of<float>(thr));
-  if (act == checks::ScoreActivation::kSoftmax) return 0.0;  // unused: softmax rows are computed whole
   if (!(thr > 0.0)) return -std::numeric_limits<double>::infinity();
   if (thr >= 1.0) return std::numeric_limits<double>::infinity();
-  const double l = std::log(thr) - std::log1p(-thr);
+  // softmax: screened on x_k - max of the row (see the threshold pass).
+  const double l = act == checks::ScoreActivation::kSoftmax ? std::log(thr) : std::log(thr) - std::log1p(-thr);
   return l - 1e-3 * std::max(1.0, std::abs(l));
 }
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 
 import torch
 
@@ -78,6 +79,32 @@ def activate(scores: torch.Tensor, score_activation: str, exp=libm_exp) -> torch
     return scores
 
 
+def _margin(x: float) -> float:
+    return x - 1e-3 * max(1.0, abs(x))
+
+
+def activate_screened(scores: torch.Tensor, score_activation: str, score_threshold: float) -> torch.Tensor:
+    """`activate` where its value can pass `score_threshold`, -inf elsewhere: the screen of
+    csrc/cpu/multiclass_nms.cpp (prefilter_of), so that the C library's exp runs on the few
+    scores that matter. sigmoid(x) > t needs x >= logit(t) less a margin; a softmax value
+    e_k / sum <= e_k = exp(x_k - max) > t needs x_k - max >= log(t) less a margin."""
+    thr = float(score_threshold)
+    if score_activation == "none" or not thr > 0.0 or scores.numel() == 0:
+        return activate(scores, score_activation)
+    out = torch.full_like(scores, -math.inf)
+    if thr >= 1.0:
+        return out
+    if score_activation == "sigmoid":
+        mask = scores >= _margin(math.log(thr) - math.log1p(-thr))
+        out[mask] = activate(scores[mask], "sigmoid")
+        return out
+    c = scores.shape[-1]
+    rows = scores.reshape(-1, c)
+    keep = ((rows - rows.max(dim=-1, keepdim=True)[0]) >= _margin(math.log(thr))).any(dim=-1)
+    out.view(-1, c)[keep] = activate(rows[keep], "softmax")
+    return out
+
+
 def _stable_desc(values: torch.Tensor) -> torch.Tensor:
     return torch.sort(values, descending=True, stable=True)[1]
 
@@ -109,9 +136,10 @@ def select_candidates(flat: torch.Tensor, num_classes: int, thr: float, levels: 
 
 def compose(boxes, scores, anchors, weights, bbox_xform_clip, image_size, score_threshold, level_sizes, level_top_k,
             pre_nms_top_k, iou_threshold, max_detections, class_agnostic, background_class, score_activation, *,
-            nms_fn=batched_nms, clip_fn=clip_boxes_to_image, exp=libm_exp):
-    """The post-processing as separate steps; `nms_fn` / `clip_fn` / `exp` pick the implementation
-    of each step (the reference twins by default; the benchmark passes the compiled ops)."""
+            nms_fn=batched_nms, clip_fn=clip_boxes_to_image, exp=libm_exp, activation=None):
+    """The post-processing as separate steps; `nms_fn` / `clip_fn` / `exp` / `activation`
+    (scores, score_activation) -> activated scores pick the implementation of each step (the
+    reference twins by default; the benchmark passes the compiled ops and torch's functions)."""
     bsz, n, c = scores.shape
     k = int(max_detections)
     dev = scores.device
@@ -120,7 +148,10 @@ def compose(boxes, scores, anchors, weights, bbox_xform_clip, image_size, score_
     out_scores = torch.zeros(bsz, k, dtype=scores.dtype, device=dev)
     out_classes = torch.full((bsz, k), -1, dtype=torch.int64, device=dev)
     out_index = torch.full((bsz, k), -1, dtype=torch.int64, device=dev)
-    s = activate(scores, score_activation, exp)
+    if activation is None:
+        s = activate_screened(scores, score_activation, score_threshold)
+    else:
+        s = activation(scores, score_activation)
     thr = nms_threshold(score_threshold, scores.dtype)
     levels = [int(v) for v in level_sizes] or [n]
     for b in range(bsz):

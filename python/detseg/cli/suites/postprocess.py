@@ -163,8 +163,15 @@ for _b in P.DETSEG_BACKENDS:
 register(Provider(
     "composition", "peer", lambda: torch.__version__,
     "decode -> clip -> threshold -> top-k -> batched NMS per image as separate calls "
-    "(detseg.reference.postprocess.compose with the compiled batched_nms and clip_boxes_to_image, torch.exp), "
+    "(detseg.reference.postprocess.compose with the compiled batched_nms and clip_boxes_to_image, torch.sigmoid, "
+    "torch.exp), "
     "torch.set_num_threads(threads)"))
+
+
+def _torch_activation(scores: torch.Tensor, act: str) -> torch.Tensor:
+    if act == "sigmoid":
+        return torch.sigmoid(scores)
+    return torch.softmax(scores, dim=-1) if act == "softmax" else scores
 
 
 @impl("composition", "multiclass_nms")
@@ -180,7 +187,7 @@ def _composition(inputs: dict, ctx: Context, op: str) -> Prepared:
 
     def run():
         return compose(*args, nms_fn=torch.ops.detseg.batched_nms, clip_fn=torch.ops.detseg.clip_boxes_to_image,
-                       exp=torch.exp)
+                       exp=torch.exp, activation=_torch_activation)
 
     del detseg
     return Prepared(run, _mc_result)
