@@ -223,7 +223,8 @@ def test_class_aware_selection_vs_onnxruntime():
     thr, sthr = 0.5, 0.3
     b, n, c = 3, 300, 4
     for attempt in range(20):
-        boxes = torch.stack([D.clustered_boxes(n, 40 + 3 * attempt + i, clusters=6, jitter=5) for i in range(b)]).float()
+        boxes = torch.stack([D.clustered_boxes(n, 40 + 3 * attempt + i, clusters=6, jitter=5)
+                             for i in range(b)]).float()
         iou = torch.stack([detseg.reference.box_iou_matrix(x.double(), x.double(), "iou", 0.0) for x in boxes])
         if bool(((iou - thr).abs() > 1e-4).all()):
             break
