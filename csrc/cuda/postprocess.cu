@@ -1,9 +1,9 @@
-// CUDA kernels of the NMS variants soft_nms and matrix_nms (schemas in csrc/ops.cpp; CPU
+// CUDA kernels of the NMS variants soft_nms, diou_nms and matrix_nms (schemas in csrc/ops.cpp; CPU
 // kernels in csrc/cpu/nms_variants.cpp). The pair IoU is detseg::pair_iou<kIoU, kMatrix>
 // (csrc/include/detseg/boxes.h: the same operations as detseg::nms_suppresses); exp is the
 // device's (::exp via detseg::dexp), so gaussian decays may differ from the CPU kernel's in the
 // last bits. No atomics: every output element has one writer, so results are deterministic.
-// multiclass_nms and diou_nms have no CUDA kernel yet (the "auto" backend falls back).
+// multiclass_nms has no CUDA kernel yet (the "auto" backend falls back to the reference).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/cumsum.h>
@@ -20,11 +20,13 @@
 #include <optional>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
 
 #include "checks.h"
 #include "cuda/launch.cuh"
 #include "detseg/box_coder.h"
 #include "detseg/boxes.h"
+#include "detseg/nms.h"
 
 namespace detseg::cuda {
 namespace {
@@ -62,6 +64,15 @@ Sorted sort_problem(const at::Tensor& boxes, const at::Tensor& scores, const std
   }
   return Sorted{boxes.to(dt).index_select(0, order).contiguous(), s.index_select(0, order).contiguous(),
                 labels.contiguous(), order};
+}
+
+// Category runs of the sorted labels: (seg Tensor[G + 1] of run starts and the end, counts
+// Tensor[G]); one device->host sync for G.
+std::tuple<at::Tensor, at::Tensor> category_runs(const at::Tensor& labels) {
+  const auto [values, inverse, counts] = at::unique_consecutive(labels, false, true);
+  at::Tensor seg = at::zeros({counts.size(0) + 1}, counts.options());
+  seg.narrow(0, 1, counts.size(0)).copy_(counts.cumsum(0));
+  return {seg, counts};
 }
 
 // ------------------------------------------------------------------ matrix_nms
@@ -246,10 +257,7 @@ std::tuple<at::Tensor, at::Tensor> soft_nms_cuda(const at::Tensor& boxes, const 
   }
   DeviceScope scope(boxes);
   const Sorted p = sort_problem(boxes, scores, idxs, dt);
-  // Category runs (one device->host sync for their number).
-  const auto [values, inverse, counts] = at::unique_consecutive(p.labels, false, true);
-  at::Tensor seg = at::zeros({counts.size(0) + 1}, counts.options());
-  seg.narrow(0, 1, counts.size(0)).copy_(counts.cumsum(0));
+  const auto [seg, counts] = category_runs(p.labels);
   const int64_t ng = counts.size(0);
   at::Tensor cur = p.scores.clone();
   at::Tensor live = at::empty({n}, boxes.options().dtype(at::kByte));
@@ -283,10 +291,64 @@ std::tuple<at::Tensor, at::Tensor> soft_nms_cuda(const at::Tensor& boxes, const 
   return {ki.index_select(0, by_score), ks.index_select(0, by_score)};
 }
 
+// ------------------------------------------------------------------ diou_nms
+
+// One block per category run: greedy over the run in priority order; a kept box clears, in
+// parallel, every later box whose DIoU with it (detseg::pair_iou<kDIoU, kMatrix>, eps 0)
+// exceeds the threshold.
+template <typename T>
+__global__ void diou_nms_kernel(const T* __restrict__ b, const int64_t* __restrict__ seg, T thr,
+                                uint8_t* __restrict__ keep) {
+  const int64_t start = seg[blockIdx.x], end = seg[blockIdx.x + 1];
+  for (int64_t j = start + threadIdx.x; j < end; j += blockDim.x) keep[j] = 1;
+  __syncthreads();
+  for (int64_t i = start; i < end; ++i) {
+    if (!keep[i]) continue;  // every thread reads the same, settled flag
+    const Box<T> bi = box_at(b, i);
+    for (int64_t j = i + 1 + threadIdx.x; j < end; j += blockDim.x) {
+      if (keep[j] && pair_iou<IouKind::kDIoU, IouForm::kMatrix>(bi, box_at(b, j), T(0)) > thr) keep[j] = 0;
+    }
+    __syncthreads();
+  }
+}
+
+at::Tensor diou_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, const std::optional<at::Tensor>& idxs,
+                         double iou_threshold) {
+  checks::diou_nms(boxes, scores, idxs, iou_threshold);
+  const int64_t n = boxes.size(0);
+  if (n == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
+  const at::ScalarType dt = boxes.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  DeviceScope scope(boxes);
+  const Sorted p = sort_problem(boxes, scores, idxs, dt);
+  const auto [seg, counts] = category_runs(p.labels);
+  at::Tensor keep = at::empty({n}, boxes.options().dtype(at::kByte));
+  auto launch = [&](auto zero) {
+    using T = decltype(zero);
+    const T thr = std::is_same_v<T, double> ? static_cast<T>(iou_threshold)
+                                            : static_cast<T>(detseg::nms_threshold_f32(iou_threshold));
+    diou_nms_kernel<T><<<static_cast<unsigned>(counts.size(0)), kSoftThreads, 0, scope.stream>>>(
+        p.boxes.data_ptr<T>(), seg.data_ptr<int64_t>(), thr, keep.data_ptr<uint8_t>());
+    DETSEG_CUDA_LAUNCH_CHECK();
+  };
+  if (dt == at::kDouble) {
+    launch(0.0);
+  } else {
+    launch(0.0f);
+  }
+  // Kept input indices by decreasing score, ties by index (the CPU kernel's order).
+  at::Tensor ki = p.index.masked_select(keep.to(at::kBool));
+  at::Tensor ks = p.scores.masked_select(keep.to(at::kBool));
+  at::Tensor by_index = std::get<1>(at::sort(ki, /*stable=*/true, /*dim=*/0, /*descending=*/false));
+  ki = ki.index_select(0, by_index);
+  ks = ks.index_select(0, by_index);
+  return ki.index_select(0, std::get<1>(at::sort(ks, /*stable=*/true, /*dim=*/0, /*descending=*/true)));
+}
+
 }  // namespace
 }  // namespace detseg::cuda
 
 TORCH_LIBRARY_IMPL(detseg, CUDA, m) {
   m.impl("soft_nms", &detseg::cuda::soft_nms_cuda);
   m.impl("matrix_nms", &detseg::cuda::matrix_nms_cuda);
+  m.impl("diou_nms", &detseg::cuda::diou_nms_cuda);
 }
