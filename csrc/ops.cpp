@@ -95,4 +95,27 @@ TORCH_LIBRARY(detseg, m) {
   // (padding, integer boxes, resize) | "detectron2" (grid_sample at pixel centres; padding unused).
   m.def("paste_masks_in_image(Tensor masks, Tensor boxes, int height, int width, int padding=1, "
         "str convention=\"torchvision\", float? threshold=None) -> Tensor");
+  // ---- post-processing and NMS variants (issue 4) ----
+  // Fused detection post-processing. scores Tensor[B, N, C]; boxes Tensor[B, N, 4] (shared by
+  // the classes) or Tensor[B, N, C, 4]; with anchors (Tensor[N, 4] or Tensor[B, N, 4]) `boxes`
+  // holds BoxCoder deltas decoded with `weights` (wx, wy, ww, wh) and bbox_xform_clip.
+  // image_size: [] (no clipping) or [height, width]. level_sizes: anchors per level ([] = one
+  // level), level_top_k / pre_nms_top_k: -1 = no limit. background_class: -1 = none.
+  // score_activation: "none" | "sigmoid" | "softmax". boxes, scores and anchors share one dtype
+  // (float32 or float64). -> (num_detections int64 Tensor[B], boxes Tensor[B, K, 4],
+  // scores Tensor[B, K], classes int64 Tensor[B, K], anchor indices int64 Tensor[B, K]).
+  m.def("multiclass_nms(Tensor boxes, Tensor scores, Tensor? anchors, float[] weights, float bbox_xform_clip, "
+        "int[] image_size, float score_threshold, int[] level_sizes, int level_top_k, int pre_nms_top_k, "
+        "float iou_threshold, int max_detections, bool class_agnostic, int background_class, "
+        "str score_activation) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Soft-NMS: boxes Tensor[N, 4], scores Tensor[N], idxs (categories, Tensor[N] int) or None.
+  // method "linear" | "gaussian", convention "mmcv" | "opencv" -> (kept indices int64 Tensor[K]
+  // by decreasing decayed score, ties by index; their decayed scores Tensor[K]).
+  m.def("soft_nms(Tensor boxes, Tensor scores, Tensor? idxs, float iou_threshold, float sigma, float min_score, "
+        "str method, str convention) -> (Tensor, Tensor)");
+  // DIoU-NMS (greedy, suppress iff IoU - d^2 / c^2 > iou_threshold) -> kept indices int64 Tensor[K].
+  m.def("diou_nms(Tensor boxes, Tensor scores, Tensor? idxs, float iou_threshold) -> Tensor");
+  // Matrix NMS (SOLOv2) on boxes: kernel "linear" | "gaussian" -> decayed scores Tensor[N]
+  // in input order.
+  m.def("matrix_nms(Tensor boxes, Tensor scores, Tensor? idxs, str kernel, float sigma) -> Tensor");
 }

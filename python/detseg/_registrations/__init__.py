@@ -8,3 +8,4 @@ if _C is not None:
     from . import roi  # noqa: F401
     from . import anchors  # noqa: F401
     from . import masks  # noqa: F401
+    from . import postprocess  # noqa: F401

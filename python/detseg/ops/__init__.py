@@ -22,3 +22,7 @@ from .masks import *  # noqa: F401,F403,E402
 from .masks import __all__ as _masks_all  # noqa: E402
 
 __all__ += _masks_all
+from .postprocess import *  # noqa: F401,F403
+from .postprocess import __all__ as _postprocess_all
+
+__all__ = [*_boxes_all, *_nms_all, *_roi_all, *_postprocess_all]

@@ -23,3 +23,5 @@ from .box_coder import (  # noqa: F401,E402
 )
 from .anchors import grid_anchors, multilevel_grid_anchors, yolo_decode  # noqa: F401,E402
 from .masks import confusion_matrix, mask_iou, masks_to_boxes, paste_masks_in_image  # noqa: F401,E402
+from .postprocess import multiclass_nms  # noqa: F401,E402
+from .nms_variants import diou_nms, matrix_nms, soft_nms  # noqa: F401,E402

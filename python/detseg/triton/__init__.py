@@ -18,3 +18,4 @@ from .anchors import grid_anchors, multilevel_grid_anchors, yolo_decode  # noqa:
 from .roi_align import _ps_roi_align_backward, _roi_align_backward, ps_roi_align, roi_align  # noqa: F401
 from .roi_pool import _ps_roi_pool_backward, _roi_pool_backward, ps_roi_pool, roi_pool  # noqa: F401
 from .masks import confusion_matrix, mask_iou, masks_to_boxes, paste_masks_in_image  # noqa: F401,E402
+from .postprocess import matrix_nms  # noqa: F401
