@@ -435,6 +435,8 @@ inline void yolo_decode(const at::Tensor& pred, const at::Tensor& anchors, doubl
                     pred.device(), "), got ", anchors.device());
   grid_stride_arg(op, "stride_h", sh);
   grid_stride_arg(op, "stride_w", sw);
+}
+
 // ---------------------------------------------------------------- post-processing and NMS variants
 // (twin of the block at the end of python/detseg/ops/_checks.py)
 
