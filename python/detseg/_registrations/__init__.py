@@ -6,3 +6,4 @@ from .. import _C
 if _C is not None:
     from . import boxes  # noqa: F401
     from . import roi  # noqa: F401
+    from . import conv  # noqa: F401

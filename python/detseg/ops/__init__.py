@@ -9,3 +9,8 @@ from .roi import *  # noqa: F401,F403
 from .roi import __all__ as _roi_all
 
 __all__ = [*_boxes_all, *_nms_all, *_roi_all]
+
+from .conv import *  # noqa: F401,F403,E402
+from .conv import __all__ as _conv_all  # noqa: E402
+
+__all__ += _conv_all
