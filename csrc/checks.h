@@ -7,6 +7,7 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
+#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -216,6 +217,9 @@ inline bool roi_channels_last(const at::Tensor& t) {
 // conv_transpose2d: input Tensor[N, C_in, H, W], weight Tensor[C_in, C_out / groups, kH, kW],
 // bias Tensor[C_out]? (torch.nn.functional.conv_transpose2d). Returns (H_out, W_out).
 
+// torch's name of a dtype ("float32"), as the Python twin prints it.
+inline std::string dtype_name(const at::Tensor& t) { return std::string(c10::getDtypeNames(t.scalar_type()).first); }
+
 inline void conv_pair(const char* op, const char* arg, at::IntArrayRef v) {
   TORCH_CHECK_VALUE(v.size() == 2, "detseg.", op, ": ", arg, " must be a pair (height, width), got ", v);
 }
@@ -232,7 +236,7 @@ inline std::pair<int64_t, int64_t> conv_transpose2d_args(const char* op, const a
               op, ": weight must be a Tensor[C_in, C_out / groups, kH, kW] with non-zero sizes, got shape ",
               weight.sizes());
   TORCH_CHECK_TYPE(weight.scalar_type() == input.scalar_type(), "detseg.", op,
-              ": weight must have the dtype of input (", input.scalar_type(), "), got ", weight.scalar_type());
+              ": weight must have the dtype of input (", dtype_name(input), "), got ", dtype_name(weight));
   TORCH_CHECK_VALUE(weight.device() == input.device(), "detseg.", op, ": weight must be on the device of input (",
               input.device(), "), got ", weight.device());
   conv_pair(op, "stride", stride);
@@ -259,7 +263,7 @@ inline std::pair<int64_t, int64_t> conv_transpose2d_args(const char* op, const a
                 ": bias must be a Tensor[C_out] with C_out = weight.size(1) * groups = ", weight.size(1) * groups,
                 ", got shape ", bias->sizes());
     TORCH_CHECK_TYPE(bias->scalar_type() == input.scalar_type(), "detseg.", op,
-                ": bias must have the dtype of input (", input.scalar_type(), "), got ", bias->scalar_type());
+                ": bias must have the dtype of input (", dtype_name(input), "), got ", dtype_name(*bias));
     TORCH_CHECK_VALUE(bias->device() == input.device(), "detseg.", op, ": bias must be on the device of input (",
                 input.device(), "), got ", bias->device());
   }
@@ -286,7 +290,7 @@ inline std::pair<int64_t, int64_t> conv_transpose2d_backward_args(
               "detseg.", op, ": grad must be a Tensor[", input.size(0), ", ", cout, ", ", hw.first, ", ", hw.second,
               "] (the output's shape), got shape ", grad.sizes());
   TORCH_CHECK_TYPE(grad.scalar_type() == input.scalar_type(), "detseg.", op, ": grad must have the dtype of input (",
-              input.scalar_type(), "), got ", grad.scalar_type());
+              dtype_name(input), "), got ", dtype_name(grad));
   return hw;
 }
 
@@ -300,7 +304,7 @@ inline void max_unpool2d_args(const char* op, const at::Tensor& input, const at:
   TORCH_CHECK_VALUE(indices.sizes() == input.sizes(), "detseg.", op, ": indices must have the shape of input ",
               input.sizes(), ", got ", indices.sizes());
   TORCH_CHECK_TYPE(indices.scalar_type() == at::kLong, "detseg.", op, ": indices must be an int64 tensor, got ",
-              indices.scalar_type());
+              dtype_name(indices));
   TORCH_CHECK_VALUE(indices.device() == input.device(), "detseg.", op, ": indices must be on the device of input (",
               input.device(), "), got ", indices.device());
   conv_pair(op, "output_size", output_size);
@@ -315,7 +319,7 @@ inline void max_unpool2d_grad_args(const char* op, const at::Tensor& grad, const
   TORCH_CHECK_VALUE(indices.dim() == 4, "detseg.", op, ": indices must be a Tensor[N, C, H, W], got shape ",
               indices.sizes());
   TORCH_CHECK_TYPE(indices.scalar_type() == at::kLong, "detseg.", op, ": indices must be an int64 tensor, got ",
-              indices.scalar_type());
+              dtype_name(indices));
   TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == indices.size(0) && grad.size(1) == indices.size(1) &&
                   grad.size(2) == output_size[0] && grad.size(3) == output_size[1],
               "detseg.", op, ": grad must be a Tensor[", indices.size(0), ", ", indices.size(1), ", ", output_size[0],

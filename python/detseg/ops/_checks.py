@@ -221,6 +221,11 @@ def roi_pool(input, rois, spatial_scale, pooled_height, pooled_width) -> None:
 
 # ---- transposed convolution and max unpooling (twin of the issue-5 block of csrc/checks.h) ----
 
+def _dt(dtype: torch.dtype) -> str:
+    """torch's name of a dtype without the module ("float32"), as csrc/checks.h prints it."""
+    return str(dtype).replace("torch.", "")
+
+
 def conv_out_size(i: int, k: int, s: int, p: int, d: int, op_: int) -> int:
     """(in - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1 (detseg/conv_transpose.h)."""
     return (i - 1) * s - 2 * p + d * (k - 1) + op_ + 1
@@ -244,7 +249,7 @@ def conv_transpose2d(op: str, input, weight, bias, stride, padding, output_paddi
         fail(op, f"weight must be a Tensor[C_in, C_out / groups, kH, kW] with non-zero sizes, got shape "
                  f"{list(weight.shape)}")
     if weight.dtype != input.dtype:
-        fail(op, f"weight must have the dtype of input ({input.dtype}), got {weight.dtype}", TypeError)
+        fail(op, f"weight must have the dtype of input ({_dt(input.dtype)}), got {_dt(weight.dtype)}", TypeError)
     if weight.device != input.device:
         fail(op, f"weight must be on the device of input ({input.device}), got {weight.device}")
     for arg, v in (("stride", stride), ("padding", padding), ("output_padding", output_padding),
@@ -274,7 +279,7 @@ def conv_transpose2d(op: str, input, weight, bias, stride, padding, output_paddi
             fail(op, f"bias must be a Tensor[C_out] with C_out = weight.size(1) * groups = {cout}, got shape "
                      f"{list(bias.shape)}")
         if bias.dtype != input.dtype:
-            fail(op, f"bias must have the dtype of input ({input.dtype}), got {bias.dtype}", TypeError)
+            fail(op, f"bias must have the dtype of input ({_dt(input.dtype)}), got {_dt(bias.dtype)}", TypeError)
         if bias.device != input.device:
             fail(op, f"bias must be on the device of input ({input.device}), got {bias.device}")
     ho, wo = (conv_out_size(input.shape[2 + a], weight.shape[2 + a], stride[a], padding[a], dilation[a],
@@ -296,7 +301,7 @@ def conv_transpose2d_backward(grad, input, weight, stride, padding, output_paddi
         fail(op, f"grad must be a Tensor[{', '.join(map(str, want))}] (the output's shape), got shape "
                  f"{list(grad.shape)}")
     if grad.dtype != input.dtype:
-        fail(op, f"grad must have the dtype of input ({input.dtype}), got {grad.dtype}", TypeError)
+        fail(op, f"grad must have the dtype of input ({_dt(input.dtype)}), got {_dt(grad.dtype)}", TypeError)
     return ho, wo
 
 
@@ -309,7 +314,7 @@ def max_unpool2d(op: str, input, indices, output_size) -> None:
     if indices.shape != input.shape:
         fail(op, f"indices must have the shape of input {list(input.shape)}, got {list(indices.shape)}")
     if indices.dtype != torch.int64:
-        fail(op, f"indices must be an int64 tensor, got {indices.dtype}", TypeError)
+        fail(op, f"indices must be an int64 tensor, got {_dt(indices.dtype)}", TypeError)
     if indices.device != input.device:
         fail(op, f"indices must be on the device of input ({input.device}), got {indices.device}")
     conv_pair(op, "output_size", output_size)
@@ -322,7 +327,7 @@ def max_unpool2d_grad(op: str, grad, indices, output_size) -> None:
     if indices.dim() != 4:
         fail(op, f"indices must be a Tensor[N, C, H, W], got shape {list(indices.shape)}")
     if indices.dtype != torch.int64:
-        fail(op, f"indices must be an int64 tensor, got {indices.dtype}", TypeError)
+        fail(op, f"indices must be an int64 tensor, got {_dt(indices.dtype)}", TypeError)
     want = [indices.shape[0], indices.shape[1], *output_size]
     if list(grad.shape) != want:
         fail(op, f"grad must be a Tensor[{', '.join(map(str, want))}], got shape {list(grad.shape)}")

@@ -94,6 +94,34 @@ def _conv_transpose2d_path(input, weight, bias, stride, padding, output_padding,
     return conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
 
 
+def _unpool_forward(input: torch.Tensor, indices: torch.Tensor, oh: int, ow: int) -> torch.Tensor:
+    n, c, h, w = input.shape
+    idx = indices.reshape(n, c, h * w)
+    order = torch.arange(idx.shape[2], device=input.device).expand_as(idx)
+    winner = torch.full((n, c, oh * ow), -1, dtype=torch.int64, device=input.device)
+    winner.scatter_reduce_(2, idx, order, reduce="amax")
+    vals = input.reshape(n, c, h * w).gather(2, winner.clamp(min=0))
+    return torch.where(winner >= 0, vals, torch.zeros((), dtype=input.dtype, device=input.device)).reshape(
+        n, c, oh, ow)
+
+
+class _MaxUnpool2d(torch.autograd.Function):
+    """The backward is the gather of _max_unpool2d_backward (as ATen and the C++ kernel), not
+    autograd's derivative of the winner selection, so duplicate indices get the same gradient
+    on every backend."""
+
+    @staticmethod
+    def forward(ctx, input, indices, oh, ow):
+        ctx.save_for_backward(indices)
+        ctx.size = (oh, ow)
+        return _unpool_forward(input, indices, oh, ow)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (indices,) = ctx.saved_tensors
+        return _max_unpool2d_backward(grad, indices, list(ctx.size)), None, None, None
+
+
 def max_unpool2d(input: torch.Tensor, indices: torch.Tensor, output_size) -> torch.Tensor:
     """``input Tensor[N, C, H, W]``, ``indices`` int64 of its shape (flat positions in each
     ``H_out x W_out`` plane) -> ``Tensor[N, C, H_out, W_out]``, zero where no index points; where
@@ -102,14 +130,7 @@ def max_unpool2d(input: torch.Tensor, indices: torch.Tensor, output_size) -> tor
     _checks.max_unpool2d(op, input, indices, output_size)
     oh, ow = output_size
     _checks.max_unpool2d_indices(op, indices, oh * ow)
-    n, c = input.shape[:2]
-    idx = indices.reshape(n, c, -1)
-    order = torch.arange(idx.shape[2], device=input.device).expand_as(idx)
-    winner = torch.full((n, c, oh * ow), -1, dtype=torch.int64, device=input.device)
-    winner.scatter_reduce_(2, idx, order, reduce="amax")
-    vals = input.reshape(n, c, -1).gather(2, winner.clamp(min=0))
-    return torch.where(winner >= 0, vals, torch.zeros((), dtype=input.dtype, device=input.device)).reshape(n, c, oh,
-                                                                                                           ow)
+    return _MaxUnpool2d.apply(input, indices, oh, ow)
 
 
 def _max_unpool2d_backward(grad: torch.Tensor, indices: torch.Tensor, output_size) -> torch.Tensor:
@@ -117,5 +138,6 @@ def _max_unpool2d_backward(grad: torch.Tensor, indices: torch.Tensor, output_siz
     op = "_max_unpool2d_backward"
     _checks.max_unpool2d_grad(op, grad, indices, output_size)
     _checks.max_unpool2d_indices(op, indices, output_size[0] * output_size[1])
-    n, c = indices.shape[:2]
-    return grad.reshape(n, c, -1).gather(2, indices.reshape(n, c, -1)).reshape(indices.shape)
+    n, c, h, w = indices.shape
+    oh, ow = output_size
+    return grad.reshape(n, c, oh * ow).gather(2, indices.reshape(n, c, h * w)).reshape(indices.shape)
