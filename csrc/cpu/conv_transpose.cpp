@@ -31,7 +31,7 @@ namespace {
 
 // Elements of one task's GEMM buffer: ~1 MiB of float keeps the buffer and the output band
 // it is scattered into in L2.
-constexpr int64_t kBufElems = int64_t(1) << 18;
+constexpr int64_t kBufElems = int64_t(1) << 20;
 
 struct Geom {
   int64_t n, cin, h, w, cout, groups, cig, cog, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo;
