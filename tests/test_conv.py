@@ -110,6 +110,8 @@ def _paths(cfg):
         out.append("non_overlapping")
     if d[1] == 1:
         out.append("large_kernel")
+    if d == (1, 1):
+        out.append("phase")
     return out
 
 
@@ -292,12 +294,13 @@ def _threads(n, fn):
         torch.set_num_threads(old)
 
 
-@pytest.mark.parametrize("path", ["general", "non_overlapping", "large_kernel", "channels_last"])
+@pytest.mark.parametrize("path", ["general", "non_overlapping", "large_kernel", "phase", "channels_last"])
 def test_thread_count_determinism(path):
     B.require("cpp")
     cfg = {"general": (3, 16, 17, 13, 8, 2, (3, 3), (2, 2), (1, 1), (1, 0), (1, 1)),
            "non_overlapping": (3, 16, 17, 13, 8, 1, (2, 2), (2, 2), (0, 0), (0, 0), (1, 1)),
            "large_kernel": (2, 6, 5, 6, 3, 1, (32, 32), (16, 16), (8, 8), (0, 0), (1, 1)),
+           "phase": (2, 6, 5, 6, 3, 1, (32, 32), (16, 16), (8, 8), (0, 0), (1, 1)),
            "channels_last": (3, 16, 17, 13, 8, 2, (3, 3), (2, 2), (1, 1), (1, 0), (1, 1))}[path]
     x, wt, b, kw = make(cfg, torch.float32, "channels_last" if path == "channels_last" else "nchw")
 

@@ -8,6 +8,8 @@
 //    output gets at most one tap, so col2im is a rearrangement writing every output once;
 //  - large_kernel (FCN's k64 s32): the GEMM is transposed (one row per input pixel) so each
 //    tap row of the kernel lands as a contiguous run of the output row (vector adds);
+//  - phase (FCN, kernel a multiple of the stride): one GEMM over (c_in, taps that land) per
+//    output sub-pixel grid, each output written once;
 //  - channels_last: GEMM on the [N * H * W, C_in] view with the weight as [C_in, kH * kW * C_out],
 //    each tap a contiguous run of C_out channels of one output pixel;
 //  - general: fill with bias, accumulate the taps.
@@ -229,6 +231,71 @@ void forward_large_kernel(const Geom& g, const T* x, const T* wt, const T* bias,
   });
 }
 
+// Sub-pixel ("phase") form, dilation 1: output u = q * stride + r (uncropped) takes taps
+// t = r + j * stride from inputs q - j, j < ceil(k / stride). One GEMM per task computes every
+// output once: rows = the q grid, K = (c_in, jy, jx), columns = (c_out, ry, rx); then a copy
+// into place. For FCN's k = 2 * stride this does the arithmetic with K = 4 * C_in instead of
+// C_in and no overlapping adds (the cost of the other paths' col2im).
+template <typename T>
+void forward_phase(const Geom& g, const T* x, const T* wt, const T* bias, T* out) {
+  const int64_t jy = (g.kh + g.sh - 1) / g.sh, jx = (g.kw + g.sw - 1) / g.sw, ss = g.sh * g.sw;
+  const int64_t q0y = g.ph / g.sh, qy_n = (g.ph + g.ho - 1) / g.sh + 1 - q0y;
+  const int64_t q0x = g.pw / g.sw, qx_n = (g.pw + g.wo - 1) / g.sw + 1 - q0x;
+  const int64_t Q = qy_n * qx_n, K = g.cig * jy * jx, HW = g.hw(), plane = g.plane(), kk = g.kh * g.kw;
+  const int64_t cb = rows_for(Q * ss, g.cog), nblk = (g.cog + cb - 1) / cb;
+  at::parallel_for(0, g.n * g.groups * nblk, 1, [&](int64_t begin, int64_t end) {
+    auto a = scratch<T>(Q * K), wp = scratch<T>(K * cb * ss), c = scratch<T>(Q * cb * ss);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / (g.groups * nblk), gi = (task / nblk) % g.groups;
+      const int64_t co0 = (task % nblk) * cb, co1 = std::min(g.cog, co0 + cb), ncol = (co1 - co0) * ss;
+      const T* xg = x + (n * g.cin + gi * g.cig) * HW;
+      for (int64_t qy = 0; qy < qy_n; ++qy)
+        for (int64_t qx = 0; qx < qx_n; ++qx) {
+          T* row = a.get() + (qy * qx_n + qx) * K;
+          for (int64_t ci = 0; ci < g.cig; ++ci)
+            for (int64_t ay = 0; ay < jy; ++ay)
+              for (int64_t ax = 0; ax < jx; ++ax) {
+                const int64_t iy = q0y + qy - ay, ix = q0x + qx - ax;
+                row[(ci * jy + ay) * jx + ax] =
+                    (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) ? xg[ci * HW + iy * g.w + ix] : T(0);
+              }
+        }
+      for (int64_t ci = 0; ci < g.cig; ++ci)
+        for (int64_t ay = 0; ay < jy; ++ay)
+          for (int64_t ax = 0; ax < jx; ++ax) {
+            T* dst = wp.get() + ((ci * jy + ay) * jx + ax) * ncol;
+            for (int64_t co = co0; co < co1; ++co) {
+              const T* wk = wt + ((gi * g.cig + ci) * g.cog + co) * kk;
+              for (int64_t ry = 0; ry < g.sh; ++ry) {
+                const int64_t ky = ry + ay * g.sh;
+                T* d = dst + ((co - co0) * g.sh + ry) * g.sw;
+                for (int64_t rx = 0; rx < g.sw; ++rx) {
+                  const int64_t kx = rx + ax * g.sw;
+                  d[rx] = (ky < g.kh && kx < g.kw) ? wk[ky * g.kw + kx] : T(0);
+                }
+              }
+            }
+          }
+      gemm_rm<T>(false, false, Q, ncol, K, a.get(), K, wp.get(), ncol, false, c.get(), ncol);
+      for (int64_t co = co0; co < co1; ++co) {
+        T* pl = out + (n * g.cout + gi * g.cog + co) * plane;
+        const T b = bias ? bias[gi * g.cog + co] : T(0);
+        for (int64_t oy = 0; oy < g.ho; ++oy) {
+          const int64_t u = oy + g.ph;
+          const T* src = c.get() + (u / g.sh - q0y) * qx_n * ncol + ((co - co0) * g.sh + u % g.sh) * g.sw;
+          T* orow = pl + oy * g.wo;
+          for (int64_t qx = 0; qx < qx_n; ++qx) {
+            const int64_t base = (q0x + qx) * g.sw - g.pw;
+            const int64_t r0 = std::max<int64_t>(0, -base), r1 = std::min(g.sw, g.wo - base);
+            const T* sq = src + qx * ncol;
+            for (int64_t rx = r0; rx < r1; ++rx) orow[base + rx] = sq[rx] + b;
+          }
+        }
+      }
+    }
+  });
+}
+
 // Channels-last forward: x is [N, H, W, C_in], wr the weight as [C_in, kH, kW, C_out / groups],
 // out [N, H_out, W_out, C_out]; GEMM rows = input pixels of a band, columns (ky, kx, c_out).
 template <typename T>
@@ -273,7 +340,7 @@ void forward_channels_last(const Geom& g, const T* x, const T* wr, const T* bias
   });
 }
 
-enum class Path { kAuto, kGeneral, kNonOverlapping, kLargeKernel, kChannelsLast };
+enum class Path { kAuto, kGeneral, kNonOverlapping, kLargeKernel, kPhase, kChannelsLast };
 
 Path parse_path(std::string_view p) {
   if (p == "auto") return Path::kAuto;
@@ -281,8 +348,9 @@ Path parse_path(std::string_view p) {
   if (p == "non_overlapping") return Path::kNonOverlapping;
   if (p == "large_kernel") return Path::kLargeKernel;
   if (p == "channels_last") return Path::kChannelsLast;
+  if (p == "phase") return Path::kPhase;
   TORCH_CHECK_VALUE(false, "detseg._conv_transpose2d_path: path must be one of 'auto', 'general', 'non_overlapping', "
-              "'large_kernel', 'channels_last', got '", p, "'");
+              "'large_kernel', 'phase', 'channels_last', got '", p, "'");
 }
 
 bool non_overlapping(const Geom& g) {
@@ -291,6 +359,14 @@ bool non_overlapping(const Geom& g) {
 
 // A kernel row much wider than the stride: the transposed GEMM's contiguous runs pay off.
 bool large_kernel(const Geom& g) { return g.dw == 1 && g.kw >= 16 && g.kw >= 2 * g.sw; }
+
+// Kernels spanning several strides with few empty phase slots ((ceil(k / s) * s)^2 <= 1.2 k^2):
+// the phase GEMM wastes little arithmetic on zero taps.
+bool phase_pays(const Geom& g) {
+  if (g.dh != 1 || g.dw != 1 || g.kh < 2 * g.sh || g.kw < 2 * g.sw) return false;
+  const double slots = double((g.kh + g.sh - 1) / g.sh * g.sh) * double((g.kw + g.sw - 1) / g.sw * g.sw);
+  return slots <= 1.2 * double(g.kh * g.kw);
+}
 
 at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
@@ -304,9 +380,14 @@ at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const
   const bool cl_in = checks::roi_channels_last(input);
   if (path == Path::kAuto)
     path = cl_in ? Path::kChannelsLast
-                 : non_overlapping(g) ? Path::kNonOverlapping : large_kernel(g) ? Path::kLargeKernel : Path::kGeneral;
+                 : non_overlapping(g) ? Path::kNonOverlapping
+                 : phase_pays(g)      ? Path::kPhase
+                 : large_kernel(g)    ? Path::kLargeKernel
+                                      : Path::kGeneral;
   TORCH_CHECK_VALUE(path != Path::kNonOverlapping || non_overlapping(g), "detseg.", op,
               ": the non_overlapping path needs (k - 1) * dilation < stride on both axes");
+  TORCH_CHECK_VALUE(path != Path::kPhase || (g.dh == 1 && g.dw == 1), "detseg.", op,
+              ": the phase path needs dilation (1, 1)");
   TORCH_CHECK_VALUE(path != Path::kLargeKernel || g.dw == 1, "detseg.", op, ": the large_kernel path needs dilation[1] == 1");
   const auto fmt = path == Path::kChannelsLast ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const auto ct = compute_type(input.scalar_type());
@@ -324,6 +405,7 @@ at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const
     switch (path) {
       case Path::kChannelsLast: forward_channels_last<scalar_t>(g, xp, wp, bp, op_); break;
       case Path::kLargeKernel: forward_large_kernel<scalar_t>(g, xp, wp, bp, op_); break;
+      case Path::kPhase: forward_phase<scalar_t>(g, xp, wp, bp, op_); break;
       default: forward_nchw<scalar_t>(g, xp, wp, bp, op_, path == Path::kNonOverlapping);
     }
   });
