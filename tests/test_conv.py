@@ -393,3 +393,22 @@ def test_bilinear_upsampling_weight(factor):
     assert out.shape[-1] == 6 * factor
     inner = out[..., k:-k, k:-k]
     assert torch.allclose(inner, torch.full_like(inner, 2.5), atol=1e-12)
+
+
+# ---------------------------------------------------------------- Triton (interpreted on the CPU: small cases)
+
+@pytest.mark.skipif(not B.TRITON_ON_CPU and not B.HAS_CUDA, reason="triton is not available")
+@pytest.mark.parametrize("cfg", [CONFIGS[i] for i in (0, 1, 6)], ids=[IDS[i] for i in (0, 1, 6)])
+def test_triton_forward_backward(cfg):
+    device = "cuda" if B.HAS_CUDA else "cpu"
+    for dtype in (torch.float32, torch.float64):
+        x, wt, b, kw = make(cfg, dtype, "channels_last" if dtype == torch.float32 else "nchw")
+        x, wt, b = (t.to(device).requires_grad_() for t in (x, wt, b))
+        out = detseg.ops.conv_transpose2d(x, wt, b, **kw, backend="triton")
+        assert_close(out, oracle(x.detach().cpu(), wt.detach().cpu(), b.detach().cpu(), kw))
+        g = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=dtype).to(device)
+        got = torch.autograd.grad(out, (x, wt, b), g)
+        xd, wd, bd = (t.detach().cpu().double().requires_grad_() for t in (x, wt, b))
+        want = torch.autograd.grad(F.conv_transpose2d(xd, wd, bd, **kw), (xd, wd, bd), g.cpu().double())
+        for a, e in zip(got, want):
+            assert_close(a, e, "grad", **({"atol": 2e-5, "rtol": 1e-4} if dtype == torch.float32 else {}))
