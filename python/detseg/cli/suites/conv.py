@@ -135,3 +135,27 @@ def _openvino_deconv(inputs: dict, ctx: Context, op: str) -> Prepared:
         "INFERENCE_NUM_THREADS": ctx.threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
     request = compiled.create_infer_request()
     return Prepared(lambda: request.infer({0: x}, share_inputs=True)[0], _as_tensor)
+
+
+# ------------------------------------------------------------------ the matrix-rate floor
+# torch.mm of the forward's GEMM, [C_out * k * k, C_in] x [C_in, N * H * W] (the same multiply-
+# adds as the scatter): the machine's matrix rate on these shapes, for GFLOP/s comparisons.
+
+def _mm_inputs(shape, cout, k):
+    def make(rng):
+        n, cin, h, w = shape
+        return {"a": torch.from_numpy(rng.standard_normal((cout * k * k, cin), dtype=np.float32)),
+                "b": torch.from_numpy(rng.standard_normal((cin, n * h * w), dtype=np.float32))}
+    return make
+
+
+for _name, (_shape, _cout, _k, *_rest) in WORKLOADS.items():
+    register_workload(Workload(f"floor/conv_mm/{_name}", "conv_mm", _mm_inputs(_shape, _cout, _k),
+                               {"gflop": round(gflop(_shape, _cout, _k), 3)},
+                               description="torch.mm with the multiply-adds of the conv_transpose2d row"))
+
+
+@impl("torch", "conv_mm")
+def _torch_conv_mm(inputs: dict, ctx: Context, op: str) -> Prepared:
+    a, b = inputs["a"], inputs["b"]
+    return Prepared(lambda: torch.mm(a, b), None)
