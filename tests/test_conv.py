@@ -320,7 +320,8 @@ def test_thread_count_determinism(path):
 def test_max_unpool2d_matches_torch(dtype, backend):
     B.require(backend)
     gen = torch.Generator().manual_seed(2)
-    for shape, k, s, p, size in [((2, 3, 8, 8), 2, None, 0, None), ((2, 3, 8, 9), 2, None, 0, (8, 9)), ((1, 2, 7, 7), 3, 2, 1, None),
+    for shape, k, s, p, size in [((2, 3, 8, 8), 2, None, 0, None), ((2, 3, 8, 9), 2, None, 0, (8, 9)),
+                                 ((1, 2, 7, 7), 3, 2, 1, None),
                                  ((2, 3, 9, 11), 2, 2, 0, (9, 11)), ((3, 5, 6), 2, None, 0, None)]:
         x = torch.randn(*shape, generator=gen).to(dtype)
         y, idx = F.max_pool2d(x.float(), k, s, p, return_indices=True)

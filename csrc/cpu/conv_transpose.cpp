@@ -388,7 +388,8 @@ at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const
               ": the non_overlapping path needs (k - 1) * dilation < stride on both axes");
   TORCH_CHECK_VALUE(path != Path::kPhase || (g.dh == 1 && g.dw == 1), "detseg.", op,
               ": the phase path needs dilation (1, 1)");
-  TORCH_CHECK_VALUE(path != Path::kLargeKernel || g.dw == 1, "detseg.", op, ": the large_kernel path needs dilation[1] == 1");
+  TORCH_CHECK_VALUE(path != Path::kLargeKernel || g.dw == 1, "detseg.", op,
+              ": the large_kernel path needs dilation[1] == 1");
   const auto fmt = path == Path::kChannelsLast ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const auto ct = compute_type(input.scalar_type());
   at::Tensor out = at::empty({g.n, g.cout, g.ho, g.wo}, input.options().dtype(ct).memory_format(fmt));

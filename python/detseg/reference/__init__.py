@@ -14,4 +14,10 @@ from .boxes import (  # noqa: F401
     remove_small_boxes,
 )
 from .roi import ps_roi_align, ps_roi_pool, roi_align, roi_pool  # noqa: F401,E402
-from .conv import _conv_transpose2d_backward, _conv_transpose2d_path, _max_unpool2d_backward, conv_transpose2d, max_unpool2d  # noqa: F401,E402,E501
+from .conv import (  # noqa: F401,E402
+    _conv_transpose2d_backward,
+    _conv_transpose2d_path,
+    _max_unpool2d_backward,
+    conv_transpose2d,
+    max_unpool2d,
+)
