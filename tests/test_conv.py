@@ -315,7 +315,10 @@ def test_thread_count_determinism(path):
 
 # ---------------------------------------------------------------- max_unpool2d
 
-@pytest.mark.parametrize("backend", BACKENDS)
+UNPOOL_BACKENDS = BACKENDS + (["triton"] if B.TRITON_ON_CPU or (B.HAS_CUDA and B.HAS_TRITON) else [])
+
+
+@pytest.mark.parametrize("backend", UNPOOL_BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
 def test_max_unpool2d_matches_torch(dtype, backend):
     B.require(backend)
@@ -344,7 +347,7 @@ def test_max_unpool2d_matches_torch(dtype, backend):
     assert out.flatten()[5] == 4 and out.flatten()[0] == 3 and int((out != 0).sum()) == 2
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", UNPOOL_BACKENDS)
 def test_max_unpool2d_errors(backend):
     B.require(backend)
     y, idx = F.max_pool2d(torch.randn(1, 2, 4, 4), 2, return_indices=True)

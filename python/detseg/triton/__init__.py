@@ -7,4 +7,4 @@ import triton  # noqa: F401  -- ImportError here marks the backend unavailable
 from .boxes import box_area, box_convert, clip_boxes_to_image, remove_small_boxes  # noqa: F401
 from .iou import _box_iou_loss_backward, _box_iou_matrix_backward, box_iou_loss, box_iou_matrix  # noqa: F401
 from .nms import batched_nms, nms  # noqa: F401
-from .conv import _conv_transpose2d_backward, conv_transpose2d  # noqa: F401,E402
+from .conv import _conv_transpose2d_backward, _max_unpool2d_backward, conv_transpose2d, max_unpool2d  # noqa: F401,E402

@@ -169,3 +169,84 @@ class _ConvTranspose(torch.autograd.Function):
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
         gin, gw, gb = _conv_transpose2d_backward(grad, input, weight, *ctx.args, mask)
         return (gin if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None) + (None,) * 5
+
+
+# ------------------------------------------------------------------ max_unpool2d
+# Two passes, as the CUDA kernel: winner[plane, j] = 1 + the last input position naming j (an
+# atomic max, so duplicates resolve like the CPU loop), then a gather. The index check is done
+# on the host first (one sync), with the reference's words.
+
+@triton.jit
+def _unpool_winner_kernel(idx_ptr, win_ptr, total, IN_PLANE, OUT_PLANE, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    m = offs < total
+    j = tl.load(idx_ptr + offs, mask=m, other=0)
+    tl.atomic_max(win_ptr + (offs // IN_PLANE) * OUT_PLANE + j, offs % IN_PLANE + 1, mask=m)
+
+
+@triton.jit
+def _unpool_gather_kernel(x_ptr, win_ptr, out_ptr, total, IN_PLANE, OUT_PLANE, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    m = offs < total
+    w = tl.load(win_ptr + offs, mask=m, other=0)
+    v = tl.load(x_ptr + (offs // OUT_PLANE) * IN_PLANE + w - 1, mask=m & (w > 0), other=0.0)
+    tl.store(out_ptr + offs, v, mask=m)
+
+
+@triton.jit
+def _unpool_backward_kernel(g_ptr, idx_ptr, gin_ptr, total, IN_PLANE, OUT_PLANE, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    m = offs < total
+    j = tl.load(idx_ptr + offs, mask=m, other=0)
+    tl.store(gin_ptr + offs, tl.load(g_ptr + (offs // IN_PLANE) * OUT_PLANE + j, mask=m, other=0.0), mask=m)
+
+
+def _unpool_forward(input, indices, output_size):
+    op = "max_unpool2d"
+    _checks.max_unpool2d(op, input, indices, output_size)
+    oh, ow = output_size
+    _checks.max_unpool2d_indices(op, indices, oh * ow)
+    n, c, h, w = input.shape
+    out = input.new_empty((n, c, oh, ow))
+    if out.numel() == 0:
+        return out
+    x, idx = input.contiguous(), indices.contiguous()
+    win = torch.zeros(out.shape, dtype=torch.int64, device=input.device)
+    blk = _block(out)
+    if idx.numel():
+        launch(_unpool_winner_kernel, (triton.cdiv(idx.numel(), blk),), idx, win, idx.numel(), h * w, oh * ow,
+               BLOCK=blk)
+    launch(_unpool_gather_kernel, (triton.cdiv(out.numel(), blk),), x, win, out, out.numel(), h * w, oh * ow,
+           BLOCK=blk)
+    return out
+
+
+def _max_unpool2d_backward(grad, indices, output_size):
+    op = "_max_unpool2d_backward"
+    _checks.max_unpool2d_grad(op, grad, indices, output_size)
+    _checks.max_unpool2d_indices(op, indices, output_size[0] * output_size[1])
+    gin = grad.new_empty(indices.shape)
+    if gin.numel():
+        blk = _block(gin)
+        launch(_unpool_backward_kernel, (triton.cdiv(gin.numel(), blk),), grad.contiguous(), indices.contiguous(), gin,
+               gin.numel(), indices.shape[2] * indices.shape[3], output_size[0] * output_size[1], BLOCK=blk)
+    return gin
+
+
+class _MaxUnpool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input, indices, output_size):
+        ctx.save_for_backward(indices)
+        ctx.size = list(output_size)
+        return _unpool_forward(input, indices, output_size)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (indices,) = ctx.saved_tensors
+        return _max_unpool2d_backward(grad, indices, ctx.size), None, None
+
+
+def max_unpool2d(input, indices, output_size):
+    """``Tensor[N, C, H, W]`` + int64 indices -> ``Tensor[N, C, H_out, W_out]`` (as torch.ops.detseg.max_unpool2d)."""
+    return _MaxUnpool.apply(input, indices, tuple(output_size))
