@@ -118,4 +118,22 @@ TORCH_LIBRARY(detseg, m) {
   // Matrix NMS (SOLOv2) on boxes: kernel "linear" | "gaussian" -> decayed scores Tensor[N]
   // in input order.
   m.def("matrix_nms(Tensor boxes, Tensor scores, Tensor? idxs, str kernel, float sigma) -> Tensor");
+  // ---- transposed convolution and max unpooling (issue 5) ----
+  // torch.nn.functional.conv_transpose2d: input Tensor[N, C_in, H, W], weight Tensor[C_in,
+  // C_out / groups, kH, kW], bias Tensor[C_out]? -> Tensor[N, C_out, H_out, W_out] in input's dtype
+  // (float16 / bfloat16 accumulate in float32), channels-last when input is.
+  m.def("conv_transpose2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, "
+        "int[2] output_padding, int groups, int[2] dilation) -> Tensor");
+  // -> (grad_input, grad_weight, grad_bias); an entry whose output_mask is false is an empty Tensor[0].
+  m.def("_conv_transpose2d_backward(Tensor grad, Tensor input, Tensor weight, int[2] stride, int[2] padding, "
+        "int[2] output_padding, int groups, int[2] dilation, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // Testing hook (CPU): the forward through one named path: "general" | "non_overlapping" |
+  // "large_kernel" | "channels_last" ("auto" = what conv_transpose2d picks).
+  m.def("_conv_transpose2d_path(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, "
+        "int[2] output_padding, int groups, int[2] dilation, str path) -> Tensor");
+  // SegNet unpooling: input Tensor[N, C, H, W], indices int64 Tensor[N, C, H, W] (flat h * W_out + w
+  // positions of max_pool2d's return_indices) -> Tensor[N, C, H_out, W_out], zero where no index points.
+  m.def("max_unpool2d(Tensor input, Tensor indices, int[2] output_size) -> Tensor");
+  // The gradient is a gather: grad_input[n, c, i, j] = grad[n, c].flatten()[indices[n, c, i, j]].
+  m.def("_max_unpool2d_backward(Tensor grad, Tensor indices, int[2] output_size) -> Tensor");
 }

@@ -9,3 +9,4 @@ if _C is not None:
     from . import anchors  # noqa: F401
     from . import masks  # noqa: F401
     from . import postprocess  # noqa: F401
+    from . import conv  # noqa: F401

@@ -25,3 +25,10 @@ from .anchors import grid_anchors, multilevel_grid_anchors, yolo_decode  # noqa:
 from .masks import confusion_matrix, mask_iou, masks_to_boxes, paste_masks_in_image  # noqa: F401,E402
 from .postprocess import multiclass_nms  # noqa: F401,E402
 from .nms_variants import diou_nms, matrix_nms, soft_nms  # noqa: F401,E402
+from .conv import (  # noqa: F401,E402
+    _conv_transpose2d_backward,
+    _conv_transpose2d_path,
+    _max_unpool2d_backward,
+    conv_transpose2d,
+    max_unpool2d,
+)

@@ -1,0 +1,560 @@
+// Transposed convolution on the CPU (torch.nn.functional.conv_transpose2d), forward and backward.
+//
+// Forward = one GEMM per (image, group, band of output rows) then col2im: cols = W_g^T X
+// (rows (c_out, ky, kx), one column per input pixel) is scattered into the output. The NCHW
+// input is a plain row-major [C_in, H * W] matrix, so BLAS reads it in place (no layout copy,
+// no weight reorder). Paths, chosen by shape (each tested equal to the general one):
+//  - non_overlapping (kernel footprint <= stride: U-Net / Mask R-CNN kernel-2 stride-2): each
+//    output gets at most one tap, so col2im is a rearrangement writing every output once;
+//  - large_kernel (FCN's k64 s32): the GEMM is transposed (one row per input pixel) so each
+//    tap row of the kernel lands as a contiguous run of the output row (vector adds);
+//  - phase (FCN, kernel a multiple of the stride): one GEMM over (c_in, taps that land) per
+//    output sub-pixel grid, each output written once;
+//  - channels_last: GEMM on the [N * H * W, C_in] view with the weight as [C_in, kH * kW * C_out],
+//    each tap a contiguous run of C_out channels of one output pixel;
+//  - general: fill with bias, accumulate the taps.
+// Determinism: work is split into tasks by output region (fixed sizes from the shape only), a
+// task owns its outputs and adds in a fixed order, and every GEMM runs single-threaded inside
+// at::parallel_for: results are bitwise identical for any thread count.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "checks.h"
+#include "detseg/conv_transpose.h"
+
+namespace detseg {
+namespace {
+
+// Elements of one task's GEMM buffer (4 MiB of float): wide enough that each single-threaded
+// GEMM runs at the full-matrix rate (measured against 1 MiB tiles on the U-Net shapes).
+constexpr int64_t kBufElems = int64_t(1) << 20;
+
+struct Geom {
+  int64_t n, cin, h, w, cout, groups, cig, cog, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo;
+  int64_t rows() const { return cog * kh * kw; }  // GEMM rows (c_out, ky, kx) of one group
+  int64_t hw() const { return h * w; }
+  int64_t plane() const { return ho * wo; }
+};
+
+Geom make_geom(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
+               at::IntArrayRef dilation, int64_t groups, std::pair<int64_t, int64_t> out) {
+  Geom g{};
+  g.n = input.size(0), g.cin = input.size(1), g.h = input.size(2), g.w = input.size(3);
+  g.groups = groups, g.cig = g.cin / groups, g.cog = weight.size(1), g.cout = g.cog * groups;
+  g.kh = weight.size(2), g.kw = weight.size(3);
+  g.sh = stride[0], g.sw = stride[1], g.ph = padding[0], g.pw = padding[1], g.dh = dilation[0], g.dw = dilation[1];
+  g.ho = out.first, g.wo = out.second;
+  return g;
+}
+
+// Row-major C[m, n] = op(A)[m, k] op(B)[k, n] (+ C when accumulate) on raw buffers with leading
+// dimensions. Through at::mm_out / addmm_ (ATen's BLAS, MKL here: cpublas is not exported);
+// inside at::parallel_for it runs single-threaded, which is what keeps results independent of
+// the thread count.
+template <typename T>
+at::Tensor rm_view(const T* p, int64_t rows, int64_t cols, int64_t ld, bool transposed) {
+  auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  void* q = const_cast<T*>(p);
+  return transposed ? at::from_blob(q, {rows, cols}, {1, ld}, opts) : at::from_blob(q, {rows, cols}, {ld, 1}, opts);
+}
+
+template <typename T>
+void gemm_rm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb,
+             bool accumulate, T* c, int64_t ldc) {
+  at::Tensor C = rm_view<T>(c, m, n, ldc, false);
+  const at::Tensor A = rm_view<T>(a, m, k, lda, ta), B = rm_view<T>(b, k, n, ldb, tb);
+  if (accumulate)
+    C.addmm_(A, B);
+  else
+    at::mm_out(C, A, B);
+}
+
+template <typename T>
+std::unique_ptr<T[]> scratch(int64_t elems) {
+  return std::unique_ptr<T[]>(new T[std::max<int64_t>(elems, 1)]);
+}
+
+// Output bands of `band` rows; input rows per band from the shared geometry.
+struct Bands {
+  int64_t band, count, max_in;
+};
+
+Bands row_bands(const Geom& g, int64_t in_rows) {
+  Bands b{in_rows * g.sh, 0, 0};
+  b.count = (g.ho + b.band - 1) / b.band;
+  for (int64_t i = 0; i < b.count; ++i) {
+    int64_t lo, hi;
+    conv_transpose_band_inputs(i * b.band, std::min(g.ho, (i + 1) * b.band), g.h, g.kh, g.sh, g.ph, g.dh, &lo, &hi);
+    b.max_in = std::max(b.max_in, hi - lo);
+  }
+  return b;
+}
+
+int64_t rows_for(int64_t per_row, int64_t limit) {
+  return std::clamp<int64_t>(kBufElems / std::max<int64_t>(per_row, 1), 1, limit);
+}
+
+// One output row of the non-overlapping path: output ox takes tap kx of input ix (or bias).
+template <typename T>
+void write_row_direct(const Geom& g, T* orow, const T* src, int64_t kstride, T bias) {
+  if (g.sw == g.kw && g.dw == 1 && g.pw == 0) {  // kernel == stride: an interleave
+    const int64_t full = std::min(g.w, g.wo / g.sw);
+    if (g.kw == 2) {
+      const T* s0 = src;
+      const T* s1 = src + kstride;
+      for (int64_t ix = 0; ix < full; ++ix) {
+        orow[2 * ix] = s0[ix] + bias;
+        orow[2 * ix + 1] = s1[ix] + bias;
+      }
+    } else {
+      for (int64_t ix = 0; ix < full; ++ix)
+        for (int64_t kx = 0; kx < g.kw; ++kx) orow[ix * g.kw + kx] = src[kx * kstride + ix] + bias;
+    }
+    for (int64_t ox = full * g.sw; ox < g.wo; ++ox) orow[ox] = bias;  // output_padding columns
+    return;
+  }
+  for (int64_t ox = 0; ox < g.wo; ++ox) {
+    const int64_t u = ox + g.pw, ix = u / g.sw, r = u % g.sw;
+    const bool hit = ix < g.w && r % g.dw == 0 && r / g.dw < g.kw;
+    orow[ox] = hit ? src[(r / g.dw) * kstride + ix] + bias : bias;
+  }
+}
+
+// NCHW forward, GEMM rows (c_out, ky, kx) x input pixels; direct: the non-overlapping path.
+template <typename T>
+void forward_nchw(const Geom& g, const T* x, const T* wt, const T* bias, T* out, bool direct) {
+  const int64_t R = g.rows(), HW = g.hw(), plane = g.plane();
+  const Bands bands = row_bands(g, rows_for(R * g.w, g.h));
+  at::parallel_for(0, g.n * g.groups * bands.count, 1, [&](int64_t begin, int64_t end) {
+    auto buf = scratch<T>(R * bands.max_in * g.w);
+    T* cols = buf.get();
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / (g.groups * bands.count), gi = (task / bands.count) % g.groups;
+      const int64_t oy0 = (task % bands.count) * bands.band, oy1 = std::min(g.ho, oy0 + bands.band);
+      int64_t iy0, iy1;
+      conv_transpose_band_inputs(oy0, oy1, g.h, g.kh, g.sh, g.ph, g.dh, &iy0, &iy1);
+      const int64_t P = std::max<int64_t>(iy1 - iy0, 0) * g.w;
+      if (P > 0)
+        gemm_rm<T>(true, false, R, P, g.cig, wt + gi * g.cig * R, R, x + (n * g.cin + gi * g.cig) * HW + iy0 * g.w,
+                   HW, false, cols, P);
+      for (int64_t co = 0; co < g.cog; ++co) {
+        T* pl = out + (n * g.cout + gi * g.cog + co) * plane;
+        const T b = bias ? bias[gi * g.cog + co] : T(0);
+        const T* src_c = cols + co * g.kh * g.kw * P;
+        if (direct) {
+          for (int64_t oy = oy0; oy < oy1; ++oy) {
+            const int64_t u = oy + g.ph, iy = u / g.sh, r = u % g.sh;
+            T* orow = pl + oy * g.wo;
+            if (iy >= g.h || r % g.dh != 0 || r / g.dh >= g.kh) {
+              std::fill(orow, orow + g.wo, b);
+              continue;
+            }
+            write_row_direct<T>(g, orow, src_c + (r / g.dh) * g.kw * P + (iy - iy0) * g.w, P, b);
+          }
+          continue;
+        }
+        std::fill(pl + oy0 * g.wo, pl + oy1 * g.wo, b);
+        for (int64_t ky = 0; ky < g.kh; ++ky) {
+          int64_t ilo, ihi;
+          conv_transpose_tap_inputs(ky, oy0, oy1, g.h, g.sh, g.ph, g.dh, &ilo, &ihi);
+          for (int64_t kx = 0; kx < g.kw; ++kx) {
+            int64_t jlo, jhi;
+            conv_transpose_tap_inputs(kx, 0, g.wo, g.w, g.sw, g.pw, g.dw, &jlo, &jhi);
+            const T* src = src_c + (ky * g.kw + kx) * P;
+            for (int64_t iy = ilo; iy < ihi; ++iy) {
+              T* orow = pl + (iy * g.sh - g.ph + ky * g.dh) * g.wo + (kx * g.dw - g.pw);
+              const T* s = src + (iy - iy0) * g.w;
+              if (g.sw == 1) {
+                for (int64_t j = jlo; j < jhi; ++j) orow[j] += s[j];
+              } else {
+                for (int64_t j = jlo; j < jhi; ++j) orow[j * g.sw] += s[j];
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+// NCHW forward for kernels much wider than the stride (FCN): GEMM rows = input pixels, columns
+// = a chunk of (ky, kx) taps of one output channel; each tap row lands as a contiguous run.
+template <typename T>
+void forward_large_kernel(const Geom& g, const T* x, const T* wt, const T* bias, T* out) {
+  const int64_t R = g.rows(), HW = g.hw(), plane = g.plane(), kk = g.kh * g.kw;
+  const int64_t in_rows = rows_for(g.w * g.kw, g.h);
+  const int64_t ky_chunk = rows_for(in_rows * g.w * g.kw, g.kh);
+  at::parallel_for(0, g.n * g.cout, 1, [&](int64_t begin, int64_t end) {
+    auto buf = scratch<T>(in_rows * g.w * ky_chunk * g.kw);
+    T* cols = buf.get();
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / g.cout, c = task % g.cout, gi = c / g.cog, co = c % g.cog;
+      T* pl = out + task * plane;
+      std::fill(pl, pl + plane, bias ? bias[c] : T(0));
+      for (int64_t ky0 = 0; ky0 < g.kh; ky0 += ky_chunk) {
+        const int64_t ky1 = std::min(g.kh, ky0 + ky_chunk), ncol = (ky1 - ky0) * g.kw;
+        for (int64_t iy0 = 0; iy0 < g.h; iy0 += in_rows) {
+          const int64_t iy1 = std::min(g.h, iy0 + in_rows);
+          // Skip the GEMM when no (input row, tap row) pair of this chunk lands in the output.
+          int64_t lo, hi;
+          bool any = false;
+          for (int64_t ky = ky0; ky < ky1 && !any; ++ky) {
+            conv_transpose_tap_inputs(ky, 0, g.ho, g.h, g.sh, g.ph, g.dh, &lo, &hi);
+            any = std::max(lo, iy0) < std::min(hi, iy1);
+          }
+          if (!any) continue;
+          const int64_t P = (iy1 - iy0) * g.w;
+          gemm_rm<T>(true, false, P, ncol, g.cig, x + (n * g.cin + gi * g.cig) * HW + iy0 * g.w, HW,
+                     wt + gi * g.cig * R + co * kk + ky0 * g.kw, R, false, cols, ncol);
+          for (int64_t iy = iy0; iy < iy1; ++iy) {
+            for (int64_t ky = ky0; ky < ky1; ++ky) {
+              const int64_t oy = iy * g.sh - g.ph + ky * g.dh;
+              if (oy < 0 || oy >= g.ho) continue;
+              T* orow = pl + oy * g.wo;
+              for (int64_t ix = 0; ix < g.w; ++ix) {
+                const int64_t ox0 = ix * g.sw - g.pw;
+                const int64_t k0 = std::max<int64_t>(0, -ox0), k1 = std::min(g.kw, g.wo - ox0);
+                const T* s = cols + ((iy - iy0) * g.w + ix) * ncol + (ky - ky0) * g.kw;
+                for (int64_t kx = k0; kx < k1; ++kx) orow[ox0 + kx] += s[kx];
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+// Sub-pixel ("phase") form, dilation 1: output u = q * stride + r (uncropped) takes taps
+// t = r + j * stride from inputs q - j, j < ceil(k / stride). One GEMM per task computes every
+// output once: rows = the q grid, K = (c_in, jy, jx), columns = (c_out, ry, rx); then a copy
+// into place. For FCN's k = 2 * stride this does the arithmetic with K = 4 * C_in instead of
+// C_in and no overlapping adds (the cost of the other paths' col2im).
+template <typename T>
+void forward_phase(const Geom& g, const T* x, const T* wt, const T* bias, T* out) {
+  const int64_t jy = (g.kh + g.sh - 1) / g.sh, jx = (g.kw + g.sw - 1) / g.sw, ss = g.sh * g.sw;
+  const int64_t q0y = g.ph / g.sh, qy_n = (g.ph + g.ho - 1) / g.sh + 1 - q0y;
+  const int64_t q0x = g.pw / g.sw, qx_n = (g.pw + g.wo - 1) / g.sw + 1 - q0x;
+  const int64_t Q = qy_n * qx_n, K = g.cig * jy * jx, HW = g.hw(), plane = g.plane(), kk = g.kh * g.kw;
+  const int64_t cb = rows_for(Q * ss, g.cog), nblk = (g.cog + cb - 1) / cb;
+  at::parallel_for(0, g.n * g.groups * nblk, 1, [&](int64_t begin, int64_t end) {
+    auto a = scratch<T>(Q * K), wp = scratch<T>(K * cb * ss), c = scratch<T>(Q * cb * ss);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / (g.groups * nblk), gi = (task / nblk) % g.groups;
+      const int64_t co0 = (task % nblk) * cb, co1 = std::min(g.cog, co0 + cb), ncol = (co1 - co0) * ss;
+      const T* xg = x + (n * g.cin + gi * g.cig) * HW;
+      for (int64_t qy = 0; qy < qy_n; ++qy)
+        for (int64_t qx = 0; qx < qx_n; ++qx) {
+          T* row = a.get() + (qy * qx_n + qx) * K;
+          for (int64_t ci = 0; ci < g.cig; ++ci)
+            for (int64_t ay = 0; ay < jy; ++ay)
+              for (int64_t ax = 0; ax < jx; ++ax) {
+                const int64_t iy = q0y + qy - ay, ix = q0x + qx - ax;
+                row[(ci * jy + ay) * jx + ax] =
+                    (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) ? xg[ci * HW + iy * g.w + ix] : T(0);
+              }
+        }
+      for (int64_t ci = 0; ci < g.cig; ++ci)
+        for (int64_t ay = 0; ay < jy; ++ay)
+          for (int64_t ax = 0; ax < jx; ++ax) {
+            T* dst = wp.get() + ((ci * jy + ay) * jx + ax) * ncol;
+            for (int64_t co = co0; co < co1; ++co) {
+              const T* wk = wt + ((gi * g.cig + ci) * g.cog + co) * kk;
+              for (int64_t ry = 0; ry < g.sh; ++ry) {
+                const int64_t ky = ry + ay * g.sh;
+                T* d = dst + ((co - co0) * g.sh + ry) * g.sw;
+                for (int64_t rx = 0; rx < g.sw; ++rx) {
+                  const int64_t kx = rx + ax * g.sw;
+                  d[rx] = (ky < g.kh && kx < g.kw) ? wk[ky * g.kw + kx] : T(0);
+                }
+              }
+            }
+          }
+      gemm_rm<T>(false, false, Q, ncol, K, a.get(), K, wp.get(), ncol, false, c.get(), ncol);
+      for (int64_t co = co0; co < co1; ++co) {
+        T* pl = out + (n * g.cout + gi * g.cog + co) * plane;
+        const T b = bias ? bias[gi * g.cog + co] : T(0);
+        for (int64_t oy = 0; oy < g.ho; ++oy) {
+          const int64_t u = oy + g.ph;
+          const T* src = c.get() + (u / g.sh - q0y) * qx_n * ncol + ((co - co0) * g.sh + u % g.sh) * g.sw;
+          T* orow = pl + oy * g.wo;
+          for (int64_t qx = 0; qx < qx_n; ++qx) {
+            const int64_t base = (q0x + qx) * g.sw - g.pw;
+            const int64_t r0 = std::max<int64_t>(0, -base), r1 = std::min(g.sw, g.wo - base);
+            const T* sq = src + qx * ncol;
+            for (int64_t rx = r0; rx < r1; ++rx) orow[base + rx] = sq[rx] + b;
+          }
+        }
+      }
+    }
+  });
+}
+
+// Channels-last forward: x is [N, H, W, C_in], wr the weight as [C_in, kH, kW, C_out / groups],
+// out [N, H_out, W_out, C_out]; GEMM rows = input pixels of a band, columns (ky, kx, c_out).
+template <typename T>
+void forward_channels_last(const Geom& g, const T* x, const T* wr, const T* bias, T* out) {
+  const int64_t R = g.rows();
+  const Bands bands = row_bands(g, rows_for(R * g.w, g.h));
+  at::parallel_for(0, g.n * bands.count, 1, [&](int64_t begin, int64_t end) {
+    auto buf = scratch<T>(R * bands.max_in * g.w);
+    T* cols = buf.get();
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / bands.count;
+      const int64_t oy0 = (task % bands.count) * bands.band, oy1 = std::min(g.ho, oy0 + bands.band);
+      T* ob = out + (n * g.ho + oy0) * g.wo * g.cout;
+      for (int64_t p = 0; p < (oy1 - oy0) * g.wo; ++p)
+        for (int64_t c = 0; c < g.cout; ++c) ob[p * g.cout + c] = bias ? bias[c] : T(0);
+      int64_t iy0, iy1;
+      conv_transpose_band_inputs(oy0, oy1, g.h, g.kh, g.sh, g.ph, g.dh, &iy0, &iy1);
+      if (iy1 <= iy0) continue;
+      const int64_t P = (iy1 - iy0) * g.w;
+      for (int64_t gi = 0; gi < g.groups; ++gi) {
+        gemm_rm<T>(false, false, P, R, g.cig, x + (n * g.h + iy0) * g.w * g.cin + gi * g.cig, g.cin,
+                   wr + gi * g.cig * R, R, false, cols, R);
+        for (int64_t ky = 0; ky < g.kh; ++ky) {
+          int64_t ilo, ihi;
+          conv_transpose_tap_inputs(ky, oy0, oy1, g.h, g.sh, g.ph, g.dh, &ilo, &ihi);
+          for (int64_t iy = ilo; iy < ihi; ++iy) {
+            const int64_t oy = iy * g.sh - g.ph + ky * g.dh;
+            T* orow = out + ((n * g.ho + oy) * g.wo) * g.cout + gi * g.cog;
+            for (int64_t kx = 0; kx < g.kw; ++kx) {
+              int64_t jlo, jhi;
+              conv_transpose_tap_inputs(kx, 0, g.wo, g.w, g.sw, g.pw, g.dw, &jlo, &jhi);
+              for (int64_t ix = jlo; ix < jhi; ++ix) {
+                T* d = orow + (ix * g.sw - g.pw + kx * g.dw) * g.cout;
+                const T* s = cols + ((iy - iy0) * g.w + ix) * R + (ky * g.kw + kx) * g.cog;
+                for (int64_t c = 0; c < g.cog; ++c) d[c] += s[c];
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+enum class Path { kAuto, kGeneral, kNonOverlapping, kLargeKernel, kPhase, kChannelsLast };
+
+Path parse_path(std::string_view p) {
+  if (p == "auto") return Path::kAuto;
+  if (p == "general") return Path::kGeneral;
+  if (p == "non_overlapping") return Path::kNonOverlapping;
+  if (p == "large_kernel") return Path::kLargeKernel;
+  if (p == "channels_last") return Path::kChannelsLast;
+  if (p == "phase") return Path::kPhase;
+  TORCH_CHECK_VALUE(false, "detseg._conv_transpose2d_path: path must be one of 'auto', 'general', 'non_overlapping', "
+              "'large_kernel', 'phase', 'channels_last', got '", p, "'");
+}
+
+bool non_overlapping(const Geom& g) {
+  return conv_transpose_non_overlapping(g.kh, g.sh, g.dh) && conv_transpose_non_overlapping(g.kw, g.sw, g.dw);
+}
+
+// A kernel row much wider than the stride: the transposed GEMM's contiguous runs pay off.
+bool large_kernel(const Geom& g) { return g.dw == 1 && g.kw >= 16 && g.kw >= 2 * g.sw; }
+
+// Kernels spanning several strides with few empty phase slots ((ceil(k / s) * s)^2 <= 1.2 k^2):
+// the phase GEMM wastes little arithmetic on zero taps.
+bool phase_pays(const Geom& g) {
+  if (g.dh != 1 || g.dw != 1 || g.kh < 2 * g.sh || g.kw < 2 * g.sw) return false;
+  const double slots = double((g.kh + g.sh - 1) / g.sh * g.sh) * double((g.kw + g.sw - 1) / g.sw * g.sw);
+  return slots <= 1.2 * double(g.kh * g.kw);
+}
+
+at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                        at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
+                        int64_t groups, at::IntArrayRef dilation, Path path, const char* op) {
+  const at::Tensor* b = bias.has_value() && bias->defined() ? &*bias : nullptr;
+  const auto hw = checks::conv_transpose2d_args(op, input, weight, b, stride, padding, output_padding, groups,
+                                                dilation);
+  const Geom g = make_geom(input, weight, stride, padding, dilation, groups, hw);
+  const bool cl_in = checks::roi_channels_last(input);
+  if (path == Path::kAuto)
+    path = cl_in ? Path::kChannelsLast
+                 : non_overlapping(g) ? Path::kNonOverlapping
+                 : phase_pays(g)      ? Path::kPhase
+                 : large_kernel(g)    ? Path::kLargeKernel
+                                      : Path::kGeneral;
+  TORCH_CHECK_VALUE(path != Path::kNonOverlapping || non_overlapping(g), "detseg.", op,
+              ": the non_overlapping path needs (k - 1) * dilation < stride on both axes");
+  TORCH_CHECK_VALUE(path != Path::kPhase || (g.dh == 1 && g.dw == 1), "detseg.", op,
+              ": the phase path needs dilation (1, 1)");
+  TORCH_CHECK_VALUE(path != Path::kLargeKernel || g.dw == 1, "detseg.", op,
+              ": the large_kernel path needs dilation[1] == 1");
+  const auto fmt = path == Path::kChannelsLast ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto ct = compute_type(input.scalar_type());
+  at::Tensor out = at::empty({g.n, g.cout, g.ho, g.wo}, input.options().dtype(ct).memory_format(fmt));
+  if (g.n == 0) return out.to(input.scalar_type());
+  const at::Tensor x = input.to(ct).contiguous(fmt);
+  const at::Tensor w = path == Path::kChannelsLast ? weight.to(ct).permute({0, 2, 3, 1}).contiguous()
+                                                   : weight.to(ct).contiguous();
+  const at::Tensor bc = b ? b->to(ct).contiguous() : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(ct, "detseg_conv_transpose2d", [&] {
+    const scalar_t* bp = b ? bc.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* wp = w.const_data_ptr<scalar_t>();
+    scalar_t* op_ = out.mutable_data_ptr<scalar_t>();
+    switch (path) {
+      case Path::kChannelsLast: forward_channels_last<scalar_t>(g, xp, wp, bp, op_); break;
+      case Path::kLargeKernel: forward_large_kernel<scalar_t>(g, xp, wp, bp, op_); break;
+      case Path::kPhase: forward_phase<scalar_t>(g, xp, wp, bp, op_); break;
+      default: forward_nchw<scalar_t>(g, xp, wp, bp, op_, path == Path::kNonOverlapping);
+    }
+  });
+  if (ct != input.scalar_type()) out = out.to(input.scalar_type());
+  // Channels-last in, channels-last out (and the reverse) whichever path computed it.
+  if (cl_in != (path == Path::kChannelsLast)) out = out.contiguous(cl_in ? at::MemoryFormat::ChannelsLast
+                                                                        : at::MemoryFormat::Contiguous);
+  return out;
+}
+
+at::Tensor conv_transpose2d_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+                                at::IntArrayRef dilation) {
+  return forward_impl(input, weight, bias, stride, padding, output_padding, groups, dilation, Path::kAuto,
+                      "conv_transpose2d");
+}
+
+at::Tensor conv_transpose2d_path_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                     const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                     at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+                                     at::IntArrayRef dilation, c10::string_view path) {
+  return forward_impl(input, weight, bias, stride, padding, output_padding, groups, dilation,
+                      parse_path(std::string_view(path.data(), path.size())), "_conv_transpose2d_path");
+}
+
+// ------------------------------------------------------------------ backward
+// grad_input = conv2d(grad, weight) (im2col of grad + GEMM), grad_weight = sum over images of
+// X cols^T, grad_bias = the sum of grad over (N, H_out, W_out).
+
+// cols[(c_out, ky, kx), pixel of input rows [iy0, iy1)] = the grad value each tap sent there.
+template <typename T>
+void im2col(const Geom& g, const T* grad, int64_t n, int64_t gi, int64_t iy0, int64_t iy1, T* cols) {
+  const int64_t P = (iy1 - iy0) * g.w;
+  for (int64_t co = 0; co < g.cog; ++co) {
+    const T* gp = grad + (n * g.cout + gi * g.cog + co) * g.plane();
+    for (int64_t ky = 0; ky < g.kh; ++ky) {
+      for (int64_t kx = 0; kx < g.kw; ++kx) {
+        T* dst = cols + ((co * g.kh + ky) * g.kw + kx) * P;
+        int64_t jlo, jhi;
+        conv_transpose_tap_inputs(kx, 0, g.wo, g.w, g.sw, g.pw, g.dw, &jlo, &jhi);
+        for (int64_t iy = iy0; iy < iy1; ++iy) {
+          T* d = dst + (iy - iy0) * g.w;
+          const int64_t oy = iy * g.sh - g.ph + ky * g.dh;
+          if (oy < 0 || oy >= g.ho || jlo >= jhi) {
+            std::fill(d, d + g.w, T(0));
+            continue;
+          }
+          const T* grow = gp + oy * g.wo + (kx * g.dw - g.pw);
+          std::fill(d, d + jlo, T(0));
+          for (int64_t j = jlo; j < jhi; ++j) d[j] = grow[j * g.sw];
+          std::fill(d + jhi, d + g.w, T(0));
+        }
+      }
+    }
+  }
+}
+
+// Per-chunk grad_weight partials, summed in chunk order: at most this many chunks.
+constexpr int64_t kWeightChunks = 8;
+
+template <typename T>
+void backward_impl(const Geom& g, const T* grad, const T* x, const T* wt, T* gin, T* gw, T* gb) {
+  const int64_t R = g.rows(), HW = g.hw(), wsize = g.cin * R;
+  const int64_t in_rows = rows_for(R * g.w, g.h), nbi = (g.h + in_rows - 1) / in_rows;
+  const int64_t ntasks = g.n * g.groups * nbi;
+  const int64_t nchunks = gw ? std::clamp<int64_t>(std::min(kWeightChunks, (int64_t(64) << 20) /
+                                                                                   std::max<int64_t>(wsize * 4, 1)),
+                                                  1, std::max<int64_t>(ntasks, 1))
+                             : std::max<int64_t>(ntasks, 1);
+  std::vector<T> partial(gw ? static_cast<size_t>(nchunks * wsize) : 0, T(0));
+  if (gin || gw) {
+    at::parallel_for(0, nchunks, 1, [&](int64_t cb, int64_t ce) {
+      auto buf = scratch<T>(R * in_rows * g.w);
+      for (int64_t chunk = cb; chunk < ce; ++chunk) {
+        for (int64_t task = chunk * ntasks / nchunks; task < (chunk + 1) * ntasks / nchunks; ++task) {
+          const int64_t n = task / (g.groups * nbi), gi = (task / nbi) % g.groups;
+          const int64_t iy0 = (task % nbi) * in_rows, iy1 = std::min(g.h, iy0 + in_rows), P = (iy1 - iy0) * g.w;
+          im2col(g, grad, n, gi, iy0, iy1, buf.get());
+          const T* xb = x + (n * g.cin + gi * g.cig) * HW + iy0 * g.w;
+          if (gin)
+            gemm_rm<T>(false, false, g.cig, P, R, wt + gi * g.cig * R, R, buf.get(), P, false,
+                       gin + (n * g.cin + gi * g.cig) * HW + iy0 * g.w, HW);
+          if (gw)
+            gemm_rm<T>(false, true, g.cig, R, P, xb, HW, buf.get(), P, true,
+                       partial.data() + chunk * wsize + gi * g.cig * R, R);
+        }
+      }
+    });
+  }
+  if (gw) {
+    at::parallel_for(0, wsize, 4096, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        T s = partial[i];
+        for (int64_t c = 1; c < nchunks; ++c) s += partial[c * wsize + i];
+        gw[i] = s;
+      }
+    });
+  }
+  if (gb) {
+    at::parallel_for(0, g.cout, 1, [&](int64_t b, int64_t e) {
+      for (int64_t c = b; c < e; ++c) {
+        double s = 0.0;
+        for (int64_t n = 0; n < g.n; ++n) {
+          const T* p = grad + (n * g.cout + c) * g.plane();
+          for (int64_t i = 0; i < g.plane(); ++i) s += static_cast<double>(p[i]);
+        }
+        gb[c] = static_cast<T>(s);
+      }
+    });
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation,
+    std::array<bool, 3> mask) {
+  const auto hw = checks::conv_transpose2d_backward_args(grad, input, weight, stride, padding, output_padding, groups,
+                                                         dilation);
+  const Geom g = make_geom(input, weight, stride, padding, dilation, groups, hw);
+  const auto dt = input.scalar_type(), ct = compute_type(dt);
+  const auto in_fmt = checks::roi_channels_last(input) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  at::Tensor gin = mask[0] ? at::empty(input.sizes(), input.options().dtype(ct)) : at::empty({0}, input.options());
+  at::Tensor gw = mask[1] ? at::empty(weight.sizes(), weight.options().dtype(ct)) : at::empty({0}, weight.options());
+  at::Tensor gb = mask[2] ? at::empty({g.cout}, weight.options().dtype(ct)) : at::empty({0}, weight.options());
+  if (g.n == 0) {
+    if (mask[1]) gw.zero_();
+    if (mask[2]) gb.zero_();
+  } else {
+    const at::Tensor go = grad.to(ct).contiguous(), x = input.to(ct).contiguous(), w = weight.to(ct).contiguous();
+    AT_DISPATCH_FLOATING_TYPES(ct, "detseg_conv_transpose2d_backward", [&] {
+      backward_impl<scalar_t>(g, go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                              w.const_data_ptr<scalar_t>(), mask[0] ? gin.mutable_data_ptr<scalar_t>() : nullptr,
+                              mask[1] ? gw.mutable_data_ptr<scalar_t>() : nullptr,
+                              mask[2] ? gb.mutable_data_ptr<scalar_t>() : nullptr);
+    });
+  }
+  if (mask[0]) gin = gin.to(dt).contiguous(in_fmt);
+  if (mask[1]) gw = gw.to(dt);
+  if (mask[2]) gb = gb.to(dt);
+  return {gin, gw, gb};
+}
+
+}  // namespace
+}  // namespace detseg
+
+TORCH_LIBRARY_IMPL(detseg, CPU, m) {
+  m.impl("conv_transpose2d", &detseg::conv_transpose2d_cpu);
+  m.impl("_conv_transpose2d_path", &detseg::conv_transpose2d_path_cpu);
+  m.impl("_conv_transpose2d_backward", &detseg::conv_transpose2d_backward_cpu);
+}
