@@ -578,6 +578,8 @@ inline bool matrix_nms(const at::Tensor& boxes, const at::Tensor& scores, const 
                     ": kernel must be one of 'linear', 'gaussian', got '", kernel, "'");
   positive(op, "sigma", sigma);
   return kernel == "gaussian";
+}
+
 // ---- transposed convolution and max unpooling (issue 5) ----
 // conv_transpose2d: input Tensor[N, C_in, H, W], weight Tensor[C_in, C_out / groups, kH, kW],
 // bias Tensor[C_out]? (torch.nn.functional.conv_transpose2d). Returns (H_out, W_out).
