@@ -14,3 +14,13 @@ from .boxes import (  # noqa: F401
     remove_small_boxes,
 )
 from .roi import ps_roi_align, ps_roi_pool, roi_align, roi_pool  # noqa: F401,E402
+from .rle import (  # noqa: F401,E402
+    rle_area,
+    rle_counts_to_string,
+    rle_decode,
+    rle_encode,
+    rle_encode_string,
+    rle_iou,
+    rle_string_to_counts,
+    rle_to_bbox,
+)
