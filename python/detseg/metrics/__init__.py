@@ -1,0 +1,1 @@
+from .coco import COCOEvalResult, COCOParams, coco_evaluate  # noqa: F401,E402

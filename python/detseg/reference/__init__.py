@@ -24,3 +24,4 @@ from .rle import (  # noqa: F401,E402
     rle_string_to_counts,
     rle_to_bbox,
 )
+from .coco import coco_evaluate  # noqa: F401,E402
