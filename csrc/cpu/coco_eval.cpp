@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <numeric>
 #include <optional>
@@ -133,41 +134,45 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
                                              : order_by(gt_image, num_images, gt_cat, num_categories);
   const std::vector<int64_t> dord0 = use_cats ? order_by(dt_cat, num_categories, dt_image, num_images)
                                               : order_by(dt_image, num_images, dt_cat, num_categories);
-  auto gk = [&](int64_t i) { return use_cats ? gt_cat[i] : int64_t(0); };
-  auto dk = [&](int64_t i) { return use_cats ? dt_cat[i] : int64_t(0); };
+  // Group key (category or 0) * num_images + image, merged over the two sorted lists.
+  std::vector<int64_t> gkey(NG), dkey(ND);
+  for (int64_t i = 0; i < NG; ++i) gkey[i] = (use_cats ? gt_cat[gord[i]] : 0) * num_images + gt_image[gord[i]];
+  for (int64_t i = 0; i < ND; ++i) dkey[i] = (use_cats ? dt_cat[dord0[i]] : 0) * num_images + dt_image[dord0[i]];
+  auto before = [&](int64_t a, int64_t b) { return coco::score_before(dt_score[a], dt_score[b]); };
   std::vector<Group> groups;
-  std::vector<int64_t> dord;  // cut, score-sorted
+  std::vector<int64_t> dord;  // per group: score-sorted, cut to maxDets[-1]
   dord.reserve(ND);
   {
+    std::vector<int64_t> dsorted(dord0);
     int64_t gi = 0, di = 0;
     while (gi < NG || di < ND) {
-      int64_t k, img;
-      const bool take_g = gi < NG, take_d = di < ND;
-      if (take_g && (!take_d || std::make_pair(gk(gord[gi]), gt_image[gord[gi]]) <=
-                                    std::make_pair(dk(dord0[di]), dt_image[dord0[di]]))) {
-        k = gk(gord[gi]);
-        img = gt_image[gord[gi]];
-      } else {
-        k = dk(dord0[di]);
-        img = dt_image[dord0[di]];
-      }
-      Group g{k, img, gi, gi, int64_t(dord.size()), 0};
-      while (gi < NG && gk(gord[gi]) == k && gt_image[gord[gi]] == img) ++gi;
+      const int64_t key = (di >= ND || (gi < NG && gkey[gi] <= dkey[di])) ? gkey[gi] : dkey[di];
+      Group g{use_cats ? key / std::max<int64_t>(num_images, 1) : 0, key % std::max<int64_t>(num_images, 1), gi, gi,
+              int64_t(dord.size()), 0};
+      while (gi < NG && gkey[gi] == key) ++gi;
       g.g1 = gi;
       const int64_t s = di;
-      while (di < ND && dk(dord0[di]) == k && dt_image[dord0[di]] == img) ++di;
-      std::vector<int64_t> part(dord0.begin() + s, dord0.begin() + di);
-      std::stable_sort(part.begin(), part.end(),
-                       [&](int64_t a, int64_t b) { return coco::score_before(dt_score[a], dt_score[b]); });
-      if (int64_t(part.size()) > maxdet) part.resize(maxdet);
-      dord.insert(dord.end(), part.begin(), part.end());
+      while (di < ND && dkey[di] == key) ++di;
+      int64_t* b = dsorted.data() + s;
+      const int64_t n = di - s;
+      if (n <= 32) {  // stable insertion sort: most groups hold a few detections
+        for (int64_t x = 1; x < n; ++x) {
+          const int64_t v = b[x];
+          int64_t y = x;
+          for (; y > 0 && before(v, b[y - 1]); --y) b[y] = b[y - 1];
+          b[y] = v;
+        }
+      } else {
+        std::stable_sort(b, b + n, before);
+      }
+      dord.insert(dord.end(), b, b + std::min(n, maxdet));
       g.d1 = int64_t(dord.size());
       groups.push_back(g);
     }
   }
   const int64_t NGR = int64_t(groups.size()), NDC = int64_t(dord.size());
 
-  // Phase 1: matching per group; outcomes [A, T, D_group] per group at A * T * d0.
+  // Phase 1: matching per group; outcomes [A, T] per cut detection (det-major).
   std::vector<uint8_t> outcome(size_t(A * T) * NDC);
   std::vector<int64_t> npig(NGR * A);
   at::parallel_for(0, NGR, 16, [&](int64_t b0, int64_t b1) {
@@ -177,6 +182,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
     for (int64_t gidx = b0; gidx < b1; ++gidx) {
       const Group& grp = groups[gidx];
       const int64_t G = grp.g1 - grp.g0, D = grp.d1 - grp.d0;
+      if (G == 0) {  // nothing to match: false positives unless outside the area range
+        uint8_t* o = outcome.data() + A * T * grp.d0;
+        for (int64_t a = 0; a < A; ++a) npig[gidx * A + a] = 0;
+        for (int64_t i = 0; i < D; ++i) {
+          const double ar = dt_area[dord[grp.d0 + i]];
+          for (int64_t a = 0; a < A; ++a) {
+            const uint8_t v = (ar < arng[2 * a] || ar > arng[2 * a + 1]) ? coco::kIgnored : coco::kFalsePositive;
+            std::memset(o + (i * A + a) * T, v, T);
+          }
+        }
+        continue;
+      }
       ious.resize(D * G);
       order.resize(G);
       ig.resize(G);
@@ -214,7 +231,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
           dout[i] = ar < lo || ar > hi;
         }
         coco::match_image(ious.data(), D, G, ig.data(), crowd.data(), idnz.data(), dout.data(), thrs.data(), T,
-                          order.data(), sig.data(), taken.data(), outcome.data() + A * T * grp.d0 + a * T * D);
+                          order.data(), sig.data(), taken.data(), outcome.data() + A * T * grp.d0 + a * T, A * T);
       }
     }
   });
@@ -232,51 +249,79 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
   double* S = scores.data_ptr<double>();
   const int64_t rstride = K * A * M;
   at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
-    std::vector<int64_t> pos, rank, base, dlen, sel;
-    std::vector<double> rc, pr;
+    std::vector<std::pair<double, int64_t>> keyed;
+    std::vector<int64_t> rank, tpos, sel;
+    std::vector<uint8_t> ocd, oc;
+    std::vector<double> sc, rcb, envb;
     for (int64_t k = k0; k < k1; ++k) {
       const int64_t ga = kstart[k], gb = kstart[k + 1];
       if (ga == gb) continue;  // no image has this category: every E is None
-      const int64_t c0 = groups[ga].d0, c1 = groups[gb - 1].d1, n = c1 - c0;
+      const int64_t c0 = groups[ga].d0, n = groups[gb - 1].d1 - c0, AT = A * T;
+      // The concatenation in image order, stably re-sorted by score; outcomes gathered in
+      // that order (det-major), then transposed to one row per (area, threshold).
+      keyed.resize(n);
       rank.resize(n);
-      base.resize(n);
-      dlen.resize(n);
+      int64_t gts = 0;
       for (int64_t gidx = ga; gidx < gb; ++gidx) {
         const Group& grp = groups[gidx];
-        for (int64_t p = grp.d0; p < grp.d1; ++p) {
-          rank[p - c0] = p - grp.d0;
-          dlen[p - c0] = grp.d1 - grp.d0;
-          base[p - c0] = A * T * grp.d0 + (p - grp.d0);
-        }
+        gts += grp.g1 - grp.g0;
+        for (int64_t p = grp.d0; p < grp.d1; ++p) keyed[p - c0] = {dt_score[dord[p]], (p - grp.d0) * n + (p - c0)};
       }
-      // The concatenation in image order, stably re-sorted by score.
-      pos.resize(n);
-      std::iota(pos.begin(), pos.end(), c0);
-      std::stable_sort(pos.begin(), pos.end(), [&](int64_t a, int64_t b) {
-        return coco::score_before(dt_score[dord[a]], dt_score[dord[b]]);
-      });
+      std::stable_sort(keyed.begin(), keyed.end(),
+                       [](const auto& a, const auto& b) { return coco::score_before(a.first, b.first); });
+      sc.resize(n);
+      ocd.resize(AT * n);
+      oc.resize(AT * n);
+      for (int64_t i = 0; i < n; ++i) {
+        sc[i] = keyed[i].first;
+        rank[i] = keyed[i].second / n;
+        std::memcpy(ocd.data() + i * AT, outcome.data() + (c0 + keyed[i].second % n) * AT, AT);
+      }
+      constexpr int64_t kTile = 64;
+      for (int64_t i0 = 0; i0 < n; i0 += kTile)
+        for (int64_t at = 0; at < AT; ++at)
+          for (int64_t i = i0; i < std::min(n, i0 + kTile); ++i) oc[at * n + i] = ocd[i * AT + at];
+      // True positives are at most the ground truths: the scratch of a curve.
+      const int64_t cap = std::min(gts, n) + 1;
+      tpos.resize(cap);
+      rcb.resize(cap);
+      envb.resize(cap);
       for (int64_t m = 0; m < M; ++m) {
+        // A cut that keeps every detection gives the curve of the last one: copy it.
         sel.clear();
-        for (int64_t p : pos)
-          if (rank[p - c0] < max_dets[m]) sel.push_back(p - c0);
-        const int64_t nd = int64_t(sel.size());
-        rc.resize(nd);
-        pr.resize(nd);
+        for (int64_t i = 0; i < n; ++i)
+          if (rank[i] < max_dets[m]) sel.push_back(i);
+        const bool all = int64_t(sel.size()) == n;
+        if (all && m + 1 < M) continue;  // filled from the last cut below
         for (int64_t a = 0; a < A; ++a) {
           int64_t np = 0;
           for (int64_t gidx = ga; gidx < gb; ++gidx) np += npig[gidx * A + a];
           if (np == 0) continue;
           for (int64_t t = 0; t < T; ++t) {
-            auto out_at = [&](int64_t i) {
-              const int64_t q = sel[i];
-              return outcome[base[q] + (a * T + t) * dlen[q]];
-            };
-            auto score_at = [&](int64_t i) { return dt_score[dord[c0 + sel[i]]]; };
+            coco::Curve c{tpos.data(), rcb.data(), envb.data()};
+            c.npig = np;
+            c.scan(oc.data() + (a * T + t) * n, all ? nullptr : sel.data(), int64_t(sel.size()));
             const int64_t off = ((t * R) * K + k) * A * M + a * M + m;
             RC[((t * K + k) * A + a) * M + m] =
-                coco::curve(out_at, score_at, nd, np, recs.data(), R, rc.data(), pr.data(), P + off, S + off, rstride);
+                c.finish([&](int64_t i) { return sc[i]; }, recs.data(), R, P + off, S + off, rstride);
           }
         }
+      }
+      // Cuts that kept everything (all but possibly the last) copy the last cut's curves.
+      for (int64_t m = 0; m + 1 < M; ++m) {
+        int64_t kept = 0;
+        for (int64_t i = 0; i < n; ++i) kept += rank[i] < max_dets[m];
+        if (kept != n) continue;
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t a = 0; a < A; ++a) {
+            const int64_t ri = ((t * K + k) * A + a) * M;
+            RC[ri + m] = RC[ri + M - 1];
+            for (int64_t r = 0; r < R; ++r) {
+              const int64_t off = ((t * R + r) * K + k) * A * M + a * M;
+              P[off + m] = P[off + M - 1];
+              S[off + m] = S[off + M - 1];
+            }
+          }
       }
     }
   });

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 namespace detseg::coco {
 
@@ -27,10 +28,10 @@ enum Outcome : uint8_t { kIgnored = 0, kTruePositive = 1, kFalsePositive = 2 };
 //   crowd      [G] iscrowd; gt_id_nonzero [G]: a match to annotation id 0 reads as none.
 //   dt_out     [D] detection area outside the range.
 //   thrs       [T] IoU thresholds.
-// Scratch: order [G], sorted_ignore [G], taken [T * G]. Output: out [T, D] Outcome.
+// Scratch: order [G], sorted_ignore [G], taken [T * G]. Output: out[d * det_stride + t].
 inline void match_image(const double* ious, int64_t D, int64_t G, const uint8_t* gt_ignore, const uint8_t* crowd,
                         const uint8_t* gt_id_nonzero, const uint8_t* dt_out, const double* thrs, int64_t T,
-                        int64_t* order, uint8_t* sorted_ignore, uint8_t* taken, uint8_t* out) {
+                        int64_t* order, uint8_t* sorted_ignore, uint8_t* taken, uint8_t* out, int64_t det_stride) {
   // Ignored GTs last, each part in input order (the stable argsort of the ignore flags).
   int64_t k = 0;
   for (int pass = 0; pass < 2; ++pass)
@@ -65,43 +66,98 @@ inline void match_image(const double* ious, int64_t D, int64_t G, const uint8_t*
         const bool ignored = sorted_ignore[m] || (!matched && dt_out[d]);
         o = ignored ? kIgnored : (matched ? kTruePositive : kFalsePositive);
       }
-      out[t * D + d] = o;
+      out[d * det_stride + t] = o;
     }
   }
 }
 
-// One precision / recall curve (pycocotools accumulate, one (t, k, a, m)). outcome(i) gives
-// the i-th detection, in global score order, of nd; score(i) its score. Writes precision[r]
-// and scores[r] (stride `stride`) for each recall threshold and returns the recall. rc and pr
-// are scratch of nd entries.
-template <typename OutcomeAt, typename ScoreAt>
-inline double curve(OutcomeAt outcome, ScoreAt score, int64_t nd, int64_t npig, const double* rec_thrs, int64_t R,
-                    double* rc, double* pr, double* precision, double* scores, int64_t stride) {
-  const double eps = 2.220446049250313e-16;  // np.spacing(1)
-  double tp = 0, fp = 0;
-  for (int64_t i = 0; i < nd; ++i) {
-    const uint8_t o = outcome(i);
-    tp += o == kTruePositive;
-    fp += o == kFalsePositive;
-    rc[i] = tp / double(npig);
-    pr[i] = tp / (fp + tp + eps);
-  }
-  for (int64_t i = nd - 1; i > 0; --i)
-    if (pr[i] > pr[i - 1]) pr[i - 1] = pr[i];
-  int64_t r = 0;
-  for (; r < R; ++r) {
-    // searchsorted(rc, thr, side="left"); the first threshold past the curve ends the fill.
-    int64_t lo = 0, hi = nd;
-    while (lo < hi) {
-      const int64_t mid = (lo + hi) >> 1;
-      if (rc[mid] < rec_thrs[r]) lo = mid + 1; else hi = mid;
+// One precision / recall curve: pycocotools accumulate for one (t, k, a, m).
+//
+// pycocotools computes rc and pr at every detection, takes the suffix maximum of pr and
+// samples it at searchsorted(rc, recThrs, "left"). Both only change at true positives: pr
+// falls (false positive) or stays (ignored) elsewhere, so the suffix maximum at any index is
+// the larger of pr there and the suffix maximum over the later true positives, and rc steps
+// up only at a true positive, so every searched index past 0 is one. The curve is therefore
+// evaluated at the L true positives alone, with the same float64 operations:
+// rc_j = j / npig, pr_j = j / (fp_j + j + eps).
+// Built one detection at a time (push, in global score order), so that one pass over the
+// outcomes serves every maxDets cut. pos / rc / env: scratch of (number of TPs) entries.
+struct Curve {
+  int64_t* pos;
+  double* rc;
+  double* env;
+  int64_t npig = 0, L = 0, fp = 0, nd = 0, first = -1;
+  bool first_tp = false;
+
+  inline void push(uint8_t o, int64_t i) {
+    if (nd++ == 0) {
+      first = i;
+      first_tp = o == kTruePositive;
     }
-    if (lo >= nd) break;
-    precision[r * stride] = pr[lo];
-    scores[r * stride] = score(lo);
+    if (o == kTruePositive) {
+      pos[L] = i;
+      ++L;
+      rc[L - 1] = double(L) / double(npig);
+      env[L - 1] = double(L) / (double(fp) + double(L) + 2.220446049250313e-16);  // + np.spacing(1)
+    } else if (o == kFalsePositive) {
+      ++fp;
+    }
   }
-  for (; r < R; ++r) precision[r * stride] = scores[r * stride] = 0;
-  return nd ? rc[nd - 1] : 0.0;
-}
+
+  // Pushes a whole row of outcomes in order: row[sel[0..n)], or row[0..n) when sel is null,
+  // eight at a time where a word holds no true positive.
+  inline void scan(const uint8_t* row, const int64_t* sel, int64_t n) {
+    if (sel) {
+      for (int64_t i = 0; i < n; ++i) push(row[sel[i]], sel[i]);
+      return;
+    }
+    constexpr uint64_t kLow = 0x0101010101010101ull;
+    int64_t i = 0;
+    if (n > 0) push(row[i++], 0);
+    for (; i + 8 <= n; i += 8) {
+      uint64_t v;
+      std::memcpy(&v, row + i, 8);
+      if ((v & kLow) == 0) {  // no true positive: count the false positives (bit 1)
+        fp += __builtin_popcountll((v >> 1) & kLow);
+        nd += 8;
+      } else {
+        for (int64_t j = i; j < i + 8; ++j) push(row[j], j);
+      }
+    }
+    for (; i < n; ++i) push(row[i], i);
+  }
+
+  // Writes precision[r] and scores[r] (stride `stride`) for every recall threshold; returns
+  // the recall. score(i) is the score of the detection pushed with index i.
+  template <typename ScoreAt>
+  inline double finish(ScoreAt score, const double* rec_thrs, int64_t R, double* precision, double* scores,
+                       int64_t stride) {
+    for (int64_t j = L - 1; j > 0; --j)
+      if (env[j] > env[j - 1]) env[j - 1] = env[j];
+    const double rc0 = first_tp ? rc[0] : 0.0;  // rc at the first detection
+    int64_t r = 0;
+    for (; r < R && nd > 0; ++r) {
+      const double thr = rec_thrs[r];
+      int64_t pi, j;
+      if (thr <= rc0) {
+        pi = first;
+        j = 0;  // the suffix maximum at the first detection (its own pr is 0 unless a TP)
+      } else {
+        int64_t lo = 0, hi = L;
+        while (lo < hi) {
+          const int64_t mid = (lo + hi) >> 1;
+          if (rc[mid] < thr) lo = mid + 1; else hi = mid;
+        }
+        if (lo >= L) break;  // past the curve: pycocotools' fill stops here
+        pi = pos[lo];
+        j = lo;
+      }
+      precision[r * stride] = L > 0 ? env[j] : 0.0;
+      scores[r * stride] = score(pi);
+    }
+    for (; r < R; ++r) precision[r * stride] = scores[r * stride] = 0;
+    return nd ? double(L) / double(npig) : 0.0;
+  }
+};
 
 }  // namespace detseg::coco

@@ -32,6 +32,7 @@ pycocotools behaviour kept on purpose (documented, tested):
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from dataclasses import dataclass, field
@@ -155,6 +156,18 @@ def _segm_runs(anns: list, imgs: dict, what: str, allow_polygons: bool):
 
 def load_coco_arrays(gt, results, iou_type: str = "bbox", params: COCOParams | None = None) -> dict[str, Any]:
     """Parses COCO ground truth and results into the flat arrays of ``coco_evaluate``'s op."""
+    # The cyclic collector would walk every result dict again and again while the columns are
+    # allocated (measured: a third of the parse time on 500k detections); nothing here makes cycles.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load_coco_arrays(gt, results, iou_type, params)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load_coco_arrays(gt, results, iou_type, params):
     if iou_type not in ("bbox", "segm"):
         _fail(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
     p = params or COCOParams()
