@@ -23,7 +23,7 @@ from .. import _backend
 from . import _checks
 
 __all__ = ["rle_encode", "rle_decode", "rle_area", "rle_to_bbox", "rle_iou", "rle_encode_runs",
-           "rles_to_runs", "runs_to_rles"]
+           "rles_to_runs", "runs_to_rles", "rle_from_polygons"]
 
 _CPU = torch.device("cpu")
 
@@ -146,3 +146,82 @@ def rle_iou(dt, gt, iscrowd=None, *, backend: str = "auto") -> torch.Tensor:
     if crowd.numel() != g:
         _checks.fail("rle_iou", f"iscrowd must have one entry per gt ({g}), got {crowd.numel()}")
     return _backend.dispatch("rle_iou", backend, _CPU, dc, do, ds, gc, go, gs, crowd)
+
+
+def _polygon_runs(xy: np.ndarray, h: int, w: int) -> list[int]:
+    # pycocotools' rleFrPoly, operation for operation: vertices scaled by 5 and rounded, every
+    # edge walked densely along its major axis, the points where x steps kept (as column
+    # boundaries), sorted and turned into runs. C's (int) truncates toward zero and maps NaN to
+    # INT_MIN (x86), which a degenerate (zero-length) edge produces.
+    def c_int(v: np.ndarray) -> np.ndarray:
+        out = np.trunc(np.nan_to_num(v, nan=-2.0 ** 31))
+        return out.astype(np.int64)
+
+    scale = 5.0
+    k = len(xy) // 2
+    x = c_int(scale * xy[0:2 * k:2] + .5)
+    y = c_int(scale * xy[1:2 * k:2] + .5)
+    x = np.append(x, x[0])
+    y = np.append(y, y[0])
+    us, vs = [], []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for j in range(k):
+            xs, xe, ys, ye = int(x[j]), int(x[j + 1]), int(y[j]), int(y[j + 1])
+            dx, dy = abs(xe - xs), abs(ys - ye)
+            flip = (dx >= dy and xs > xe) or (dx < dy and ys > ye)
+            if flip:
+                xs, xe, ys, ye = xe, xs, ye, ys
+            if dx >= dy:
+                s = np.float64(ye - ys) / np.float64(dx)
+                d = np.arange(dx + 1)
+                t = dx - d if flip else d
+                us.append(t + xs)
+                vs.append(c_int(ys + s * t + .5))
+            else:
+                s = np.float64(xe - xs) / np.float64(dy)
+                d = np.arange(dy + 1)
+                t = dy - d if flip else d
+                vs.append(t + ys)
+                us.append(c_int(xs + s * t + .5))
+    u = np.concatenate(us) if us else np.zeros(0, np.int64)
+    v = np.concatenate(vs) if vs else np.zeros(0, np.int64)
+    step = np.nonzero(u[1:] != u[:-1])[0] + 1
+    uj, up, vj, vp = u[step], u[step - 1], v[step], v[step - 1]
+    xd = (np.where(uj < up, uj, uj - 1).astype(np.float64) + .5) / scale - .5
+    keep = (np.floor(xd) == xd) & (xd >= 0) & (xd <= w - 1)
+    yd = (np.where(vj < vp, vj, vp).astype(np.float64) + .5) / scale - .5
+    yd = np.ceil(np.where(yd < 0, 0, np.where(yd > h, h, yd)))
+    a = ((xd[keep].astype(np.int64) * h + yd[keep].astype(np.int64)) & 0xFFFFFFFF).tolist()
+    a.append(h * w)
+    a.sort()
+    prev = 0
+    for j in range(len(a)):
+        a[j], prev = (a[j] - prev) & 0xFFFFFFFF, a[j]
+    b = [a[0]]
+    j = 1
+    while j < len(a):
+        if a[j] > 0:
+            b.append(a[j])
+            j += 1
+        else:
+            j += 1
+            if j < len(a):
+                b[-1] += a[j]
+                j += 1
+    return b
+
+
+def rle_from_polygons(polygons: Sequence[Sequence[float]], height: int, width: int, *,
+                      backend: str = "auto") -> dict:
+    """pycocotools ``merge(frPyObjects(polygons, h, w))``: COCO polygons ``[[x0, y0, x1, y1, ...], ...]``
+    -> one compressed RLE dict (the union of the parts). Rasterised in numpy."""
+    h, w = int(height), int(width)
+    parts = [_polygon_runs(np.asarray(p, dtype=np.float64), h, w) for p in polygons]
+    if not parts:
+        return {"size": [0, 0], "counts": b""}  # pycocotools' merge of nothing
+    off = torch.tensor(np.concatenate([[0], np.cumsum([len(p) for p in parts])]), dtype=torch.int64)
+    counts = torch.tensor([c for p in parts for c in p], dtype=torch.int64)
+    if len(parts) > 1:
+        masks = _backend.dispatch("rle_decode", backend, _CPU, counts, off, h, w)
+        counts, off = _backend.dispatch("rle_encode", backend, _CPU, masks.any(0, keepdim=True))
+    return runs_to_rles(counts, off, torch.tensor([[h, w]]), backend=backend)[0]
