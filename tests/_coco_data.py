@@ -81,7 +81,7 @@ def make_coco(seed: int = 0, n_images: int = 24, n_cats: int = 5, segm: bool = F
     return gt, results
 
 
-def pycocotools_eval(gt: dict, results: list, iou_type: str = "bbox", **params):
+def pycocotools_eval(gt: dict, results: list, iou_type: str = "bbox", summarize: bool = True, **params):
     """pycocotools' COCOeval on deep copies (loadRes mutates): -> COCOeval after summarize."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -100,5 +100,6 @@ def pycocotools_eval(gt: dict, results: list, iou_type: str = "bbox", **params):
             setattr(ev.params, k, v)
         ev.evaluate()
         ev.accumulate()
-        ev.summarize()
+        if summarize:
+            ev.summarize()
     return ev

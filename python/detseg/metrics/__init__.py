@@ -1,1 +1,8 @@
 from .coco import COCOEvalResult, COCOParams, coco_evaluate  # noqa: F401,E402
+from .coco_stream import (  # noqa: F401,E402
+    MeanAveragePrecision,
+    average_precision_at,
+    plot_pr_curves,
+    pr_curve,
+    voc_ap,
+)
