@@ -251,7 +251,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
   at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
     std::vector<std::pair<double, int64_t>> keyed;
     std::vector<int64_t> rank, tpos, sel;
-    std::vector<uint8_t> ocd, oc;
+    std::vector<uint8_t> ocd, oc, cut;
     std::vector<double> sc, rcb, envb;
     for (int64_t k = k0; k < k1; ++k) {
       const int64_t ga = kstart[k], gb = kstart[k + 1];
@@ -292,6 +292,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
         for (int64_t i = 0; i < n; ++i)
           if (rank[i] < max_dets[m]) sel.push_back(i);
         const bool all = int64_t(sel.size()) == n;
+        cut.resize(sel.size());
         if (all && m + 1 < M) continue;  // filled from the last cut below
         for (int64_t a = 0; a < A; ++a) {
           int64_t np = 0;
@@ -300,10 +301,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
           for (int64_t t = 0; t < T; ++t) {
             coco::Curve c{tpos.data(), rcb.data(), envb.data()};
             c.npig = np;
-            c.scan(oc.data() + (a * T + t) * n, all ? nullptr : sel.data(), int64_t(sel.size()));
+            const uint8_t* row = oc.data() + (a * T + t) * n;
+            if (!all) {  // the kept detections, compacted so that the scan can skip words
+              for (size_t i = 0; i < sel.size(); ++i) cut[i] = row[sel[i]];
+              row = cut.data();
+            }
+            c.scan(row, nullptr, int64_t(sel.size()));
             const int64_t off = ((t * R) * K + k) * A * M + a * M + m;
-            RC[((t * K + k) * A + a) * M + m] =
-                c.finish([&](int64_t i) { return sc[i]; }, recs.data(), R, P + off, S + off, rstride);
+            RC[((t * K + k) * A + a) * M + m] = c.finish(
+                [&](int64_t i) { return sc[all ? i : sel[i]]; }, recs.data(), R, P + off, S + off, rstride);
           }
         }
       }

@@ -43,6 +43,14 @@ int64_t scan_runs(const uint8_t* t, int64_t a, uint32_t* out) {
   uint8_t p = 0;
   uint64_t pat = 0;
   while (j + 8 <= a) {
+    // Long runs: 32 pixels per test while no pixel differs.
+    while (j + 32 <= a) {
+      uint64_t w[4];
+      std::memcpy(w, t + j, 32);
+      if (((w[0] ^ pat) | (w[1] ^ pat) | (w[2] ^ pat) | (w[3] ^ pat)) != 0) break;
+      j += 32;
+    }
+    if (j + 8 > a) break;
     uint64_t v;
     std::memcpy(&v, t + j, 8);
     const uint64_t d = v ^ pat;

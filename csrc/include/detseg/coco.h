@@ -95,13 +95,17 @@ struct Curve {
       first_tp = o == kTruePositive;
     }
     if (o == kTruePositive) {
-      pos[L] = i;
-      ++L;
-      rc[L - 1] = double(L) / double(npig);
-      env[L - 1] = double(L) / (double(fp) + double(L) + 2.220446049250313e-16);  // + np.spacing(1)
+      true_positive(i);
     } else if (o == kFalsePositive) {
       ++fp;
     }
+  }
+
+  inline void true_positive(int64_t i) {
+    pos[L] = i;
+    ++L;
+    rc[L - 1] = double(L) / double(npig);
+    env[L - 1] = double(L) / (double(fp) + double(L) + 2.220446049250313e-16);  // + np.spacing(1)
   }
 
   // Pushes a whole row of outcomes in order: row[sel[0..n)], or row[0..n) when sel is null,
@@ -117,12 +121,17 @@ struct Curve {
     for (; i + 8 <= n; i += 8) {
       uint64_t v;
       std::memcpy(&v, row + i, 8);
-      if ((v & kLow) == 0) {  // no true positive: count the false positives (bit 1)
-        fp += __builtin_popcountll((v >> 1) & kLow);
-        nd += 8;
-      } else {
-        for (int64_t j = i; j < i + 8; ++j) push(row[j], j);
+      uint64_t tpm = v & kLow, fpm = (v >> 1) & kLow;  // bit 0: true positive, bit 1: false
+      while (tpm) {  // each true positive, with the false positives before it in the word
+        const int b = __builtin_ctzll(tpm);
+        const uint64_t below = (uint64_t(1) << b) - 1;
+        fp += __builtin_popcountll(fpm & below);
+        fpm &= ~below;
+        true_positive(i + (b >> 3));
+        tpm &= tpm - 1;
       }
+      fp += __builtin_popcountll(fpm);
+      nd += 8;
     }
     for (; i < n; ++i) push(row[i], i);
   }
@@ -135,7 +144,7 @@ struct Curve {
     for (int64_t j = L - 1; j > 0; --j)
       if (env[j] > env[j - 1]) env[j - 1] = env[j];
     const double rc0 = first_tp ? rc[0] : 0.0;  // rc at the first detection
-    int64_t r = 0;
+    int64_t r = 0, last = 0;
     for (; r < R && nd > 0; ++r) {
       const double thr = rec_thrs[r];
       int64_t pi, j;
@@ -143,12 +152,11 @@ struct Curve {
         pi = first;
         j = 0;  // the suffix maximum at the first detection (its own pr is 0 unless a TP)
       } else {
-        int64_t lo = 0, hi = L;
-        while (lo < hi) {
-          const int64_t mid = (lo + hi) >> 1;
-          if (rc[mid] < thr) lo = mid + 1; else hi = mid;
-        }
+        // Thresholds usually ascend: start from the previous answer when they do.
+        int64_t lo = (r > 0 && thr >= rec_thrs[r - 1]) ? last : 0;
+        while (lo < L && rc[lo] < thr) ++lo;
         if (lo >= L) break;  // past the curve: pycocotools' fill stops here
+        last = lo;
         pi = pos[lo];
         j = lo;
       }
