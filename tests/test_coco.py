@@ -274,3 +274,18 @@ def test_voc_ap(use_07):
     got = voc_ap(gt, res, 0.5, use_07_metric=use_07)
     for k, cid in enumerate(ev.params.catIds):
         np.testing.assert_allclose(got[cid], _voc_bruteforce(ev, k, use_07), rtol=0, atol=1e-12)
+
+
+def test_cli_eval(tmp_path, capsys):
+    from detseg.cli.main import main
+
+    gt, res = make_coco(16, n_images=10)
+    gp, rp, out = tmp_path / "gt.json", tmp_path / "res.json", tmp_path / "out.json"
+    gp.write_text(json.dumps(gt))
+    rp.write_text(json.dumps(res))
+    assert main(["eval", str(gp), str(rp), "--json", str(out)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "Average" in ln]
+    ev = pycocotools_eval(gt, res)
+    assert len(lines) == 12 and lines[0].endswith(f"{ev.stats[0]:0.3f}")
+    assert json.loads(out.read_text())["stats"] == np.asarray(ev.stats).tolist()
+    assert main(["eval", str(gp), str(tmp_path / "missing.json")]) == 2
