@@ -173,3 +173,21 @@ def test_empty_batch_and_exports():
     z = R.rle_encode(torch.zeros(2, 0, 3, dtype=torch.bool))
     assert [r["counts"] for r in z] == [r["counts"] for r in _ref_encode(np.zeros((2, 0, 3), bool))]
     assert detseg.ops.rle_encode is R.rle_encode
+
+
+def test_opcheck_schemas():
+    m = torch.from_numpy(_masks(2, 3, 9, 7))
+    c, o = torch.ops.detseg.rle_encode(m)
+    sizes = torch.tensor([[9, 7]] * 3)
+    samples = [
+        (torch.ops.detseg.rle_encode.default, (m,)),
+        (torch.ops.detseg.rle_encode_string.default, (m,)),
+        (torch.ops.detseg.rle_counts_to_string.default, (c, o)),
+        (torch.ops.detseg.rle_decode.default, (c, o, 9, 7)),
+        (torch.ops.detseg.rle_area.default, (c, o)),
+        (torch.ops.detseg.rle_to_bbox.default, (c, o, sizes)),
+        (torch.ops.detseg.rle_iou.default, (c, o, sizes, c, o, sizes, torch.tensor([0, 1, 0]))),
+    ]
+    # Data-dependent output sizes and CPU-only host code: no fake kernels, so the schema test only.
+    for op, args in samples:
+        torch.library.opcheck(op, args, test_utils=("test_schema",))
