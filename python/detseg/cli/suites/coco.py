@@ -3,9 +3,9 @@ pycocotools, faster-coco-eval and hotcoco, from the same in-memory COCO dicts / 
 
 Every provider's timed region goes from the in-memory ground-truth dict and results list to
 the 12 summary numbers (index building, results loading, evaluate, accumulate, summarize).
-pycocotools and faster-coco-eval mutate the results they load (loadRes adds area, id and a
-polygon per box), so each gets its own deep copy, made outside the timing; detseg and hotcoco
-read the shared dicts. The result of each provider is its 12 stats (checked identical across
+pycocotools and faster-coco-eval mutate what they load (loadRes adds area, id and a polygon
+per box; COCOeval adds ignore flags and, for segm, replaces GT segmentations by RLEs), so each
+gets its own deep copies, made outside the timing; detseg and hotcoco read the shared dicts. The result of each provider is its 12 stats (checked identical across
 providers when the suite was written; there is no detseg.reference oracle at this size: the
 pure-Python protocol takes minutes).
 """
@@ -173,7 +173,7 @@ def _pycocotools_eval(inputs: dict, ctx: Context, op: str) -> Prepared:
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    gt, res, t = inputs["gt"], copy.deepcopy(inputs["results"]), inputs["iou_type"]
+    gt, res, t = copy.deepcopy(inputs["gt"]), copy.deepcopy(inputs["results"]), inputs["iou_type"]
 
     def run():
         g = COCO()
