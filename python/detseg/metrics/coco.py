@@ -133,9 +133,9 @@ def _boxes(anns: list, what: str) -> np.ndarray:
         bbs = list(map(itemgetter("bbox"), anns))
     except KeyError:
         _fail(f"every {what} needs a 'bbox' field for bbox evaluation")
-    lens = np.fromiter(map(len, bbs), np.int64, len(bbs))
-    if (lens != 4).any():
-        i = int(np.nonzero(lens != 4)[0][0])
+    # Every box has 4 numbers iff none has fewer and they add up to 4n (two C-level passes).
+    if bbs and (min(map(len, bbs)) < 4 or sum(map(len, bbs)) != 4 * len(bbs)):
+        i = next(i for i, b in enumerate(bbs) if len(b) != 4)
         _fail(f"{what} {i}: bbox must be [x, y, w, h], got {bbs[i]!r}")
     return np.fromiter(chain.from_iterable(bbs), np.float64, 4 * len(bbs)).reshape(-1, 4)
 
@@ -206,12 +206,12 @@ def _load_coco_arrays(gt, results, iou_type, params):
     results = list(results)
     all_img_ids = np.unique(np.asarray([im["id"] for im in gt["images"]], dtype=np.int64))
     rimg_raw = _column(results, "image_id", np.int64, "result")
-    _, known = _ids_to_index(rimg_raw, all_img_ids)
+    ridx, known = _ids_to_index(rimg_raw, all_img_ids)
     if not known.all():
         bad = np.unique(rimg_raw[~known])[:5].tolist()
         _fail(f"results refer to image ids not in the ground truth (pycocotools: 'Results do not correspond to "
               f"current coco set'), e.g. {bad}")
-    rimg, iok = _ids_to_index(rimg_raw, img_ids)
+    rimg, iok = _ids_to_index(rimg_raw, img_ids) if p.imgIds is not None else (ridx, known)
     rcat, rcok = _ids_to_index(_column(results, "category_id", np.int64, "result"), cat_ids)
     rscore = _column(results, "score", np.float64, "result")
     rkeep = np.nonzero(iok & rcok)[0]
