@@ -136,4 +136,31 @@ TORCH_LIBRARY(detseg, m) {
   m.def("max_unpool2d(Tensor input, Tensor indices, int[2] output_size) -> Tensor");
   // The gradient is a gather: grad_input[n, c, i, j] = grad[n, c].flatten()[indices[n, c, i, j]].
   m.def("_max_unpool2d_backward(Tensor grad, Tensor indices, int[2] output_size) -> Tensor");
+  // ---- RLE masks and COCO evaluation (issues 6 and 7) ----
+  // pycocotools' run-length format (detseg/rle.h). A batch of N RLEs travels as runs
+  // counts int64 Tensor[total] (column-major, 0-run first) + offsets int64 Tensor[N + 1], or
+  // as compressed strings chars uint8 Tensor[total] + offsets. sizes: int64 Tensor[N, 2] of
+  // (height, width). CPU only: run-length coding is a sequential scan per mask.
+  // masks bool/uint8 Tensor[N, H, W] (any strides; column-major per mask is read in place).
+  m.def("rle_encode(Tensor masks) -> (Tensor, Tensor)");
+  m.def("rle_encode_string(Tensor masks) -> (Tensor, Tensor)");
+  m.def("rle_counts_to_string(Tensor counts, Tensor offsets) -> (Tensor, Tensor)");
+  m.def("rle_string_to_counts(Tensor chars, Tensor offsets) -> (Tensor, Tensor)");
+  // -> bool Tensor[N, height, width] with column-major strides per mask.
+  m.def("rle_decode(Tensor counts, Tensor offsets, int height, int width) -> Tensor");
+  m.def("rle_area(Tensor counts, Tensor offsets) -> Tensor");
+  // -> float64 Tensor[N, 4] xywh (pycocotools toBbox).
+  m.def("rle_to_bbox(Tensor counts, Tensor offsets, Tensor sizes) -> Tensor");
+  // -> float64 Tensor[D, G]; iscrowd Tensor[G] (crowd: intersection / detection area).
+  m.def("rle_iou(Tensor dt_counts, Tensor dt_offsets, Tensor dt_sizes, Tensor gt_counts, Tensor gt_offsets, "
+        "Tensor gt_sizes, Tensor iscrowd) -> Tensor");
+  // COCOeval (evaluate + accumulate) for bbox (boxes float64 xywh) or segm (the optional RLE
+  // runs given). *_image / *_category: dense int64 indices into the sorted image / category
+  // ids; gt_ids: annotation ids (a match to id 0 counts as none, as in pycocotools).
+  // -> (precision Tensor[T, R, K, A, M], recall Tensor[T, K, A, M], scores Tensor[T, R, K, A, M]).
+  m.def("coco_evaluate(Tensor gt_image, Tensor gt_category, Tensor gt_boxes, Tensor gt_area, Tensor gt_crowd, "
+        "Tensor gt_ids, Tensor dt_image, Tensor dt_category, Tensor dt_boxes, Tensor dt_area, Tensor dt_scores, "
+        "Tensor? gt_counts, Tensor? gt_offsets, Tensor? gt_sizes, Tensor? dt_counts, Tensor? dt_offsets, "
+        "Tensor? dt_sizes, Tensor iou_thrs, Tensor rec_thrs, int[] max_dets, Tensor area_rng, int num_images, "
+        "int num_categories, bool use_cats) -> (Tensor, Tensor, Tensor)");
 }

@@ -9,7 +9,7 @@ import importlib
 import sys
 
 # name -> module under detseg.cli
-COMMANDS = {"bench": "bench"}
+COMMANDS = {"bench": "bench", "eval": "eval"}
 
 
 def _module(name: str):

@@ -32,3 +32,14 @@ from .conv import (  # noqa: F401,E402
     conv_transpose2d,
     max_unpool2d,
 )
+from .rle import (  # noqa: F401,E402
+    rle_area,
+    rle_counts_to_string,
+    rle_decode,
+    rle_encode,
+    rle_encode_string,
+    rle_iou,
+    rle_string_to_counts,
+    rle_to_bbox,
+)
+from .coco import coco_evaluate  # noqa: F401,E402

@@ -1,0 +1,19 @@
+"""pytest-benchmark over the COCO evaluation and RLE encode workloads x providers (detseg,
+pycocotools, faster-coco-eval, hotcoco). Same inputs and timed regions as `detseg bench`.
+
+    pytest benchmarks/bench_eval.py --benchmark-enable [--bench-mode full] [--bench-threads 1]
+"""
+
+from __future__ import annotations
+
+from workloads import parametrize, run_case
+
+OPS = ("coco_eval", "rle_encode")
+
+
+def pytest_generate_tests(metafunc):
+    parametrize(metafunc, OPS)
+
+
+def test_bench(benchmark, workload, provider, bench_threads):
+    run_case(benchmark, workload, provider, bench_threads)
