@@ -17,14 +17,10 @@ from .postprocess import __all__ as _postprocess_all
 from .masks import *  # noqa: F401,F403
 from .masks import __all__ as _masks_all
 
+from .rle import *  # noqa: F401,F403
+from .rle import __all__ as _rle_all
 from .conv import *  # noqa: F401,F403
 from .conv import __all__ as _conv_all
 
 __all__ = [*_boxes_all, *_nms_all, *_roi_all, *_box_coder_all, *_anchors_all, *_matcher_all, *_postprocess_all,
-           *_masks_all, *_conv_all]
-__all__ = [*_boxes_all, *_nms_all, *_roi_all]
-
-from .rle import *  # noqa: F401,F403,E402
-from .rle import __all__ as _rle_all  # noqa: E402
-
-__all__ += _rle_all
+           *_masks_all, *_rle_all, *_conv_all]
