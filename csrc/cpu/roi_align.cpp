@@ -186,7 +186,7 @@ at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double
   checks::roi_sampling_ratio(op, sampling_ratio);
   const RoiPoolMode mode = checks::roi_pool_mode(op, pool_mode);
   const bool cl = checks::roi_channels_last(input);
-  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto fmt = roi_memory_format(cl);
   const int64_t K = rois.size(0), N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
   at::Tensor out = at::empty({K, C, pooled_height, pooled_width}, input.options().memory_format(fmt));
   advise_huge_pages(out);
@@ -396,26 +396,16 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
                                   int64_t height, int64_t width, int64_t sampling_ratio, bool aligned,
                                   std::string_view pool_mode, const std::optional<at::Tensor>& input) {
   const char* op = "_roi_align_backward";
-  checks::roi_backward_sizes(op, grad, rois, batch_size, channels, height, width, pooled_height, pooled_width);
-  checks::roi_scale_size(op, spatial_scale, pooled_height, pooled_width);
-  checks::roi_sampling_ratio(op, sampling_ratio);
-  const RoiPoolMode mode = checks::roi_pool_mode(op, pool_mode);
-  TORCH_CHECK_VALUE(mode == RoiPoolMode::kAvg || (input.has_value() && input->defined()), "detseg.", op,
-              ": input must be given for pool_mode 'max'");
-  if (mode == RoiPoolMode::kMax) {
-    TORCH_CHECK_VALUE(input->sizes() == at::IntArrayRef({batch_size, channels, height, width}), "detseg.", op,
-                ": input must be a Tensor[", batch_size, ", ", channels, ", ", height, ", ", width, "], got shape ",
-                input->sizes());
-    TORCH_CHECK_TYPE(input->scalar_type() == grad.scalar_type(), "detseg.", op, ": input must have the dtype of grad (",
-                grad.scalar_type(), "), got ", input->scalar_type());
-  }
+  const RoiPoolMode mode = roi_align_backward_checks(op, grad, rois, spatial_scale, pooled_height, pooled_width,
+                                                     batch_size, channels, height, width, sampling_ratio, pool_mode,
+                                                     input);
   const bool cl = checks::roi_channels_last(grad);
   const int64_t K = rois.size(0), N = batch_size, C = channels, H = height, W = width;
   // As in the forward, many RoIs per pixel make the channel-inner loop worth a transposition
   // of grad and of the result; the bits are the same either way.
   const bool nhwc = cl || roi_prefer_nhwc(K, pooled_height, pooled_width, N, H, W);
-  const auto fmt = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  const at::ScalarType acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto fmt = roi_memory_format(nhwc);
+  const at::ScalarType acc_type = roi_acc_type(grad.scalar_type());
   at::Tensor gin = at::empty({N, C, H, W}, grad.options().dtype(acc_type).memory_format(fmt));  // at::zeros drops memory_format
   advise_huge_pages(gin).zero_();
   const at::Tensor r = roi_rows(rois, grad.scalar_type());
@@ -498,7 +488,7 @@ at::Tensor ps_roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& r
   ps_roi_check_channel_mapping(op, channel_mapping, grad);
   const int64_t N = batch_size, C = channels, H = height, W = width;
   const int ph = int(pooled_height), pw = int(pooled_width);
-  const at::ScalarType acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::ScalarType acc_type = roi_acc_type(grad.scalar_type());
   at::Tensor gin = at::zeros({N, C, H, W}, grad.options().dtype(acc_type));
   const at::Tensor r = roi_rows(rois, grad.scalar_type());
   const AlignParams a{C, H, W, ph, pw, int(sampling_ratio), true, RoiPoolMode::kAvg};

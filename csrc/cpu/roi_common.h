@@ -10,15 +10,9 @@
 #include <vector>
 
 #include "checks.h"
+#include "roi_host.h"
 
 namespace detseg::cpu {
-
-// RoIs are read in the compute type of the data (float64 for float64, float32 otherwise),
-// whatever their own floating dtype: float16 boxes would lose whole pixels.
-inline at::Tensor roi_rows(const at::Tensor& rois, at::ScalarType data_type) {
-  const at::ScalarType t = data_type == at::kDouble ? at::kDouble : at::kFloat;
-  return rois.to(t).contiguous();
-}
 
 // RoI indices of each batch element, in RoI order: the fixed order in which a backward task
 // accumulates into its gradient plane. Batch indices are checked beforehand.
@@ -47,23 +41,6 @@ inline bool roi_prefer_nhwc(int64_t k, int64_t ph, int64_t pw, int64_t n, int64_
 inline int64_t roi_grain(int64_t per_item) {
   constexpr int64_t kWork = 1 << 14;
   return std::max<int64_t>(1, kWork / std::max<int64_t>(1, per_item));
-}
-
-// Checks that open both position-sensitive backward ops; returns the output channel count
-// channels / (pooled_height * pooled_width).
-inline int64_t ps_roi_backward_cout(const char* op, const at::Tensor& grad, const at::Tensor& rois,
-                                    double spatial_scale, int64_t pooled_height, int64_t pooled_width,
-                                    int64_t batch_size, int64_t channels, int64_t height, int64_t width) {
-  checks::roi_scale_size(op, spatial_scale, pooled_height, pooled_width);
-  checks::ps_roi_channels(op, channels, pooled_height, pooled_width);
-  const int64_t Cout = channels / (pooled_height * pooled_width);
-  checks::roi_backward_sizes(op, grad, rois, batch_size, Cout, height, width, pooled_height, pooled_width);
-  return Cout;
-}
-
-inline void ps_roi_check_channel_mapping(const char* op, const at::Tensor& channel_mapping, const at::Tensor& grad) {
-  TORCH_CHECK_VALUE(channel_mapping.sizes() == grad.sizes(), "detseg.", op,
-              ": channel_mapping must have the shape of grad ", grad.sizes(), ", got ", channel_mapping.sizes());
 }
 
 // Position-sensitive backward, one task per input plane idx = (b, ci): channel ci = (c * ph + p) * pw + q

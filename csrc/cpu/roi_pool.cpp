@@ -188,7 +188,7 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_cpu(const at::Tensor& input, const a
   const char* op = "roi_pool";
   checks::roi_args(op, input, rois, spatial_scale, pooled_height, pooled_width);
   const bool cl = checks::roi_channels_last(input);
-  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto fmt = roi_memory_format(cl);
   const int64_t K = rois.size(0), N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
   at::Tensor out = at::empty({K, C, pooled_height, pooled_width}, input.options().memory_format(fmt));
   at::Tensor arg = at::empty({K, C, pooled_height, pooled_width}, input.options().dtype(at::kLong).memory_format(fmt));
@@ -234,17 +234,13 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& rois,
                                  double spatial_scale, int64_t pooled_height, int64_t pooled_width,
                                  int64_t batch_size, int64_t channels, int64_t height, int64_t width) {
   const char* op = "_roi_pool_backward";
-  checks::roi_backward_sizes(op, grad, rois, batch_size, channels, height, width, pooled_height, pooled_width);
-  checks::roi_scale_size(op, spatial_scale, pooled_height, pooled_width);
-  TORCH_CHECK_VALUE(argmax.sizes() == grad.sizes(), "detseg.", op, ": argmax must have the shape of grad ",
-              grad.sizes(), ", got ", argmax.sizes());
-  TORCH_CHECK_TYPE(argmax.scalar_type() == at::kLong, "detseg.", op, ": argmax must be an int64 tensor, got ",
-              argmax.scalar_type());
+  roi_pool_backward_checks(op, grad, rois, argmax, spatial_scale, pooled_height, pooled_width, batch_size, channels,
+                           height, width);
   const bool cl = checks::roi_channels_last(grad);
-  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto fmt = roi_memory_format(cl);
   const int64_t K = rois.size(0), N = batch_size, C = channels, HW = height * width;
   const int ph = int(pooled_height), pw = int(pooled_width);
-  const at::ScalarType acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::ScalarType acc_type = roi_acc_type(grad.scalar_type());
   at::Tensor gin = at::empty({N, C, height, width}, grad.options().dtype(acc_type).memory_format(fmt));  // at::zeros drops memory_format
   advise_huge_pages(gin).zero_();
   const at::Tensor r = roi_rows(rois, grad.scalar_type());
@@ -366,7 +362,7 @@ at::Tensor ps_roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& ro
   ps_roi_check_channel_mapping(op, channel_mapping, grad);
   const int64_t N = batch_size, C = channels, W = width;
   const int ph = int(pooled_height), pw = int(pooled_width);
-  const at::ScalarType acc_type = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::ScalarType acc_type = roi_acc_type(grad.scalar_type());
   at::Tensor gin = at::zeros({N, C, height, width}, grad.options().dtype(acc_type));
   const at::Tensor r = roi_rows(rois, grad.scalar_type());
   const PoolParams a{C, height, width, ph, pw};

@@ -261,7 +261,7 @@ at::Tensor roi_align_cuda(const at::Tensor& input, const at::Tensor& rois, doubl
   checks::roi_sampling_ratio(op, sampling_ratio);
   const RoiPoolMode mode = checks::roi_pool_mode(op, pool_mode);
   const bool cl = checks::roi_channels_last(input);
-  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto fmt = roi_memory_format(cl);
   const int64_t K = rois.size(0), N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
   roi_check_map_size(op, H, W);
   DeviceScope scope(input);
@@ -287,25 +287,14 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
                                    int64_t height, int64_t width, int64_t sampling_ratio, bool aligned,
                                    std::string_view pool_mode, const std::optional<at::Tensor>& input) {
   const char* op = "_roi_align_backward";
-  checks::roi_backward_sizes(op, grad, rois, batch_size, channels, height, width, pooled_height, pooled_width);
-  checks::roi_scale_size(op, spatial_scale, pooled_height, pooled_width);
-  checks::roi_sampling_ratio(op, sampling_ratio);
-  const RoiPoolMode mode = checks::roi_pool_mode(op, pool_mode);
+  const RoiPoolMode mode = roi_align_backward_checks(op, grad, rois, spatial_scale, pooled_height, pooled_width,
+                                                     batch_size, channels, height, width, sampling_ratio, pool_mode,
+                                                     input);
   const bool max_mode = mode == RoiPoolMode::kMax;
-  TORCH_CHECK_VALUE(!max_mode || (input.has_value() && input->defined()), "detseg.", op,
-                    ": input must be given for pool_mode 'max'");
-  if (max_mode) {
-    TORCH_CHECK_VALUE(input->sizes() == at::IntArrayRef({batch_size, channels, height, width}), "detseg.", op,
-                      ": input must be a Tensor[", batch_size, ", ", channels, ", ", height, ", ", width,
-                      "], got shape ", input->sizes());
-    TORCH_CHECK_TYPE(input->scalar_type() == grad.scalar_type(), "detseg.", op,
-                     ": input must have the dtype of grad (", grad.scalar_type(), "), got ", input->scalar_type());
-    TORCH_CHECK_VALUE(input->device() == grad.device(), "detseg.", op, ": input must be on the same device as grad (",
-                      grad.device(), "), got ", input->device());
-  }
+  if (max_mode) roi_check_same_device(op, "input", *input, grad);
   roi_check_map_size(op, height, width);
   const bool cl = checks::roi_channels_last(grad);
-  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto fmt = roi_memory_format(cl);
   const int64_t K = rois.size(0), N = batch_size, C = channels, H = height, W = width;
   DeviceScope scope(grad);
   at::Tensor gin = roi_grad_buffer(grad, N, C, H, W, cl);
@@ -376,8 +365,9 @@ at::Tensor ps_roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& 
                                       int64_t sampling_ratio, int64_t batch_size, int64_t channels, int64_t height,
                                       int64_t width) {
   const char* op = "_ps_roi_align_backward";
-  const int64_t Cout = ps_roi_backward_checks(op, grad, rois, channel_mapping, spatial_scale, pooled_height,
-                                              pooled_width, batch_size, channels, height, width);
+  const int64_t Cout = ps_roi_backward_cout(op, grad, rois, spatial_scale, pooled_height, pooled_width, batch_size,
+                                            channels, height, width);
+  ps_roi_check_channel_mapping(op, channel_mapping, grad);
   checks::roi_sampling_ratio(op, sampling_ratio);
   roi_check_map_size(op, height, width);
   const int64_t K = rois.size(0), N = batch_size, C = channels, H = height, W = width;

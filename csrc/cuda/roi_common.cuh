@@ -33,6 +33,7 @@
 
 #include "checks.h"
 #include "cuda/launch.cuh"
+#include "roi_host.h"
 
 namespace detseg::cuda {
 
@@ -46,11 +47,10 @@ struct RoiRows {
 };
 
 inline RoiRows roi_rows_checked(const char* op, const at::Tensor& rois, at::ScalarType data_type, int64_t batch_size) {
-  const at::ScalarType t = data_type == at::kDouble ? at::kDouble : at::kFloat;
   RoiRows r;
-  r.dev = rois.to(t).contiguous();
+  r.dev = roi_rows(rois, data_type);
   r.host = r.dev.cpu();
-  AT_DISPATCH_FLOATING_TYPES(t, "detseg_roi_rows", [&] {
+  AT_DISPATCH_FLOATING_TYPES(r.dev.scalar_type(), "detseg_roi_rows", [&] {
     checks::roi_batch_indices(op, r.host.const_data_ptr<scalar_t>(), r.host.size(0), batch_size);
   });
   return r;
@@ -80,21 +80,6 @@ inline at::Tensor roi_batch_buckets(const at::Tensor& host_rows, int64_t batch_s
   std::vector<int64_t> fill(off, off + N);
   for (int64_t k = 0; k < K; ++k) order[fill[batch[k]]++] = k;
   return out.to(device);
-}
-
-// The checks that open both position-sensitive backward ops (as csrc/cpu/roi_common.h);
-// returns the output channel count channels / (pooled_height * pooled_width).
-inline int64_t ps_roi_backward_checks(const char* op, const at::Tensor& grad, const at::Tensor& rois,
-                                      const at::Tensor& channel_mapping, double spatial_scale, int64_t pooled_height,
-                                      int64_t pooled_width, int64_t batch_size, int64_t channels, int64_t height,
-                                      int64_t width) {
-  checks::roi_scale_size(op, spatial_scale, pooled_height, pooled_width);
-  checks::ps_roi_channels(op, channels, pooled_height, pooled_width);
-  const int64_t Cout = channels / (pooled_height * pooled_width);
-  checks::roi_backward_sizes(op, grad, rois, batch_size, Cout, height, width, pooled_height, pooled_width);
-  TORCH_CHECK_VALUE(channel_mapping.sizes() == grad.sizes(), "detseg.", op,
-                    ": channel_mapping must have the shape of grad ", grad.sizes(), ", got ", channel_mapping.sizes());
-  return Cout;
 }
 
 // Element offset of (k, c, p, q) / (n, c, h, w) in a 4-d tensor contiguous in NCHW or NHWC.
@@ -130,9 +115,8 @@ __device__ __forceinline__ void unravel4(int64_t idx, int64_t d1, int64_t d2, in
 
 // The gradient in the accumulation type: float64 for float64, float32 otherwise (as CPU).
 inline at::Tensor roi_grad_buffer(const at::Tensor& grad, int64_t n, int64_t c, int64_t h, int64_t w, bool cl) {
-  const at::ScalarType acc = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  return at::empty({n, c, h, w}, grad.options().dtype(acc).memory_format(fmt)).zero_();
+  return at::empty({n, c, h, w}, grad.options().dtype(roi_acc_type(grad.scalar_type())).memory_format(roi_memory_format(cl)))
+      .zero_();
 }
 
 inline at::Tensor roi_grad_result(const at::Tensor& gin, const at::Tensor& grad) {

@@ -213,7 +213,7 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_cuda(const at::Tensor& input, const 
   const char* op = "roi_pool";
   checks::roi_args(op, input, rois, spatial_scale, pooled_height, pooled_width);
   const bool cl = checks::roi_channels_last(input);
-  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto fmt = roi_memory_format(cl);
   const int64_t K = rois.size(0), N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
   DeviceScope scope(input);
   at::Tensor out = at::empty({K, C, pooled_height, pooled_width}, input.options().memory_format(fmt));
@@ -238,17 +238,12 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& rois
                                   double spatial_scale, int64_t pooled_height, int64_t pooled_width,
                                   int64_t batch_size, int64_t channels, int64_t height, int64_t width) {
   const char* op = "_roi_pool_backward";
-  checks::roi_backward_sizes(op, grad, rois, batch_size, channels, height, width, pooled_height, pooled_width);
-  checks::roi_scale_size(op, spatial_scale, pooled_height, pooled_width);
-  TORCH_CHECK_VALUE(argmax.sizes() == grad.sizes(), "detseg.", op, ": argmax must have the shape of grad ",
-                    grad.sizes(), ", got ", argmax.sizes());
-  TORCH_CHECK_TYPE(argmax.scalar_type() == at::kLong, "detseg.", op, ": argmax must be an int64 tensor, got ",
-                   argmax.scalar_type());
-  TORCH_CHECK_VALUE(argmax.device() == grad.device(), "detseg.", op, ": argmax must be on the same device as grad (",
-                    grad.device(), "), got ", argmax.device());
+  roi_pool_backward_checks(op, grad, rois, argmax, spatial_scale, pooled_height, pooled_width, batch_size, channels,
+                           height, width);
+  roi_check_same_device(op, "argmax", argmax, grad);
   roi_check_map_size(op, height, width);
   const bool cl = checks::roi_channels_last(grad);
-  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto fmt = roi_memory_format(cl);
   const int64_t K = rois.size(0), N = batch_size, C = channels, H = height, W = width;
   DeviceScope scope(grad);
   at::Tensor gin = roi_grad_buffer(grad, N, C, H, W, cl);
@@ -318,8 +313,9 @@ at::Tensor ps_roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& r
                                      double spatial_scale, int64_t pooled_height, int64_t pooled_width,
                                      int64_t batch_size, int64_t channels, int64_t height, int64_t width) {
   const char* op = "_ps_roi_pool_backward";
-  const int64_t Cout = ps_roi_backward_checks(op, grad, rois, channel_mapping, spatial_scale, pooled_height,
-                                              pooled_width, batch_size, channels, height, width);
+  const int64_t Cout = ps_roi_backward_cout(op, grad, rois, spatial_scale, pooled_height, pooled_width, batch_size,
+                                            channels, height, width);
+  ps_roi_check_channel_mapping(op, channel_mapping, grad);
   roi_check_map_size(op, height, width);
   const int64_t K = rois.size(0), N = batch_size, C = channels, H = height, W = width;
   DeviceScope scope(grad);
