@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "conv_transpose_host.h"
 #include "detseg/conv_transpose.h"
 
 namespace detseg {
@@ -35,23 +36,7 @@ namespace {
 // GEMM runs at the full-matrix rate (measured against 1 MiB tiles on the U-Net shapes).
 constexpr int64_t kBufElems = int64_t(1) << 20;
 
-struct Geom {
-  int64_t n, cin, h, w, cout, groups, cig, cog, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo;
-  int64_t rows() const { return cog * kh * kw; }  // GEMM rows (c_out, ky, kx) of one group
-  int64_t hw() const { return h * w; }
-  int64_t plane() const { return ho * wo; }
-};
-
-Geom make_geom(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
-               at::IntArrayRef dilation, int64_t groups, std::pair<int64_t, int64_t> out) {
-  Geom g{};
-  g.n = input.size(0), g.cin = input.size(1), g.h = input.size(2), g.w = input.size(3);
-  g.groups = groups, g.cig = g.cin / groups, g.cog = weight.size(1), g.cout = g.cog * groups;
-  g.kh = weight.size(2), g.kw = weight.size(3);
-  g.sh = stride[0], g.sw = stride[1], g.ph = padding[0], g.pw = padding[1], g.dh = dilation[0], g.dw = dilation[1];
-  g.ho = out.first, g.wo = out.second;
-  return g;
-}
+using Geom = ConvGeom;
 
 // Row-major C[m, n] = op(A)[m, k] op(B)[k, n] (+ C when accumulate) on raw buffers with leading
 // dimensions. Through at::mm_out / addmm_ (ATen's BLAS, MKL here: cpublas is not exported);
@@ -374,9 +359,7 @@ at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
                         int64_t groups, at::IntArrayRef dilation, Path path, const char* op) {
   const at::Tensor* b = bias.has_value() && bias->defined() ? &*bias : nullptr;
-  const auto hw = checks::conv_transpose2d_args(op, input, weight, b, stride, padding, output_padding, groups,
-                                                dilation);
-  const Geom g = make_geom(input, weight, stride, padding, dilation, groups, hw);
+  const Geom g = conv_transpose2d_geom(op, input, weight, b, stride, padding, output_padding, groups, dilation);
   const bool cl_in = checks::roi_channels_last(input);
   if (path == Path::kAuto)
     path = cl_in ? Path::kChannelsLast
@@ -524,9 +507,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward_cpu(
     const at::Tensor& grad, const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation,
     std::array<bool, 3> mask) {
-  const auto hw = checks::conv_transpose2d_backward_args(grad, input, weight, stride, padding, output_padding, groups,
-                                                         dilation);
-  const Geom g = make_geom(input, weight, stride, padding, dilation, groups, hw);
+  const Geom g =
+      conv_transpose2d_backward_geom(grad, input, weight, stride, padding, output_padding, groups, dilation);
   const auto dt = input.scalar_type(), ct = compute_type(dt);
   const auto in_fmt = checks::roi_channels_last(input) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   at::Tensor gin = mask[0] ? at::empty(input.sizes(), input.options().dtype(ct)) : at::empty({0}, input.options());

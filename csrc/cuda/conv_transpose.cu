@@ -10,22 +10,14 @@
 #include <torch/library.h>
 
 #include "checks.h"
+#include "conv_transpose_host.h"
 #include "cuda/launch.cuh"
 #include "detseg/conv_transpose.h"
 
 namespace detseg::cuda {
 namespace {
 
-struct Geom {
-  int64_t n, cin, h, w, cout, cig, cog, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo;
-};
-
-Geom make_geom(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
-               at::IntArrayRef dilation, int64_t groups, std::pair<int64_t, int64_t> out) {
-  return Geom{input.size(0), input.size(1), input.size(2), input.size(3), weight.size(1) * groups,
-              input.size(1) / groups, weight.size(1), weight.size(2), weight.size(3), stride[0], stride[1],
-              padding[0], padding[1], dilation[0], dilation[1], out.first, out.second};
-}
+using Geom = ConvGeom;
 
 // Grid: grid-stride over N * C_out * H_out * W_out outputs (NCHW), one thread each; loops over
 // the kernel taps, keeps those that land (tap_source), then over the group's input channels.
@@ -121,9 +113,8 @@ at::Tensor conv_transpose2d_cuda(const at::Tensor& input, const at::Tensor& weig
                                  const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
                                  at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation) {
   const at::Tensor* b = bias.has_value() && bias->defined() ? &*bias : nullptr;
-  const auto hw = checks::conv_transpose2d_args("conv_transpose2d", input, weight, b, stride, padding, output_padding,
-                                                groups, dilation);
-  const Geom g = make_geom(input, weight, stride, padding, dilation, groups, hw);
+  const Geom g =
+      conv_transpose2d_geom("conv_transpose2d", input, weight, b, stride, padding, output_padding, groups, dilation);
   DeviceScope scope(input);
   at::Tensor out = at::empty({g.n, g.cout, g.ho, g.wo}, input.options());
   const int64_t total = out.numel();
@@ -144,9 +135,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward_cuda(
     const at::Tensor& grad, const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation,
     std::array<bool, 3> mask) {
-  const auto hw = checks::conv_transpose2d_backward_args(grad, input, weight, stride, padding, output_padding, groups,
-                                                         dilation);
-  const Geom g = make_geom(input, weight, stride, padding, dilation, groups, hw);
+  const Geom g =
+      conv_transpose2d_backward_geom(grad, input, weight, stride, padding, output_padding, groups, dilation);
   DeviceScope scope(input);
   at::Tensor gin = at::empty(mask[0] ? input.sizes() : at::IntArrayRef{0}, input.options());
   at::Tensor gw = at::empty(mask[1] ? weight.sizes() : at::IntArrayRef{0}, weight.options());
