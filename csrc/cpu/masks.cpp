@@ -16,6 +16,7 @@
 
 #include "checks.h"
 #include "cpu/alloc.h"
+#include "masks_host.h"
 #include "cpu/isa.h"
 #include "cpu/vec/mask_pack_vec.h"
 #include "detseg/masks.h"
@@ -224,28 +225,23 @@ void paste_impl(const T* masks, const T* boxes, int64_t n, int64_t mh, int64_t m
 
 at::Tensor paste_masks_cpu(const at::Tensor& masks, const at::Tensor& boxes, int64_t height, int64_t width,
                            int64_t padding, c10::string_view convention, std::optional<double> threshold) {
-  const auto conv = checks::paste_masks(masks, boxes, height, width, padding,
-                                        std::string_view(convention.data(), convention.size()));
-  const at::ScalarType st = masks.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor m = masks.to(st).contiguous();
-  const at::Tensor b = boxes.to(st).contiguous();
-  const int64_t n = m.size(0);
-  const at::ScalarType out_dt = threshold.has_value() ? at::kBool : masks.scalar_type();
-  // Half / bfloat16 masks are computed in float32 and rounded once at the end.
-  const bool narrow = !threshold.has_value() && out_dt != st;
-  at::Tensor out = empty_output({n, height, width}, narrow ? st : out_dt);
-  if (n == 0 || height == 0 || width == 0) return narrow ? out.to(out_dt) : out;
-  AT_DISPATCH_FLOATING_TYPES(st, "paste_masks_in_image", [&] {
+  const PasteMasksArgs a = paste_masks_args(masks, boxes, height, width, padding,
+                                            std::string_view(convention.data(), convention.size()), threshold);
+  const at::Tensor &m = a.m, &b = a.b;
+  const int64_t n = a.n;
+  at::Tensor out = empty_output({n, height, width}, a.kernel_dtype());
+  if (n == 0 || height == 0 || width == 0) return a.finish(out);
+  AT_DISPATCH_FLOATING_TYPES(a.st, "paste_masks_in_image", [&] {
     if (threshold.has_value()) {
       paste_impl<scalar_t, bool>(m.const_data_ptr<scalar_t>(), b.const_data_ptr<scalar_t>(), n, m.size(1), m.size(2),
-                                 height, width, padding, conv, threshold, out.mutable_data_ptr<bool>());
+                                 height, width, padding, a.conv, threshold, out.mutable_data_ptr<bool>());
     } else {
       paste_impl<scalar_t, scalar_t>(m.const_data_ptr<scalar_t>(), b.const_data_ptr<scalar_t>(), n, m.size(1),
-                                     m.size(2), height, width, padding, conv, threshold,
+                                     m.size(2), height, width, padding, a.conv, threshold,
                                      out.mutable_data_ptr<scalar_t>());
     }
   });
-  return narrow ? out.to(out_dt) : out;
+  return a.finish(out);
 }
 
 }  // namespace

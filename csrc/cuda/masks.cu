@@ -19,6 +19,7 @@
 #include "checks.h"
 #include "cuda/launch.cuh"
 #include "detseg/masks.h"
+#include "masks_host.h"
 
 namespace detseg::cuda {
 namespace {
@@ -315,20 +316,16 @@ __global__ void paste_kernel(const T* __restrict__ masks, const T* __restrict__ 
 
 at::Tensor paste_masks_cuda(const at::Tensor& masks, const at::Tensor& boxes, int64_t height, int64_t width,
                             int64_t padding, c10::string_view convention, std::optional<double> threshold) {
-  const auto conv = checks::paste_masks(masks, boxes, height, width, padding,
-                                        std::string_view(convention.data(), convention.size()));
+  const PasteMasksArgs a = paste_masks_args(masks, boxes, height, width, padding,
+                                            std::string_view(convention.data(), convention.size()), threshold);
   DeviceScope scope(masks);
-  const at::ScalarType st = masks.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor m = masks.to(st).contiguous();
-  const at::Tensor b = boxes.to(st).contiguous();
-  const int64_t n = m.size(0);
-  const at::ScalarType out_dt = threshold.has_value() ? at::kBool : masks.scalar_type();
-  const bool narrow = !threshold.has_value() && out_dt != st;
-  at::Tensor out = at::empty({n, height, width}, m.options().dtype(narrow ? st : out_dt));
+  const at::Tensor &m = a.m, &b = a.b;
+  const int64_t n = a.n;
+  at::Tensor out = at::empty({n, height, width}, m.options().dtype(a.kernel_dtype()));
   const int64_t total = n * height * width;
-  if (total == 0) return narrow ? out.to(out_dt) : out;
-  const bool tv = conv == checks::PasteConvention::kTorchvision;
-  AT_DISPATCH_FLOATING_TYPES(st, "paste_masks_in_image", [&] {
+  if (total == 0) return a.finish(out);
+  const bool tv = a.conv == checks::PasteConvention::kTorchvision;
+  AT_DISPATCH_FLOATING_TYPES(a.st, "paste_masks_in_image", [&] {
     const scalar_t thr = threshold.has_value() ? static_cast<scalar_t>(*threshold) : scalar_t(0);
     if (threshold.has_value()) {
       paste_kernel<scalar_t, bool><<<grid_1d(total), kThreads, 0, scope.stream>>>(
@@ -341,7 +338,7 @@ at::Tensor paste_masks_cuda(const at::Tensor& masks, const at::Tensor& boxes, in
     }
   });
   DETSEG_CUDA_LAUNCH_CHECK();
-  return narrow ? out.to(out_dt) : out;
+  return a.finish(out);
 }
 
 }  // namespace
