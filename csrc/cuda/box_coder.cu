@@ -27,16 +27,25 @@ Weights weights_of(at::ArrayRef<double> w) { return {w[0], w[1], w[2], w[3]}; }
 
 at::ScalarType compute_of(at::ScalarType io) { return io == at::kDouble ? at::kDouble : at::kFloat; }
 
+// Grid-stride over n output boxes: f(i, r) computes box i into r[4] (compute type T), stored
+// to out[i] in scalar_t.
+template <typename scalar_t, typename T, typename F>
+__device__ __forceinline__ void per_box(int64_t n, scalar_t* __restrict__ out, const F& f) {
+  grid_stride(n, [&](int64_t i) {
+    T r[4];
+    f(i, r);
+    for (int k = 0; k < 4; ++k) out[4 * i + k] = static_cast<scalar_t>(r[k]);
+  });
+}
+
 // Grid: grid-stride over the n boxes, one thread per (anchor, target) pair.
 template <typename scalar_t>
 __global__ void encode_kernel(const at::opmath_type<scalar_t>* __restrict__ gt,
                               const at::opmath_type<scalar_t>* __restrict__ an, int64_t n, Weights w,
                               scalar_t* __restrict__ out) {
   using T = at::opmath_type<scalar_t>;
-  grid_stride(n, [&](int64_t i) {
-    T r[4];
+  per_box<scalar_t, T>(n, out, [&](int64_t i, T* r) {
     encode_box<T>(an + 4 * i, gt + 4 * i, T(w.wx), T(w.wy), T(w.ww), T(w.wh), r);
-    for (int k = 0; k < 4; ++k) out[4 * i + k] = static_cast<scalar_t>(r[k]);
   });
 }
 
@@ -46,11 +55,8 @@ __global__ void decode_kernel(const at::opmath_type<scalar_t>* __restrict__ d,
                               const at::opmath_type<scalar_t>* __restrict__ b, int64_t n, int64_t K, Weights w,
                               double clip, scalar_t* __restrict__ out) {
   using T = at::opmath_type<scalar_t>;
-  grid_stride(n * K, [&](int64_t q) {
-    const int64_t i = q / K;
-    T r[4];
-    decode_box<T>(d + 4 * q, b + 4 * i, T(w.wx), T(w.wy), T(w.ww), T(w.wh), T(clip), r);
-    for (int k = 0; k < 4; ++k) out[4 * q + k] = static_cast<scalar_t>(r[k]);
+  per_box<scalar_t, T>(n * K, out, [&](int64_t q, T* r) {
+    decode_box<T>(d + 4 * q, b + 4 * (q / K), T(w.wx), T(w.wy), T(w.ww), T(w.wh), T(clip), r);
   });
 }
 
@@ -74,14 +80,12 @@ __global__ void linear_kernel(const at::opmath_type<scalar_t>* __restrict__ a,
                               const at::opmath_type<scalar_t>* __restrict__ b, int64_t n, bool norm,
                               scalar_t* __restrict__ out) {
   using T = at::opmath_type<scalar_t>;
-  grid_stride(n, [&](int64_t i) {
-    T r[4];
+  per_box<scalar_t, T>(n, out, [&](int64_t i, T* r) {
     if (kEncode) {
       linear_encode_box<T>(a + 4 * i, b + 4 * i, norm, r);
     } else {
       linear_decode_box<T>(a + 4 * i, b + 4 * i, norm, r);
     }
-    for (int k = 0; k < 4; ++k) out[4 * i + k] = static_cast<scalar_t>(r[k]);
   });
 }
 
