@@ -69,6 +69,17 @@ def require(backend: str) -> None:
         pytest.fail(f"detseg._C is missing (run `make dev`): {detseg._LIB_ERROR}")
 
 
+def at_threads(n: int, fn):
+    """fn() with torch's intra-op thread count set to n, restored afterwards (thread-count
+    determinism tests)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(old)
+
+
 def internal(op: str, backend: str):
     """The internal op `op` (csrc/ops.cpp names) of one backend, bypassing the public API."""
     require(backend)

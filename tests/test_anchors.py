@@ -314,16 +314,12 @@ def test_threads_bitwise():
     B.require("cpp")
     pred = torch.randn(2, 52, 52, 3 * 5 + 80, generator=D.gen(7))
     anchors = torch.tensor([[10.0, 13.0], [16.0, 30.0], [33.0, 23.0]])
-    runs = []
-    old = torch.get_num_threads()
-    try:
-        for t in (1, 2):
-            torch.set_num_threads(t)
-            runs.append((detseg.grid_anchors(BASE, (200, 272), 4, 0.5, backend="cpp"),
-                         torch.ops.detseg.multilevel_grid_anchors([BASE, BASE.double()[:2].float()], [100, 51],
-                                                                  [136, 67], [8.0, 16.0], [8.0, 16.0], 0.0),
-                         detseg.yolo_decode(pred, anchors, 8, backend="cpp")))
-    finally:
-        torch.set_num_threads(old)
-    for x, y in zip(*runs):
+
+    def run():
+        return (detseg.grid_anchors(BASE, (200, 272), 4, 0.5, backend="cpp"),
+                torch.ops.detseg.multilevel_grid_anchors([BASE, BASE.double()[:2].float()], [100, 51],
+                                                         [136, 67], [8.0, 16.0], [8.0, 16.0], 0.0),
+                detseg.yolo_decode(pred, anchors, 8, backend="cpp"))
+
+    for x, y in zip(B.at_threads(1, run), B.at_threads(2, run)):
         assert_bitwise(x, y)

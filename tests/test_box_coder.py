@@ -302,15 +302,7 @@ def test_threads_bitwise():
         return (y.detach(), gc, ga, detseg.encode_boxes(gt, an.detach(), backend="cpp"),
                 detseg.BoxLinearCoder(backend="cpp").encode(an.detach(), gt))
 
-    old = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = run()
-        torch.set_num_threads(2)
-        two = run()
-    finally:
-        torch.set_num_threads(old)
-    for x, y in zip(one, two):
+    for x, y in zip(B.at_threads(1, run), B.at_threads(2, run)):
         assert_bitwise(x, y)
 
 
