@@ -7,6 +7,7 @@ definition time.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 
@@ -78,6 +79,23 @@ def at_threads(n: int, fn):
         return fn()
     finally:
         torch.set_num_threads(old)
+
+
+def opcheck(op: str, args) -> None:
+    """torch.library.opcheck of torch.ops.detseg.<op> (the schema lives in the compiled library)."""
+    require("cpp")
+    torch.library.opcheck(getattr(torch.ops.detseg, op).default, args)
+
+
+@contextlib.contextmanager
+def fresh_dynamo():
+    """torch.compile tests (use as a decorator): compile from an empty dynamo cache and leave it
+    empty, so recompile limits and cached graphs do not leak between tests."""
+    torch._dynamo.reset()
+    try:
+        yield
+    finally:
+        torch._dynamo.reset()
 
 
 def internal(op: str, backend: str):

@@ -283,13 +283,12 @@ SAMPLES = [
 
 @pytest.mark.parametrize("op,args", SAMPLES)
 def test_opcheck(op, args):
-    B.require("cpp")
-    torch.library.opcheck(getattr(torch.ops.detseg, op).default, args)
+    B.opcheck(op, args)
 
 
+@B.fresh_dynamo()
 def test_compile_anchor_generator():
     B.require("cpp")
-    torch._dynamo.reset()
     ag = detseg.AnchorGenerator(((32,), (64,)), ((0.5, 1.0, 2.0),) * 2, backend="cpp")
     anchors = torch.tensor([[10.0, 13.0], [16.0, 30.0]])
 
@@ -300,7 +299,6 @@ def test_compile_anchor_generator():
     got = torch.compile(f, fullgraph=True, backend="aot_eager")(*args)
     for g, w in zip(got, f(*args)):
         torch.testing.assert_close(g, w, rtol=0, atol=0)
-    torch._dynamo.reset()
 
 
 @pytest.mark.parametrize("backend", B.CPU_BACKENDS)
