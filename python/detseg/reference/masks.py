@@ -15,13 +15,29 @@ from ..ops import _checks
 _CHUNK = 1 << 24
 
 
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None,
-                     per_image: bool = False, invalid: str = "error") -> tuple[torch.Tensor, torch.Tensor]:
+def confusion_layout(pred: torch.Tensor, target: torch.Tensor, num_classes: int, per_image: bool,
+                     invalid: str) -> tuple[int, int, int]:
+    """Checks the arguments -> (C, batch, per): the labels count as Tensor[batch, per], one
+    histogram of C * C + 2 bins per row (shared with the Triton launcher)."""
     _checks.confusion_matrix(pred, target, num_classes, per_image, invalid)
-    c = int(num_classes)
-    bins = c * c + 2
     batch = pred.shape[0] if per_image else 1
     per = pred.numel() // batch if batch else 0  # explicit: reshape(0, -1) is ambiguous
+    return int(num_classes), batch, per
+
+
+def confusion_outputs(hist: torch.Tensor, c: int, per_image: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """hist int64 Tensor[batch, C * C + 2] -> (matrix Tensor[(batch,) C, C], invalid Tensor[(batch,)])."""
+    bad = hist[:, c * c + 1]
+    matrix = hist[:, : c * c].reshape(hist.shape[0], c, c)
+    if not per_image:
+        return matrix[0].contiguous(), bad[0].clone()
+    return matrix.contiguous(), bad.clone()
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None,
+                     per_image: bool = False, invalid: str = "error") -> tuple[torch.Tensor, torch.Tensor]:
+    c, batch, per = confusion_layout(pred, target, num_classes, per_image, invalid)
+    bins = c * c + 2
     p = pred.reshape(batch, per).long()
     t = target.reshape(batch, per).long()
     valid = (p >= 0) & (p < c) & (t >= 0) & (t < c)
@@ -30,15 +46,11 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
         idx = torch.where(t == ignore_index, torch.full_like(t, c * c), idx)
     idx = idx + torch.arange(batch, device=idx.device)[:, None] * bins
     hist = torch.bincount(idx.reshape(-1), minlength=batch * bins).reshape(batch, bins)
-    bad = hist[:, c * c + 1]
-    if invalid == "error" and int(bad.sum()) > 0:
+    if invalid == "error" and int(hist[:, c * c + 1].sum()) > 0:
         flat = (idx.reshape(-1) % bins == c * c + 1).nonzero()[0, 0]
         i = int(flat)
         _checks.confusion_invalid_error(i, int(pred.reshape(-1)[i]), int(target.reshape(-1)[i]), c)
-    matrix = hist[:, : c * c].reshape(batch, c, c)
-    if not per_image:
-        return matrix[0].contiguous(), bad[0].clone()
-    return matrix.contiguous(), bad.clone()
+    return confusion_outputs(hist, c, per_image)
 
 
 def _require_binary(arg: str, m: torch.Tensor) -> None:
