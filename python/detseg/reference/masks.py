@@ -16,13 +16,13 @@ _CHUNK = 1 << 24
 
 
 def confusion_layout(pred: torch.Tensor, target: torch.Tensor, num_classes: int, per_image: bool,
-                     invalid: str) -> tuple[int, int, int]:
-    """Checks the arguments -> (C, batch, per): the labels count as Tensor[batch, per], one
+                     invalid: str) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """Checks the arguments -> (C, pred Tensor[batch, per], target Tensor[batch, per]): one
     histogram of C * C + 2 bins per row (shared with the Triton launcher)."""
     _checks.confusion_matrix(pred, target, num_classes, per_image, invalid)
     batch = pred.shape[0] if per_image else 1
     per = pred.numel() // batch if batch else 0  # explicit: reshape(0, -1) is ambiguous
-    return int(num_classes), batch, per
+    return int(num_classes), pred.reshape(batch, per), target.reshape(batch, per)
 
 
 def confusion_outputs(hist: torch.Tensor, c: int, per_image: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,10 +36,9 @@ def confusion_outputs(hist: torch.Tensor, c: int, per_image: bool) -> tuple[torc
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None,
                      per_image: bool = False, invalid: str = "error") -> tuple[torch.Tensor, torch.Tensor]:
-    c, batch, per = confusion_layout(pred, target, num_classes, per_image, invalid)
-    bins = c * c + 2
-    p = pred.reshape(batch, per).long()
-    t = target.reshape(batch, per).long()
+    c, p, t = confusion_layout(pred, target, num_classes, per_image, invalid)
+    p, t = p.long(), t.long()
+    batch, bins = p.shape[0], c * c + 2
     valid = (p >= 0) & (p < c) & (t >= 0) & (t < c)
     idx = torch.where(valid, t * c + p, torch.full_like(t, c * c + 1))
     if ignore_index is not None:

@@ -59,10 +59,9 @@ def _confusion_atomic_kernel(p_ptr, t_ptr, hist_ptr, per, C, IGNORE, HAS_IGNORE:
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None,
                      per_image: bool = False, invalid: str = "error") -> tuple[torch.Tensor, torch.Tensor]:
-    c, batch, per = confusion_layout(pred, target, num_classes, per_image, invalid)
-    bins = c * c + 2
-    p = pred.reshape(batch, per).contiguous()
-    t = target.reshape(batch, per).contiguous()
+    c, p, t = confusion_layout(pred, target, num_classes, per_image, invalid)
+    p, t = p.contiguous(), t.contiguous()
+    (batch, per), bins = p.shape, c * c + 2
     if p.dtype == torch.bool:
         p = p.to(torch.uint8)
     if t.dtype == torch.bool:
