@@ -8,4 +8,5 @@ from __future__ import annotations
 
 from workloads import bench_module
 
-bench_module(globals(), "nms", "batched_nms", "box_iou", "generalized_box_iou", "distance_box_iou", "complete_box_iou", "fill")
+bench_module(globals(), "nms", "batched_nms", "box_iou", "generalized_box_iou", "distance_box_iou",
+             "complete_box_iou", "fill")

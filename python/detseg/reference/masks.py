@@ -79,12 +79,19 @@ def mask_iou(masks1: torch.Tensor, masks2: torch.Tensor, iscrowd: torch.Tensor |
     return iou.float()
 
 
-def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+def boxes_init(masks: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """Checks masks_to_boxes' argument -> (zeros Tensor[N, 4] float32, whether N, H or W is 0,
+    leaving nothing to scan); shared with the Triton launcher."""
     _checks.masks_to_boxes(masks)
     n, h, w = masks.shape
-    out = torch.zeros(n, 4, dtype=torch.float32, device=masks.device)
-    if n == 0 or h == 0 or w == 0:
+    return torch.zeros(n, 4, dtype=torch.float32, device=masks.device), n == 0 or h == 0 or w == 0
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    out, empty = boxes_init(masks)
+    if empty:
         return out
+    n, h, w = masks.shape
     nz = masks != 0
     rows = nz.any(2)  # [N, H]
     cols = nz.any(1)  # [N, W]

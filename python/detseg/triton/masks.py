@@ -13,7 +13,7 @@ import triton.language as tl
 
 from .. import reference
 from ..ops import _checks
-from ..reference.masks import confusion_layout, confusion_outputs
+from ..reference.masks import boxes_init, confusion_layout, confusion_outputs
 from ._utils import interpreted, launch
 
 # Beyond this many bins a per-program histogram costs more than it saves: atomics instead.
@@ -164,11 +164,10 @@ def _bounds_kernel(m_ptr, out_ptr, H, W, BLOCK: tl.constexpr):
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    _checks.masks_to_boxes(masks)
-    n, h, w = masks.shape
-    out = torch.zeros(n, 4, dtype=torch.float32, device=masks.device)
-    if n == 0 or h == 0 or w == 0:
+    out, empty = boxes_init(masks)
+    if empty:
         return out
+    n, h, w = masks.shape
     m = masks.contiguous()
     if m.dtype == torch.bool:
         m = m.view(torch.uint8)
