@@ -6,14 +6,7 @@ the IoU matrices, and the fresh-tensor floor). Same inputs and timed regions as 
 
 from __future__ import annotations
 
-from workloads import parametrize, run_case
+from workloads import bench_module
 
-OPS = ("nms", "batched_nms", "box_iou", "generalized_box_iou", "distance_box_iou", "complete_box_iou", "fill")
-
-
-def pytest_generate_tests(metafunc):
-    parametrize(metafunc, OPS)
-
-
-def test_bench(benchmark, workload, provider, bench_threads):
-    run_case(benchmark, workload, provider, bench_threads)
+bench_module(globals(), "nms", "batched_nms", "box_iou", "generalized_box_iou", "distance_box_iou",
+             "complete_box_iou", "fill")

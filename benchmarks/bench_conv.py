@@ -7,14 +7,6 @@ Same inputs and timed regions as `detseg bench`.
 
 from __future__ import annotations
 
-from workloads import parametrize, run_case
+from workloads import bench_module
 
-OPS = ("conv_transpose2d", "conv_transpose2d_train")
-
-
-def pytest_generate_tests(metafunc):
-    parametrize(metafunc, OPS)
-
-
-def test_bench(benchmark, workload, provider, bench_threads):
-    run_case(benchmark, workload, provider, bench_threads)
+bench_module(globals(), "conv_transpose2d", "conv_transpose2d_train")

@@ -7,14 +7,6 @@ soft-NMS (registered by their own suite). Same inputs and timed regions as `dets
 
 from __future__ import annotations
 
-from workloads import parametrize, run_case
+from workloads import bench_module
 
-OPS = ("grid_anchors", "decode_boxes", "multiclass_nms", "soft_nms")
-
-
-def pytest_generate_tests(metafunc):
-    parametrize(metafunc, OPS)
-
-
-def test_bench(benchmark, workload, provider, bench_threads):
-    run_case(benchmark, workload, provider, bench_threads)
+bench_module(globals(), "grid_anchors", "decode_boxes", "multiclass_nms", "soft_nms")

@@ -6,14 +6,6 @@ pycocotools, faster-coco-eval, hotcoco). Same inputs and timed regions as `detse
 
 from __future__ import annotations
 
-from workloads import parametrize, run_case
+from workloads import bench_module
 
-OPS = ("coco_eval", "rle_encode")
-
-
-def pytest_generate_tests(metafunc):
-    parametrize(metafunc, OPS)
-
-
-def test_bench(benchmark, workload, provider, bench_threads):
-    run_case(benchmark, workload, provider, bench_threads)
+bench_module(globals(), "coco_eval", "rle_encode")

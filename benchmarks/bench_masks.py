@@ -6,14 +6,6 @@ label maps, dense mask IoU, mask pasting). Same inputs and timed regions as `det
 
 from __future__ import annotations
 
-from workloads import parametrize, run_case
+from workloads import bench_module
 
-OPS = ("confusion_matrix", "mask_iou", "paste_masks_in_image")
-
-
-def pytest_generate_tests(metafunc):
-    parametrize(metafunc, OPS)
-
-
-def test_bench(benchmark, workload, provider, bench_threads):
-    run_case(benchmark, workload, provider, bench_threads)
+bench_module(globals(), "confusion_matrix", "mask_iou", "paste_masks_in_image")

@@ -6,14 +6,6 @@ mask heads, roi_pool). Same inputs and timed regions as `detseg bench`.
 
 from __future__ import annotations
 
-from workloads import parametrize, run_case
+from workloads import bench_module
 
-OPS = ("roi_align", "roi_pool", "roi_align_train", "roi_pool_train")
-
-
-def pytest_generate_tests(metafunc):
-    parametrize(metafunc, OPS)
-
-
-def test_bench(benchmark, workload, provider, bench_threads):
-    run_case(benchmark, workload, provider, bench_threads)
+bench_module(globals(), "roi_align", "roi_pool", "roi_align_train", "roi_pool_train")

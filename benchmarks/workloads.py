@@ -67,3 +67,16 @@ def run_case(benchmark, workload, provider, threads) -> None:
                                 check=_check(workload, prepared, out))
     del out
     benchmark(prepared.run)
+
+
+def bench_module(namespace: dict, *ops: str) -> None:
+    """Makes the calling bench_<family>.py a benchmark of `ops`: installs OPS,
+    pytest_generate_tests and test_bench into its module namespace (pass globals())."""
+
+    def pytest_generate_tests(metafunc):
+        parametrize(metafunc, ops)
+
+    def test_bench(benchmark, workload, provider, bench_threads):
+        run_case(benchmark, workload, provider, bench_threads)
+
+    namespace.update(OPS=ops, pytest_generate_tests=pytest_generate_tests, test_bench=test_bench)

@@ -7,6 +7,7 @@ definition time.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 
@@ -67,6 +68,34 @@ def require(backend: str) -> None:
     """The cpp backend is part of the build: its absence is a failure, never a skip."""
     if backend == "cpp" and detseg._C is None:
         pytest.fail(f"detseg._C is missing (run `make dev`): {detseg._LIB_ERROR}")
+
+
+def at_threads(n: int, fn):
+    """fn() with torch's intra-op thread count set to n, restored afterwards (thread-count
+    determinism tests)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(old)
+
+
+def opcheck(op: str, args) -> None:
+    """torch.library.opcheck of torch.ops.detseg.<op> (the schema lives in the compiled library)."""
+    require("cpp")
+    torch.library.opcheck(getattr(torch.ops.detseg, op).default, args)
+
+
+@contextlib.contextmanager
+def fresh_dynamo():
+    """torch.compile tests (use as a decorator): compile from an empty dynamo cache and leave it
+    empty, so recompile limits and cached graphs do not leak between tests."""
+    torch._dynamo.reset()
+    try:
+        yield
+    finally:
+        torch._dynamo.reset()
 
 
 def internal(op: str, backend: str):

@@ -283,13 +283,12 @@ SAMPLES = [
 
 @pytest.mark.parametrize("op,args", SAMPLES)
 def test_opcheck(op, args):
-    B.require("cpp")
-    torch.library.opcheck(getattr(torch.ops.detseg, op).default, args)
+    B.opcheck(op, args)
 
 
+@B.fresh_dynamo()
 def test_compile_anchor_generator():
     B.require("cpp")
-    torch._dynamo.reset()
     ag = detseg.AnchorGenerator(((32,), (64,)), ((0.5, 1.0, 2.0),) * 2, backend="cpp")
     anchors = torch.tensor([[10.0, 13.0], [16.0, 30.0]])
 
@@ -300,7 +299,6 @@ def test_compile_anchor_generator():
     got = torch.compile(f, fullgraph=True, backend="aot_eager")(*args)
     for g, w in zip(got, f(*args)):
         torch.testing.assert_close(g, w, rtol=0, atol=0)
-    torch._dynamo.reset()
 
 
 @pytest.mark.parametrize("backend", B.CPU_BACKENDS)
@@ -314,16 +312,12 @@ def test_threads_bitwise():
     B.require("cpp")
     pred = torch.randn(2, 52, 52, 3 * 5 + 80, generator=D.gen(7))
     anchors = torch.tensor([[10.0, 13.0], [16.0, 30.0], [33.0, 23.0]])
-    runs = []
-    old = torch.get_num_threads()
-    try:
-        for t in (1, 2):
-            torch.set_num_threads(t)
-            runs.append((detseg.grid_anchors(BASE, (200, 272), 4, 0.5, backend="cpp"),
-                         torch.ops.detseg.multilevel_grid_anchors([BASE, BASE.double()[:2].float()], [100, 51],
-                                                                  [136, 67], [8.0, 16.0], [8.0, 16.0], 0.0),
-                         detseg.yolo_decode(pred, anchors, 8, backend="cpp")))
-    finally:
-        torch.set_num_threads(old)
-    for x, y in zip(*runs):
+
+    def run():
+        return (detseg.grid_anchors(BASE, (200, 272), 4, 0.5, backend="cpp"),
+                torch.ops.detseg.multilevel_grid_anchors([BASE, BASE.double()[:2].float()], [100, 51],
+                                                         [136, 67], [8.0, 16.0], [8.0, 16.0], 0.0),
+                detseg.yolo_decode(pred, anchors, 8, backend="cpp"))
+
+    for x, y in zip(B.at_threads(1, run), B.at_threads(2, run)):
         assert_bitwise(x, y)

@@ -264,13 +264,12 @@ def _opcheck_samples():
 
 @pytest.mark.parametrize("op,args", list(_opcheck_samples()))
 def test_opcheck(op, args):
-    B.require("cpp")
-    torch.library.opcheck(getattr(torch.ops.detseg, op).default, args)
+    B.opcheck(op, args)
 
 
+@B.fresh_dynamo()
 def test_compile_decode_with_backward():
     B.require("cpp")
-    torch._dynamo.reset()
     coder = detseg.BoxCoder((10.0, 10.0, 5.0, 5.0), backend="cpp")
 
     def f(d, a):
@@ -286,7 +285,6 @@ def test_compile_decode_with_backward():
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(gd, wd)
     torch.testing.assert_close(enc, enc2)
-    torch._dynamo.reset()
 
 
 def test_threads_bitwise():
@@ -302,15 +300,7 @@ def test_threads_bitwise():
         return (y.detach(), gc, ga, detseg.encode_boxes(gt, an.detach(), backend="cpp"),
                 detseg.BoxLinearCoder(backend="cpp").encode(an.detach(), gt))
 
-    old = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = run()
-        torch.set_num_threads(2)
-        two = run()
-    finally:
-        torch.set_num_threads(old)
-    for x, y in zip(one, two):
+    for x, y in zip(B.at_threads(1, run), B.at_threads(2, run)):
         assert_bitwise(x, y)
 
 

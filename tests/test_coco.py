@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import _backends as B
 from _coco_data import make_coco, pycocotools_eval
 from detseg.metrics import MeanAveragePrecision, coco_evaluate, voc_ap
 
@@ -129,37 +130,30 @@ def test_bad_inputs(tmp_path):
         coco_evaluate(dup, res)
 
 
+def _peer_bbox_stats(coco_cls, eval_cls, load_res: str, gt: dict, res: list) -> np.ndarray:
+    """A pycocotools-like peer's 12 bbox stats, on deep copies (loading results mutates them)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        g = coco_cls(copy.deepcopy(gt))
+        ev = eval_cls(g, getattr(g, load_res)(copy.deepcopy(res)), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return np.asarray(ev.stats)[:12]
+
+
 def test_faster_coco_eval_and_hotcoco_agree():
     gt, res = make_coco(11, n_images=20)
     r = coco_evaluate(gt, res)
     fce = pytest.importorskip("faster_coco_eval")
-    with contextlib.redirect_stdout(io.StringIO()):
-        g = fce.COCO(copy.deepcopy(gt))
-        ev = fce.COCOeval_faster(g, g.loadRes(copy.deepcopy(res)), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    np.testing.assert_array_equal(r.stats, np.asarray(ev.stats)[:12])
+    np.testing.assert_array_equal(r.stats, _peer_bbox_stats(fce.COCO, fce.COCOeval_faster, "loadRes", gt, res))
     hotcoco = pytest.importorskip("hotcoco")
-    with contextlib.redirect_stdout(io.StringIO()):
-        g = hotcoco.COCO(copy.deepcopy(gt))
-        ev = hotcoco.COCOeval(g, g.load_res(copy.deepcopy(res)), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    np.testing.assert_allclose(r.stats, np.asarray(ev.stats)[:12], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(r.stats, _peer_bbox_stats(hotcoco.COCO, hotcoco.COCOeval, "load_res", gt, res),
+                               rtol=0, atol=1e-12)
 
 
 def test_thread_count_determinism():
     gt, res = make_coco(12, n_images=30, n_cats=7)
-    prev = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        a = coco_evaluate(gt, res)
-        torch.set_num_threads(2)
-        b = coco_evaluate(gt, res)
-    finally:
-        torch.set_num_threads(prev)
+    a, b = (B.at_threads(t, lambda: coco_evaluate(gt, res)) for t in (1, 2))
     assert np.array_equal(a.precision, b.precision) and np.array_equal(a.scores, b.scores)
 
 

@@ -285,15 +285,6 @@ def test_bad_arguments(bad, exc, match, backend):
 
 # ---------------------------------------------------------------- determinism
 
-def _threads(n, fn):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        return fn()
-    finally:
-        torch.set_num_threads(old)
-
-
 @pytest.mark.parametrize("path", ["general", "non_overlapping", "large_kernel", "phase", "channels_last"])
 def test_thread_count_determinism(path):
     B.require("cpp")
@@ -309,7 +300,7 @@ def test_thread_count_determinism(path):
         g = torch.ops.detseg._conv_transpose2d_backward(torch.cos(out), x, wt, *args(kw), [True, True, True])
         return (out, *g)
 
-    for a, c in zip(_threads(1, run), _threads(2, run)):
+    for a, c in zip(B.at_threads(1, run), B.at_threads(2, run)):
         assert_bitwise(a, c)
 
 

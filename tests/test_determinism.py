@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import _backends as B
 import _data as D
 import detseg
 from tolerances import assert_bitwise
@@ -15,22 +16,12 @@ pytestmark = pytest.mark.usefixtures("_cpp")
 
 @pytest.fixture
 def _cpp():
-    import _backends
-    _backends.require("cpp")
-
-
-def _with_threads(n, fn):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        return fn()
-    finally:
-        torch.set_num_threads(old)
+    B.require("cpp")
 
 
 def _both(fn):
-    one = _with_threads(1, fn)
-    two = _with_threads(2, fn)
+    one = B.at_threads(1, fn)
+    two = B.at_threads(2, fn)
     return one, two
 
 

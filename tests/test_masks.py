@@ -156,15 +156,6 @@ def test_confusion_matrix_vs_hotcoco(target, dtype):
     assert torch.equal(cm, torch.from_numpy(np.asarray(ref).astype(np.int64)))
 
 
-def _with_threads(n, fn):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        return fn()
-    finally:
-        torch.set_num_threads(old)
-
-
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int64])
 def test_confusion_matrix_threads_bitwise(dtype):
     B.require("cpp")
@@ -173,7 +164,7 @@ def test_confusion_matrix_threads_bitwise(dtype):
     def run():
         return detseg.confusion_matrix(p, t, 150, 7, invalid="count", backend="cpp")
 
-    a, b = _with_threads(1, run), _with_threads(2, run)
+    a, b = B.at_threads(1, run), B.at_threads(2, run)
     for x, y in zip(a, b):
         assert_bitwise(x, y)
     assert torch.equal(a[0], _oracle(p, t, 150, 7)[0])
@@ -271,8 +262,8 @@ def test_mask_iou_errors(target):
 def test_mask_iou_threads_bitwise():
     B.require("cpp")
     m1, m2 = _blobs(60, 96, 200, 5), _blobs(30, 96, 200, 6)
-    a = _with_threads(1, lambda: detseg.mask_iou(m1, m2, backend="cpp"))
-    b = _with_threads(2, lambda: detseg.mask_iou(m1, m2, backend="cpp"))
+    a = B.at_threads(1, lambda: detseg.mask_iou(m1, m2, backend="cpp"))
+    b = B.at_threads(2, lambda: detseg.mask_iou(m1, m2, backend="cpp"))
     assert_bitwise(a, b)
 
 
@@ -435,7 +426,7 @@ def test_paste_threads_bitwise():
     masks, boxes = _paste_inputs(20, 28, 120, 160, 4)
     for conv in ("torchvision", "detectron2"):
         fn = lambda: detseg.paste_masks_in_image(masks, boxes, (120, 160), convention=conv, backend="cpp")  # noqa: E731
-        assert_bitwise(_with_threads(1, fn), _with_threads(2, fn))
+        assert_bitwise(B.at_threads(1, fn), B.at_threads(2, fn))
 
 
 # ---------------------------------------------------------------- opcheck / compile

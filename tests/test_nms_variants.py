@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import _backends as B
 import _data as D
 import detseg
 from tolerances import assert_bitwise, assert_close
@@ -24,8 +25,7 @@ pytestmark = pytest.mark.usefixtures("_cpp")
 
 @pytest.fixture
 def _cpp():
-    import _backends
-    _backends.require("cpp")
+    B.require("cpp")
 
 
 def _far(boxes: torch.Tensor, thr: float, margin: float = 1e-4) -> bool:
@@ -137,17 +137,13 @@ def test_diou_keeps_overlapping_boxes_with_distant_centres():
 def test_thread_count_does_not_change_the_result():
     boxes, scores = _inputs(3000, 5)
     idxs = torch.randint(0, 8, (3000,), generator=D.gen(2))
-    old = torch.get_num_threads()
-    res = []
-    try:
-        for t in (1, 2):
-            torch.set_num_threads(t)
-            res.append((*torch.ops.detseg.soft_nms(boxes, scores, idxs, 0.3, 0.5, 0.05, "gaussian", "mmcv"),
-                        torch.ops.detseg.diou_nms(boxes, scores, idxs, 0.5),
-                        torch.ops.detseg.matrix_nms(boxes[:800], scores[:800], idxs[:800], "gaussian", 2.0)))
-    finally:
-        torch.set_num_threads(old)
-    for a, b in zip(*res):
+
+    def run():
+        return (*torch.ops.detseg.soft_nms(boxes, scores, idxs, 0.3, 0.5, 0.05, "gaussian", "mmcv"),
+                torch.ops.detseg.diou_nms(boxes, scores, idxs, 0.5),
+                torch.ops.detseg.matrix_nms(boxes[:800], scores[:800], idxs[:800], "gaussian", 2.0))
+
+    for a, b in zip(B.at_threads(1, run), B.at_threads(2, run)):
         assert_bitwise(a, b)
 
 

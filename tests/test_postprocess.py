@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import _backends as B
 import _data as D
 import detseg
 from detseg.reference import postprocess as RP
@@ -21,8 +22,7 @@ pytestmark = pytest.mark.usefixtures("_cpp")
 
 @pytest.fixture
 def _cpp():
-    import _backends
-    _backends.require("cpp")
+    B.require("cpp")
 
 
 def _anchors(n: int, seed: int, dtype) -> torch.Tensor:
@@ -190,15 +190,7 @@ def test_thread_count_does_not_change_the_result():
     boxes, scores, anchors = _inputs(6, 2000, 10, 4, torch.float32, "deltas")
     run = lambda: _run("cpp", boxes, scores, anchors, score_threshold=0.5, score_activation="sigmoid",  # noqa: E731
                        max_detections=100)
-    old = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = run()
-        torch.set_num_threads(2)
-        two = run()
-    finally:
-        torch.set_num_threads(old)
-    _same(one, two)
+    _same(B.at_threads(1, run), B.at_threads(2, run))
 
 
 # ---------------------------------------------------------------- ONNX Runtime oracle

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import torch
 
+from ..ops._checks import choice
+
 ABSENT = ("nan", "neg1", "one", "zero")
 AVERAGES = ("micro", "macro", "weighted", "none")
 
@@ -43,9 +45,7 @@ def _cm(fn: str, cm: torch.Tensor) -> torch.Tensor:
 
 
 def _absent(fn: str, absent: str) -> str:
-    if absent not in ABSENT:
-        _fail(fn, f"absent must be one of {', '.join(map(repr, ABSENT))}, got {absent!r}")
-    return absent
+    return choice("metrics." + fn, "absent", absent, ABSENT)
 
 
 def _ratio(num: torch.Tensor, den: torch.Tensor, absent: str) -> torch.Tensor:
@@ -107,8 +107,7 @@ def dice_score(confmat: torch.Tensor, average: str = "macro", absent: str = "nan
     "micro" (pooled counts: 2 sum tp / sum (pred + target)), "macro" (mean of dice_per_class),
     "weighted" (weights = target pixels per class), "none" (dice_per_class).
     ``Tensor[..., C, C] -> Tensor[...]`` (``[..., C]`` for "none")."""
-    if average not in AVERAGES:
-        _fail("dice_score", f"average must be one of {', '.join(map(repr, AVERAGES))}, got {average!r}")
+    choice("metrics.dice_score", "average", average, AVERAGES)
     absent = _absent("dice_score", absent)
     cm = _cm("dice_score", confmat)
     tp, t, p = _parts(cm, include_background)

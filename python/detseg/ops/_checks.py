@@ -61,15 +61,11 @@ def fmt(op: str, arg: str, value: str) -> str:
 
 
 def kind(op: str, value: str) -> str:
-    if value not in KINDS:
-        fail(op, f"kind must be one of {', '.join(map(repr, KINDS))}, got {value!r}")
-    return value
+    return choice(op, "kind", value, KINDS)
 
 
 def reduction(op: str, value: str) -> str:
-    if value not in REDUCTIONS:
-        fail(op, f"reduction must be one of {', '.join(map(repr, REDUCTIONS))}, got {value!r}")
-    return value
+    return choice(op, "reduction", value, REDUCTIONS)
 
 
 def eps(op: str, value) -> float:
@@ -573,6 +569,13 @@ def conv_pair(op: str, arg: str, v) -> None:
         fail(op, f"{arg} must be a pair (height, width), got {list(v)}")
 
 
+def _like_input(op: str, arg: str, t: torch.Tensor, input: torch.Tensor) -> None:
+    if t.dtype != input.dtype:
+        fail(op, f"{arg} must have the dtype of input ({_dt(input.dtype)}), got {_dt(t.dtype)}", TypeError)
+    if t.device != input.device:
+        fail(op, f"{arg} must be on the device of input ({input.device}), got {t.device}")
+
+
 def conv_transpose2d(op: str, input, weight, bias, stride, padding, output_padding, groups, dilation
                      ) -> tuple[int, int]:
     """The checks of conv_transpose2d; returns (H_out, W_out)."""
@@ -585,10 +588,7 @@ def conv_transpose2d(op: str, input, weight, bias, stride, padding, output_paddi
     if weight.dim() != 4 or min(weight.shape[1:]) <= 0:
         fail(op, f"weight must be a Tensor[C_in, C_out / groups, kH, kW] with non-zero sizes, got shape "
                  f"{list(weight.shape)}")
-    if weight.dtype != input.dtype:
-        fail(op, f"weight must have the dtype of input ({_dt(input.dtype)}), got {_dt(weight.dtype)}", TypeError)
-    if weight.device != input.device:
-        fail(op, f"weight must be on the device of input ({input.device}), got {weight.device}")
+    _like_input(op, "weight", weight, input)
     for arg, v in (("stride", stride), ("padding", padding), ("output_padding", output_padding),
                    ("dilation", dilation)):
         conv_pair(op, arg, v)
@@ -615,10 +615,7 @@ def conv_transpose2d(op: str, input, weight, bias, stride, padding, output_paddi
         if bias.dim() != 1 or bias.shape[0] != cout:
             fail(op, f"bias must be a Tensor[C_out] with C_out = weight.size(1) * groups = {cout}, got shape "
                      f"{list(bias.shape)}")
-        if bias.dtype != input.dtype:
-            fail(op, f"bias must have the dtype of input ({_dt(input.dtype)}), got {_dt(bias.dtype)}", TypeError)
-        if bias.device != input.device:
-            fail(op, f"bias must be on the device of input ({input.device}), got {bias.device}")
+        _like_input(op, "bias", bias, input)
     ho, wo = (conv_out_size(input.shape[2 + a], weight.shape[2 + a], stride[a], padding[a], dilation[a],
                             output_padding[a]) for a in range(2))
     if ho <= 0 or wo <= 0:

@@ -15,30 +15,41 @@ from ..ops import _checks
 _CHUNK = 1 << 24
 
 
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None,
-                     per_image: bool = False, invalid: str = "error") -> tuple[torch.Tensor, torch.Tensor]:
+def confusion_layout(pred: torch.Tensor, target: torch.Tensor, num_classes: int, per_image: bool,
+                     invalid: str) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """Checks the arguments -> (C, pred Tensor[batch, per], target Tensor[batch, per]): one
+    histogram of C * C + 2 bins per row (shared with the Triton launcher)."""
     _checks.confusion_matrix(pred, target, num_classes, per_image, invalid)
-    c = int(num_classes)
-    bins = c * c + 2
     batch = pred.shape[0] if per_image else 1
     per = pred.numel() // batch if batch else 0  # explicit: reshape(0, -1) is ambiguous
-    p = pred.reshape(batch, per).long()
-    t = target.reshape(batch, per).long()
+    return int(num_classes), pred.reshape(batch, per), target.reshape(batch, per)
+
+
+def confusion_outputs(hist: torch.Tensor, c: int, per_image: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """hist int64 Tensor[batch, C * C + 2] -> (matrix Tensor[(batch,) C, C], invalid Tensor[(batch,)])."""
+    bad = hist[:, c * c + 1]
+    matrix = hist[:, : c * c].reshape(hist.shape[0], c, c)
+    if not per_image:
+        return matrix[0].contiguous(), bad[0].clone()
+    return matrix.contiguous(), bad.clone()
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None,
+                     per_image: bool = False, invalid: str = "error") -> tuple[torch.Tensor, torch.Tensor]:
+    c, p, t = confusion_layout(pred, target, num_classes, per_image, invalid)
+    p, t = p.long(), t.long()
+    batch, bins = p.shape[0], c * c + 2
     valid = (p >= 0) & (p < c) & (t >= 0) & (t < c)
     idx = torch.where(valid, t * c + p, torch.full_like(t, c * c + 1))
     if ignore_index is not None:
         idx = torch.where(t == ignore_index, torch.full_like(t, c * c), idx)
     idx = idx + torch.arange(batch, device=idx.device)[:, None] * bins
     hist = torch.bincount(idx.reshape(-1), minlength=batch * bins).reshape(batch, bins)
-    bad = hist[:, c * c + 1]
-    if invalid == "error" and int(bad.sum()) > 0:
+    if invalid == "error" and int(hist[:, c * c + 1].sum()) > 0:
         flat = (idx.reshape(-1) % bins == c * c + 1).nonzero()[0, 0]
         i = int(flat)
         _checks.confusion_invalid_error(i, int(pred.reshape(-1)[i]), int(target.reshape(-1)[i]), c)
-    matrix = hist[:, : c * c].reshape(batch, c, c)
-    if not per_image:
-        return matrix[0].contiguous(), bad[0].clone()
-    return matrix.contiguous(), bad.clone()
+    return confusion_outputs(hist, c, per_image)
 
 
 def _require_binary(arg: str, m: torch.Tensor) -> None:
@@ -68,12 +79,19 @@ def mask_iou(masks1: torch.Tensor, masks2: torch.Tensor, iscrowd: torch.Tensor |
     return iou.float()
 
 
-def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+def boxes_init(masks: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """Checks masks_to_boxes' argument -> (zeros Tensor[N, 4] float32, whether N, H or W is 0,
+    leaving nothing to scan); shared with the Triton launcher."""
     _checks.masks_to_boxes(masks)
     n, h, w = masks.shape
-    out = torch.zeros(n, 4, dtype=torch.float32, device=masks.device)
-    if n == 0 or h == 0 or w == 0:
+    return torch.zeros(n, 4, dtype=torch.float32, device=masks.device), n == 0 or h == 0 or w == 0
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    out, empty = boxes_init(masks)
+    if empty:
         return out
+    n, h, w = masks.shape
     nz = masks != 0
     rows = nz.any(2)  # [N, H]
     cols = nz.any(1)  # [N, W]

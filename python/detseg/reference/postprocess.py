@@ -177,13 +177,8 @@ def compose(boxes, scores, anchors, weights, bbox_xform_clip, image_size, score_
     return out_num, out_boxes, out_scores, out_classes, out_index
 
 
-def multiclass_nms(boxes, scores, anchors, weights, bbox_xform_clip, image_size, score_threshold, level_sizes,
-                   level_top_k, pre_nms_top_k, iou_threshold, max_detections, class_agnostic, background_class,
-                   score_activation):
-    """Twin of torch.ops.detseg.multiclass_nms (schema in csrc/ops.cpp)."""
-    _checks.multiclass_nms(boxes, scores, anchors, weights, bbox_xform_clip, image_size, score_threshold,
-                           level_sizes, level_top_k, pre_nms_top_k, iou_threshold, max_detections, class_agnostic,
-                           background_class, score_activation)
-    return compose(boxes, scores, anchors, weights, bbox_xform_clip, image_size, score_threshold, level_sizes,
-                   level_top_k, pre_nms_top_k, iou_threshold, max_detections, class_agnostic, background_class,
-                   score_activation)
+def multiclass_nms(*args):
+    """Twin of torch.ops.detseg.multiclass_nms: its arguments in the schema's order (csrc/ops.cpp,
+    named as in compose), checked, then compose's steps with the reference twins."""
+    _checks.multiclass_nms(*args)
+    return compose(*args)

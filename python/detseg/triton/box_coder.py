@@ -18,6 +18,20 @@ def _ld(ptr, row, s0, s1, col, m, CT: tl.constexpr):
 
 
 @triton.jit
+def _ld4(ptr, row, s0, s1, col, m, CT: tl.constexpr):
+    """The four values at columns col .. col + 3 of each row."""
+    return (_ld(ptr, row, s0, s1, col, m, CT), _ld(ptr, row, s0, s1, col + 1, m, CT),
+            _ld(ptr, row, s0, s1, col + 2, m, CT), _ld(ptr, row, s0, s1, col + 3, m, CT))
+
+
+@triton.jit
+def _lanes(n, BLOCK: tl.constexpr):
+    """This program's int64 lane indices and their in-range mask."""
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    return i, i < n
+
+
+@triton.jit
 def _params(prm_ptr, CT: tl.constexpr):
     # (wx, wy, ww, wh, clip) arrive as float64 and are rounded once to the compute type, as
     # the C++ kernels' T(w[0]) ...: a float32 kernel argument would round the float64 path.
@@ -28,12 +42,9 @@ def _params(prm_ptr, CT: tl.constexpr):
 @triton.jit
 def _encode_kernel(g_ptr, gs0, gs1, a_ptr, as0, as1, out_ptr, N, prm_ptr, CT: tl.constexpr, BLOCK: tl.constexpr):
     wx, wy, ww, wh, _ = _params(prm_ptr, CT)
-    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    m = i < N
-    ax1, ay1 = _ld(a_ptr, i, as0, as1, 0, m, CT), _ld(a_ptr, i, as0, as1, 1, m, CT)
-    ax2, ay2 = _ld(a_ptr, i, as0, as1, 2, m, CT), _ld(a_ptr, i, as0, as1, 3, m, CT)
-    gx1, gy1 = _ld(g_ptr, i, gs0, gs1, 0, m, CT), _ld(g_ptr, i, gs0, gs1, 1, m, CT)
-    gx2, gy2 = _ld(g_ptr, i, gs0, gs1, 2, m, CT), _ld(g_ptr, i, gs0, gs1, 3, m, CT)
+    i, m = _lanes(N, BLOCK)
+    ax1, ay1, ax2, ay2 = _ld4(a_ptr, i, as0, as1, 0, m, CT)
+    gx1, gy1, gx2, gy2 = _ld4(g_ptr, i, gs0, gs1, 0, m, CT)
     ex_w = ax2 - ax1
     ex_h = ay2 - ay1
     ex_cx = ax1 + 0.5 * ex_w
@@ -53,20 +64,16 @@ def _encode_kernel(g_ptr, gs0, gs1, a_ptr, as0, as1, out_ptr, N, prm_ptr, CT: tl
 def _decode_kernel(d_ptr, ds0, ds1, b_ptr, bs0, bs1, out_ptr, N, K, prm_ptr, CT: tl.constexpr, BLOCK: tl.constexpr):
     wx, wy, ww, wh, clip_ = _params(prm_ptr, CT)
     # one lane per (box i, delta k) pair; output Tensor[N, 4 K] contiguous
-    q = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    m = q < N * K
+    q, m = _lanes(N * K, BLOCK)
     i = q // K
     c = (q % K) * 4
-    x1, y1 = _ld(b_ptr, i, bs0, bs1, 0, m, CT), _ld(b_ptr, i, bs0, bs1, 1, m, CT)
-    x2, y2 = _ld(b_ptr, i, bs0, bs1, 2, m, CT), _ld(b_ptr, i, bs0, bs1, 3, m, CT)
+    x1, y1, x2, y2 = _ld4(b_ptr, i, bs0, bs1, 0, m, CT)
     w = x2 - x1
     h = y2 - y1
     cx = x1 + 0.5 * w
     cy = y1 + 0.5 * h
-    dx = fdiv(_ld(d_ptr, i, ds0, ds1, c, m, CT), wx)
-    dy = fdiv(_ld(d_ptr, i, ds0, ds1, c + 1, m, CT), wy)
-    dw = fdiv(_ld(d_ptr, i, ds0, ds1, c + 2, m, CT), ww)
-    dh = fdiv(_ld(d_ptr, i, ds0, ds1, c + 3, m, CT), wh)
+    dx, dy, dw, dh = _ld4(d_ptr, i, ds0, ds1, c, m, CT)
+    dx, dy, dw, dh = fdiv(dx, wx), fdiv(dy, wy), fdiv(dw, ww), fdiv(dh, wh)
     dw = tl.where(dw > clip_, clip_, dw)
     dh = tl.where(dh > clip_, clip_, dh)
     pcx = dx * w + cx
@@ -83,10 +90,8 @@ def _decode_kernel(d_ptr, ds0, ds1, b_ptr, bs0, bs1, out_ptr, N, K, prm_ptr, CT:
 @triton.jit
 def _decode_bwd_kernel(g_ptr, d_ptr, b_ptr, gd_ptr, gb_ptr, N, K, prm_ptr, CT: tl.constexpr, BLOCK: tl.constexpr):
     # one lane per reference box, looping over its K deltas in order (detseg::decode_box_backward)
-    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    m = i < N
-    x1, y1 = _ld(b_ptr, i, 4, 1, 0, m, CT), _ld(b_ptr, i, 4, 1, 1, m, CT)
-    x2, y2 = _ld(b_ptr, i, 4, 1, 2, m, CT), _ld(b_ptr, i, 4, 1, 3, m, CT)
+    i, m = _lanes(N, BLOCK)
+    x1, y1, x2, y2 = _ld4(b_ptr, i, 4, 1, 0, m, CT)
     w = x2 - x1
     h = y2 - y1
     wx_, wy_, ww_, wh_, clip_ = _params(prm_ptr, CT)
@@ -130,12 +135,9 @@ def _decode_bwd_kernel(g_ptr, d_ptr, b_ptr, gd_ptr, gb_ptr, N, K, prm_ptr, CT: t
 def _linear_kernel(a_ptr, as0, as1, b_ptr, bs0, bs1, out_ptr, N, NORM: tl.constexpr, ENCODE: tl.constexpr,
                    CT: tl.constexpr, BLOCK: tl.constexpr):
     # encode: a = anchors, b = targets; decode: a = (l, t, r, b) codes, b = anchors
-    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    m = i < N
-    a0, a1 = _ld(a_ptr, i, as0, as1, 0, m, CT), _ld(a_ptr, i, as0, as1, 1, m, CT)
-    a2, a3 = _ld(a_ptr, i, as0, as1, 2, m, CT), _ld(a_ptr, i, as0, as1, 3, m, CT)
-    b0, b1 = _ld(b_ptr, i, bs0, bs1, 0, m, CT), _ld(b_ptr, i, bs0, bs1, 1, m, CT)
-    b2, b3 = _ld(b_ptr, i, bs0, bs1, 2, m, CT), _ld(b_ptr, i, bs0, bs1, 3, m, CT)
+    i, m = _lanes(N, BLOCK)
+    a0, a1, a2, a3 = _ld4(a_ptr, i, as0, as1, 0, m, CT)
+    b0, b1, b2, b3 = _ld4(b_ptr, i, bs0, bs1, 0, m, CT)
     o = out_ptr + i * 4
     if ENCODE:
         cx = 0.5 * (a0 + a2)

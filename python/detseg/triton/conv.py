@@ -25,18 +25,33 @@ def _tap_source(o, t, n_in, stride, pad, dil):
 
 
 @triton.jit
+def _flat_block(total, BLOCK: tl.constexpr):
+    """This program's int64 flat offsets and their in-range mask."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    return offs, offs < total
+
+
+@triton.jit
+def _unravel4(offs, D1, D2, D3):
+    """Flat offsets into a contiguous [D0, D1, D2, D3] -> (i0, i1, i2, i3)."""
+    return offs // (D3 * D2 * D1), (offs // (D3 * D2)) % D1, (offs // D3) % D2, offs % D3
+
+
+@triton.jit
+def _acc_zeros(ptr, BLOCK: tl.constexpr):
+    """The accumulator: float64 for float64 data, float32 otherwise."""
+    return tl.zeros([BLOCK], dtype=tl.float32) if ptr.dtype.element_ty != tl.float64 else tl.zeros([BLOCK],
+                                                                                                   dtype=tl.float64)
+
+
+@triton.jit
 def _forward_kernel(x_ptr, w_ptr, b_ptr, out_ptr, total, CIN, H, W, COUT, CIG, COG, KH, KW, SH, SW, PH, PW, DH, DW,
                     HO, WO, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    m = offs < total
-    ox = offs % WO
-    oy = (offs // WO) % HO
-    c = (offs // (WO * HO)) % COUT
-    n = offs // (WO * HO * COUT)
+    offs, m = _flat_block(total, BLOCK)
+    n, c, oy, ox = _unravel4(offs, COUT, HO, WO)
     gi = c // COG
     co = c % COG
-    acc = tl.zeros([BLOCK], dtype=tl.float32) if x_ptr.dtype.element_ty != tl.float64 else tl.zeros([BLOCK],
-                                                                                                     dtype=tl.float64)
+    acc = _acc_zeros(x_ptr, BLOCK)
     if HAS_BIAS:
         acc += tl.load(b_ptr + c, mask=m, other=0.0).to(acc.dtype)
     for ky in range(0, KH):
@@ -55,15 +70,10 @@ def _forward_kernel(x_ptr, w_ptr, b_ptr, out_ptr, total, CIN, H, W, COUT, CIG, C
 @triton.jit
 def _grad_input_kernel(g_ptr, w_ptr, gin_ptr, total, CIN, H, W, COUT, CIG, COG, KH, KW, SH, SW, PH, PW, DH, DW,
                        HO, WO, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    m = offs < total
-    ix = offs % W
-    iy = (offs // W) % H
-    ci = (offs // (W * H)) % CIN
-    n = offs // (W * H * CIN)
+    offs, m = _flat_block(total, BLOCK)
+    n, ci, iy, ix = _unravel4(offs, CIN, H, W)
     gi = ci // CIG
-    acc = tl.zeros([BLOCK], dtype=tl.float32) if g_ptr.dtype.element_ty != tl.float64 else tl.zeros([BLOCK],
-                                                                                                     dtype=tl.float64)
+    acc = _acc_zeros(g_ptr, BLOCK)
     for ky in range(0, KH):
         oy = iy * SH - PH + ky * DH
         for kx in range(0, KW):
@@ -79,15 +89,10 @@ def _grad_input_kernel(g_ptr, w_ptr, gin_ptr, total, CIN, H, W, COUT, CIG, COG, 
 @triton.jit
 def _grad_weight_kernel(g_ptr, x_ptr, gw_ptr, total, N, CIN, H, W, COUT, CIG, COG, KH, KW, SH, SW, PH, PW, DH, DW,
                         HO, WO, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    m = offs < total
-    kx = offs % KW
-    ky = (offs // KW) % KH
-    co = (offs // (KW * KH)) % COG
-    ci = offs // (KW * KH * COG)
+    offs, m = _flat_block(total, BLOCK)
+    ci, co, ky, kx = _unravel4(offs, COG, KH, KW)
     c = (ci // CIG) * COG + co
-    acc = tl.zeros([BLOCK], dtype=tl.float32) if g_ptr.dtype.element_ty != tl.float64 else tl.zeros([BLOCK],
-                                                                                                     dtype=tl.float64)
+    acc = _acc_zeros(g_ptr, BLOCK)
     for n in range(0, N):
         for iy in range(0, H):
             oy = iy * SH - PH + ky * DH
@@ -178,16 +183,14 @@ class _ConvTranspose(torch.autograd.Function):
 
 @triton.jit
 def _unpool_winner_kernel(idx_ptr, win_ptr, total, IN_PLANE, OUT_PLANE, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    m = offs < total
+    offs, m = _flat_block(total, BLOCK)
     j = tl.load(idx_ptr + offs, mask=m, other=0)
     tl.atomic_max(win_ptr + (offs // IN_PLANE) * OUT_PLANE + j, offs % IN_PLANE + 1, mask=m)
 
 
 @triton.jit
 def _unpool_gather_kernel(x_ptr, win_ptr, out_ptr, total, IN_PLANE, OUT_PLANE, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    m = offs < total
+    offs, m = _flat_block(total, BLOCK)
     w = tl.load(win_ptr + offs, mask=m, other=0)
     v = tl.load(x_ptr + (offs // OUT_PLANE) * IN_PLANE + w - 1, mask=m & (w > 0), other=0.0)
     tl.store(out_ptr + offs, v, mask=m)
@@ -195,8 +198,7 @@ def _unpool_gather_kernel(x_ptr, win_ptr, out_ptr, total, IN_PLANE, OUT_PLANE, B
 
 @triton.jit
 def _unpool_backward_kernel(g_ptr, idx_ptr, gin_ptr, total, IN_PLANE, OUT_PLANE, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    m = offs < total
+    offs, m = _flat_block(total, BLOCK)
     j = tl.load(idx_ptr + offs, mask=m, other=0)
     tl.store(gin_ptr + offs, tl.load(g_ptr + (offs // IN_PLANE) * OUT_PLANE + j, mask=m, other=0.0), mask=m)
 

@@ -13,6 +13,7 @@ import triton.language as tl
 
 from .. import reference
 from ..ops import _checks
+from ..reference.masks import boxes_init, confusion_layout, confusion_outputs
 from ._utils import interpreted, launch
 
 # Beyond this many bins a per-program histogram costs more than it saves: atomics instead.
@@ -30,15 +31,21 @@ def _bins(p, t, C, IGNORE, HAS_IGNORE: tl.constexpr):
 
 
 @triton.jit
-def _confusion_hist_kernel(p_ptr, t_ptr, part_ptr, per, C, IGNORE, HAS_IGNORE: tl.constexpr, NB: tl.constexpr,
-                           BLOCK: tl.constexpr):
+def _block_bins(p_ptr, t_ptr, per, C, IGNORE, HAS_IGNORE: tl.constexpr, BLOCK: tl.constexpr):
+    # program (pixel block, image): its block index, image, lane mask and the lanes' bins
     pid = tl.program_id(0)
     img = tl.program_id(1).to(tl.int64)
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = offs < per
     p = tl.load(p_ptr + img * per + offs, mask=m, other=0).to(tl.int64)
     t = tl.load(t_ptr + img * per + offs, mask=m, other=0).to(tl.int64)
-    b = _bins(p, t, C, IGNORE, HAS_IGNORE)
+    return pid, img, m, _bins(p, t, C, IGNORE, HAS_IGNORE)
+
+
+@triton.jit
+def _confusion_hist_kernel(p_ptr, t_ptr, part_ptr, per, C, IGNORE, HAS_IGNORE: tl.constexpr, NB: tl.constexpr,
+                           BLOCK: tl.constexpr):
+    pid, img, m, b = _block_bins(p_ptr, t_ptr, per, C, IGNORE, HAS_IGNORE, BLOCK)
     b = tl.where(m, b, NB - 1)  # masked lanes land in a spare bin (NB > C*C + 2), dropped on the host
     h = tl.histogram(b.to(tl.int32), NB)
     tl.store(part_ptr + (img * tl.num_programs(0) + pid) * NB + tl.arange(0, NB), h)
@@ -46,25 +53,15 @@ def _confusion_hist_kernel(p_ptr, t_ptr, part_ptr, per, C, IGNORE, HAS_IGNORE: t
 
 @triton.jit
 def _confusion_atomic_kernel(p_ptr, t_ptr, hist_ptr, per, C, IGNORE, HAS_IGNORE: tl.constexpr, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    img = tl.program_id(1).to(tl.int64)
-    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    m = offs < per
-    p = tl.load(p_ptr + img * per + offs, mask=m, other=0).to(tl.int64)
-    t = tl.load(t_ptr + img * per + offs, mask=m, other=0).to(tl.int64)
-    b = _bins(p, t, C, IGNORE, HAS_IGNORE)
+    pid, img, m, b = _block_bins(p_ptr, t_ptr, per, C, IGNORE, HAS_IGNORE, BLOCK)
     tl.atomic_add(hist_ptr + img * (C * C + 2) + b, tl.full(b.shape, 1, tl.int64), mask=m)
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None,
                      per_image: bool = False, invalid: str = "error") -> tuple[torch.Tensor, torch.Tensor]:
-    _checks.confusion_matrix(pred, target, num_classes, per_image, invalid)
-    c = int(num_classes)
-    bins = c * c + 2
-    batch = pred.shape[0] if per_image else 1
-    per = pred.numel() // batch if batch else 0  # explicit: reshape(0, -1) is ambiguous
-    p = pred.reshape(batch, per).contiguous()
-    t = target.reshape(batch, per).contiguous()
+    c, p, t = confusion_layout(pred, target, num_classes, per_image, invalid)
+    p, t = p.contiguous(), t.contiguous()
+    (batch, per), bins = p.shape, c * c + 2
     if p.dtype == torch.bool:
         p = p.to(torch.uint8)
     if t.dtype == torch.bool:
@@ -84,14 +81,10 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
             hist = part.sum(1, dtype=torch.int64)[:, :bins].contiguous()
         else:
             launch(_confusion_atomic_kernel, grid, p, t, hist, per, c, ign, HAS_IGNORE=has_ignore, BLOCK=block)
-    bad = hist[:, c * c + 1]
-    if invalid == "error" and int(bad.sum()) > 0:
+    if invalid == "error" and int(hist[:, c * c + 1].sum()) > 0:
         # raises, naming the first offending pixel
         reference.confusion_matrix(pred, target, num_classes, ignore_index, per_image, invalid)
-    matrix = hist[:, : c * c].reshape(batch, c, c)
-    if not per_image:
-        return matrix[0].contiguous(), bad[0].clone()
-    return matrix.contiguous(), bad.clone()
+    return confusion_outputs(hist, c, per_image)
 
 
 @triton.jit
@@ -171,11 +164,10 @@ def _bounds_kernel(m_ptr, out_ptr, H, W, BLOCK: tl.constexpr):
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    _checks.masks_to_boxes(masks)
-    n, h, w = masks.shape
-    out = torch.zeros(n, 4, dtype=torch.float32, device=masks.device)
-    if n == 0 or h == 0 or w == 0:
+    out, empty = boxes_init(masks)
+    if empty:
         return out
+    n, h, w = masks.shape
     m = masks.contiguous()
     if m.dtype == torch.bool:
         m = m.view(torch.uint8)

@@ -140,6 +140,22 @@ def _bilinear_sample(rlo, rhi, sw, ly, hy, xlo, xhi, lx, hx, mask, CT: tl.conste
 # ================================================================ forward
 
 @triton.jit
+def _row_block(r_ptr, scale_ptr, K, C, ph, pw, sampling_ratio, ALIGNED: tl.constexpr, CT: tl.constexpr,
+               PB: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr):
+    # The (block of RoIs, block of channels) program's rows, channels, mask and each row's
+    # sampling geometry; rows past K get empty sample grids.
+    k, t, p, q, rm = row_tile(tl.program_id(0), K, ph, pw, PB, BK)
+    c = tl.program_id(1) * BC + tl.arange(0, BC)
+    m = rm[:, None] & (c < C)[None, :]
+    scale = tl.load(scale_ptr)
+    b, start_h, start_w, bin_h, bin_w, gh, gw, count = align_geom(r_ptr, k, scale, ph, pw, sampling_ratio,
+                                                                  ALIGNED, CT)
+    gh = tl.where(rm, gh, 0)
+    gw = tl.where(rm, gw, 0)
+    return k, t, p, q, rm, c, m, b, start_h, start_w, bin_h, bin_w, gh, gw, count
+
+
+@triton.jit
 def _align_fwd_kernel(x_ptr, sxn, sxc, sxh, sxw, r_ptr, scale_ptr, out_ptr, son, soc, soh, sow, arg_ptr,
                       K, C, H, W, ph, pw, sampling_ratio,
                       ALIGNED: tl.constexpr, MAX: tl.constexpr, PS: tl.constexpr, STORE_ARG: tl.constexpr,
@@ -149,14 +165,8 @@ def _align_fwd_kernel(x_ptr, sxn, sxc, sxh, sxw, r_ptr, scale_ptr, out_ptr, son,
     # j < its grid_w, in (i, j) order. MAX follows detseg::max_takes (first sample, greater, or
     # NaN over a number; an invalid sample counts as 0). STORE_ARG writes the winning sample
     # i * grid_w + j (-1 for none, or when an invalid sample won) for the backward.
-    k, t, p, q, rm = row_tile(tl.program_id(0), K, ph, pw, PB, BK)
-    c = tl.program_id(1) * BC + tl.arange(0, BC)
-    m = rm[:, None] & (c < C)[None, :]
-    scale = tl.load(scale_ptr)
-    b, start_h, start_w, bin_h, bin_w, gh, gw, count = align_geom(r_ptr, k, scale, ph, pw, sampling_ratio,
-                                                                  ALIGNED, CT)
-    gh = tl.where(rm, gh, 0)
-    gw = tl.where(rm, gw, 0)
+    k, t, p, q, rm, c, m, b, start_h, start_w, bin_h, bin_w, gh, gw, count = _row_block(
+        r_ptr, scale_ptr, K, C, ph, pw, sampling_ratio, ALIGNED, CT, PB, BK, BC)
     base = x_ptr + b[:, None] * sxn + channel_offsets(c, p, q, ph, pw, PS) * sxc
     ghf = gh.to(CT)
     gwf = gw.to(CT)
@@ -315,14 +325,8 @@ def _align_bwd_atomic_kernel(g_ptr, sgk, sgc, sgh, sgw, r_ptr, scale_ptr, arg_pt
                              ALIGNED: tl.constexpr, MAX: tl.constexpr, PS: tl.constexpr, CT: tl.constexpr,
                              PB: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr):
     # The forward's program shape; each corner term g * w / count is atomically added.
-    k, t, p, q, rm = row_tile(tl.program_id(0), K, ph, pw, PB, BK)
-    c = tl.program_id(1) * BC + tl.arange(0, BC)
-    m = rm[:, None] & (c < C)[None, :]
-    scale = tl.load(scale_ptr)
-    b, start_h, start_w, bin_h, bin_w, gh, gw, count = align_geom(r_ptr, k, scale, ph, pw, sampling_ratio,
-                                                                  ALIGNED, CT)
-    gh = tl.where(rm, gh, 0)
-    gw = tl.where(rm, gw, 0)
+    k, t, p, q, rm, c, m, b, start_h, start_w, bin_h, bin_w, gh, gw, count = _row_block(
+        r_ptr, scale_ptr, K, C, ph, pw, sampling_ratio, ALIGNED, CT, PB, BK, BC)
     base = buf_ptr + b[:, None] * sbn + channel_offsets(c, p, q, ph, pw, PS) * sbc
     g = tl.load(g_ptr + k[:, None] * sgk + c[None, :] * sgc + p[:, None] * sgh + q[:, None] * sgw, mask=m,
                 other=0).to(CT)

@@ -231,27 +231,38 @@ def _pool_backward(grad, rois, arg, spatial_scale, n, c, h, w, ph, pw, ps, out_f
 
 # ================================================================ roi_pool ops
 
-class _RoIPool(torch.autograd.Function):
+class _Pool(torch.autograd.Function):
+    """roi_pool (ps False: bin max, int64 argmax alongside) and ps_roi_pool (ps True: bin mean,
+    the channel mapping alongside); the second output is not differentiable."""
+
     @staticmethod
-    def forward(ctx, input, rois, spatial_scale, ph, pw):
+    def forward(ctx, input, rois, spatial_scale, ph, pw, ps):
         N, C, H, W = input.shape
         K = rois.shape[0]
-        fmt = out_format(_checks.roi_channels_last(input))
-        out = torch.zeros((K, C, ph, pw), dtype=input.dtype, device=input.device).contiguous(memory_format=fmt)
-        arg = torch.full((K, C, ph, pw), -1, dtype=torch.int64, device=input.device).contiguous(memory_format=fmt)
+        if ps:
+            cout = C // (ph * pw)
+            out = torch.zeros((K, cout, ph, pw), dtype=input.dtype, device=input.device)
+            aux = ps_mapping(K, cout, ph, pw, input.device)
+        else:
+            cout = C
+            fmt = out_format(_checks.roi_channels_last(input))
+            out = torch.zeros((K, C, ph, pw), dtype=input.dtype, device=input.device).contiguous(memory_format=fmt)
+            aux = torch.full((K, C, ph, pw), -1, dtype=torch.int64, device=input.device).contiguous(memory_format=fmt)
         # an empty map (H or W = 0) clips every bin to empty: 0 and argmax -1
-        if K and C and H and W:
-            _pool_forward(input, rois, spatial_scale, C, ph, pw, False, out, arg)
-        ctx.save_for_backward(rois, arg)
-        ctx.mark_non_differentiable(arg)
+        if K and cout and H and W:
+            _pool_forward(input, rois, spatial_scale, cout, ph, pw, ps, out, out if ps else aux)
+        ctx.save_for_backward(rois, aux)
+        ctx.mark_non_differentiable(aux)
         ctx.args = (spatial_scale, ph, pw, N, C, H, W)
-        return out, arg
+        ctx.ps = ps
+        return out, aux
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad, _grad_arg):
-        rois, arg = ctx.saved_tensors
-        return _roi_pool_backward(grad, rois, arg, *ctx.args), None, None, None, None
+    def backward(ctx, grad, _grad_aux):
+        rois, aux = ctx.saved_tensors
+        backward = _ps_roi_pool_backward if ctx.ps else _roi_pool_backward
+        return backward(grad, rois, aux, *ctx.args), None, None, None, None, None
 
 
 def roi_pool(input: torch.Tensor, rois: torch.Tensor, spatial_scale: float, pooled_height: int,
@@ -260,7 +271,7 @@ def roi_pool(input: torch.Tensor, rois: torch.Tensor, spatial_scale: float, pool
     Tensor[K, C, ph, pw]), channels-last when input is. Differentiable in input."""
     _checks.roi_pool(input, rois, spatial_scale, pooled_height, pooled_width)
     _checks.roi_batch_indices("roi_pool", rois, input.shape[0])
-    return _RoIPool.apply(input, rois, float(spatial_scale), int(pooled_height), int(pooled_width))
+    return _Pool.apply(input, rois, float(spatial_scale), int(pooled_height), int(pooled_width), False)
 
 
 def _roi_pool_backward(grad: torch.Tensor, rois: torch.Tensor, argmax: torch.Tensor, spatial_scale: float,
@@ -288,27 +299,6 @@ def _roi_pool_backward(grad: torch.Tensor, rois: torch.Tensor, argmax: torch.Ten
 
 # ================================================================ ps_roi_pool ops
 
-class _PSRoIPool(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, input, rois, spatial_scale, ph, pw):
-        N, C, H, W = input.shape
-        K, cout = rois.shape[0], C // (ph * pw)
-        out = torch.zeros((K, cout, ph, pw), dtype=input.dtype, device=input.device)
-        mapping = ps_mapping(K, cout, ph, pw, input.device)
-        if K and cout and H and W:
-            _pool_forward(input, rois, spatial_scale, cout, ph, pw, True, out, out)
-        ctx.save_for_backward(rois, mapping)
-        ctx.mark_non_differentiable(mapping)
-        ctx.args = (spatial_scale, ph, pw, N, C, H, W)
-        return out, mapping
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad, _grad_mapping):
-        rois, mapping = ctx.saved_tensors
-        return _ps_roi_pool_backward(grad, rois, mapping, *ctx.args), None, None, None, None
-
-
 def ps_roi_pool(input: torch.Tensor, rois: torch.Tensor, spatial_scale: float, pooled_height: int,
                 pooled_width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """input Tensor[N, C_out * ph * pw, H, W], rois Tensor[K, 5] -> (Tensor[K, C_out, ph, pw],
@@ -318,7 +308,7 @@ def ps_roi_pool(input: torch.Tensor, rois: torch.Tensor, spatial_scale: float, p
     _checks.roi_args(op, input, rois, spatial_scale, ph, pw)
     _checks.ps_roi_channels(op, input.shape[1], ph, pw)
     _checks.roi_batch_indices(op, rois, input.shape[0])
-    return _PSRoIPool.apply(input, rois, float(spatial_scale), ph, pw)
+    return _Pool.apply(input, rois, float(spatial_scale), ph, pw, True)
 
 
 def _ps_roi_pool_backward(grad: torch.Tensor, rois: torch.Tensor, channel_mapping: torch.Tensor,

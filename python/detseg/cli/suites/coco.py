@@ -170,6 +170,19 @@ def _quiet(fn):
     return run
 
 
+def _evaluated(make_eval) -> Prepared:
+    """The timed run of a pycocotools-like peer: make_eval() builds its COCOeval (loading the
+    results is part of the timed region), then evaluate, accumulate, summarize."""
+
+    def run():
+        ev = make_eval()
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+        return ev.stats
+    return Prepared(_quiet(run), _stats)
+
+
 @impl("pycocotools", EVAL_OP)
 def _pycocotools_eval(inputs: dict, ctx: Context, op: str) -> Prepared:
     from pycocotools.coco import COCO
@@ -177,16 +190,12 @@ def _pycocotools_eval(inputs: dict, ctx: Context, op: str) -> Prepared:
 
     gt, res, t = copy.deepcopy(inputs["gt"]), copy.deepcopy(inputs["results"]), inputs["iou_type"]
 
-    def run():
+    def make():
         g = COCO()
         g.dataset = gt
         g.createIndex()
-        ev = COCOeval(g, g.loadRes([dict(d) for d in res]), t)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-        return ev.stats
-    return Prepared(_quiet(run), _stats)
+        return COCOeval(g, g.loadRes([dict(d) for d in res]), t)
+    return _evaluated(make)
 
 
 @impl("faster-coco-eval", EVAL_OP)
@@ -195,14 +204,10 @@ def _fce_eval(inputs: dict, ctx: Context, op: str) -> Prepared:
 
     gt, res, t = copy.deepcopy(inputs["gt"]), copy.deepcopy(inputs["results"]), inputs["iou_type"]
 
-    def run():
+    def make():
         g = fce.COCO(gt)
-        ev = fce.COCOeval_faster(g, g.loadRes([dict(d) for d in res]), t)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-        return ev.stats
-    return Prepared(_quiet(run), _stats)
+        return fce.COCOeval_faster(g, g.loadRes([dict(d) for d in res]), t)
+    return _evaluated(make)
 
 
 @impl("hotcoco", EVAL_OP)
@@ -211,14 +216,10 @@ def _hotcoco_eval(inputs: dict, ctx: Context, op: str) -> Prepared:
 
     gt, res, t = inputs["gt"], inputs["results"], inputs["iou_type"]
 
-    def run():
+    def make():
         g = hotcoco.COCO(gt)
-        ev = hotcoco.COCOeval(g, g.load_res(res), t)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-        return ev.stats
-    return Prepared(_quiet(run), _stats)
+        return hotcoco.COCOeval(g, g.load_res(res), t)
+    return _evaluated(make)
 
 
 @impl("pycocotools", RLE_OP)
