@@ -25,12 +25,13 @@ def _train_inputs(head: tuple, sampling: int | None):
 
 OPS = {"roi_align_train": "roi_align", "roi_pool_train": "roi_pool"}
 
-for _s in (2, -1):
-    W.register(W.Workload(
-        f"roi_align_train/box_head/sampling={_s}", "roi_align_train", _train_inputs(W._BOX_HEAD, _s),
-        {"features": "2x256x200x272", "rois": 1000, "output": 7, "sampling_ratio": _s, "aligned": True},
-        modes=("quick", "full") if _s == 2 else ("full",),
-        description="forward + backward (input gradient), box head" + (", adaptive sampling" if _s < 0 else "")))
+# Adaptive sampling is left out of the training rows: the reference's autograd takes 2-4 minutes
+# per call there (measured 133 s / 271 s against detseg's 1.5 s / 0.8 s), which would dominate
+# `detseg bench`.
+W.register(W.Workload(
+    "roi_align_train/box_head/sampling=2", "roi_align_train", _train_inputs(W._BOX_HEAD, 2),
+    {"features": "2x256x200x272", "rois": 1000, "output": 7, "sampling_ratio": 2, "aligned": True},
+    description="forward + backward (input gradient), box head"))
 W.register(W.Workload(
     "roi_align_train/mask_head/sampling=2", "roi_align_train", _train_inputs(W._MASK_HEAD, 2),
     {"features": "2x256x100x136", "rois": 500, "output": 14, "sampling_ratio": 2, "aligned": True},
