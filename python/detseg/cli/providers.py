@@ -480,81 +480,6 @@ def _torch_fill(inputs: dict, ctx: Context, op: str) -> Prepared:
     return Prepared(lambda: torch.empty(shape).fill_(1), None)
 
 
-# =================================================================== the RoI family
-
-ROI_OPS = ("roi_align", "roi_pool")
-detseg_op("roi_align", ("input", "boxes", "output_size", "spatial_scale", "sampling_ratio", "aligned"))
-detseg_op("roi_pool", ("input", "boxes", "output_size", "spatial_scale"))
-
-
-def _roi_arrays(inputs: dict):
-    """features [N, C, H, W], rois [K, 5], and the [K, 4] boxes / [K] int64 batch indices split
-    from them (outside the timing) for the peers that take them apart."""
-    feats = inputs["input"].numpy()
-    rois = inputs["boxes"].numpy()
-    return feats, rois, np.ascontiguousarray(rois[:, 1:]), rois[:, 0].astype(np.int64)
-
-
-@impl("onnxruntime", *ROI_OPS)
-def _ort_roi(inputs: dict, ctx: Context, op: str) -> Prepared:
-    import onnx
-    import onnx.helper as oh
-
-    feats, rois, boxes, bidx = _roi_arrays(inputs)
-    ph, pw = inputs["output_size"]
-    x = oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(feats.shape))
-    y = oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
-    if op == "roi_align":
-        if not inputs["aligned"]:
-            raise Unavailable("only aligned=True workloads are mapped (coordinate_transformation_mode 'half_pixel')")
-        node = oh.make_node("RoiAlign", ["x", "rois", "bidx"], ["y"], mode="avg", output_height=ph, output_width=pw,
-                            sampling_ratio=max(int(inputs["sampling_ratio"]), 0),  # ORT's adaptive is 0
-                            spatial_scale=float(inputs["spatial_scale"]),
-                            coordinate_transformation_mode="half_pixel")
-        ins = [x, oh.make_tensor_value_info("rois", onnx.TensorProto.FLOAT, [None, 4]),
-               oh.make_tensor_value_info("bidx", onnx.TensorProto.INT64, [None])]
-        feed = {"x": feats, "rois": boxes, "bidx": bidx}
-    else:
-        node = oh.make_node("MaxRoiPool", ["x", "rois"], ["y"], pooled_shape=[ph, pw],
-                            spatial_scale=float(inputs["spatial_scale"]))
-        ins = [x, oh.make_tensor_value_info("rois", onnx.TensorProto.FLOAT, [None, 5])]
-        feed = {"x": feats, "rois": rois}
-    model = oh.make_model(oh.make_graph([node], op, ins, [y]), opset_imports=[oh.make_opsetid("", 16)])
-    model.ir_version = min(model.ir_version, 9)
-    sess = _ort_session(model, ctx)
-    return Prepared(lambda: sess.run(None, feed)[0], _as_tensor)
-
-
-@impl("openvino", *ROI_OPS)
-def _openvino_roi(inputs: dict, ctx: Context, op: str) -> Prepared:
-    import openvino as ov
-    import openvino.opset2 as ops2
-    import openvino.opset9 as ops9
-
-    feats, rois, boxes, bidx = _roi_arrays(inputs)
-    ph, pw = inputs["output_size"]
-    p_x = ops9.parameter(list(feats.shape), np.float32, name="x")
-    if op == "roi_align":
-        if not inputs["aligned"]:
-            raise Unavailable("only aligned=True workloads are mapped (aligned_mode 'half_pixel_for_nn')")
-        p_r = ops9.parameter([-1, 4], np.float32, name="rois")
-        p_b = ops9.parameter([-1], np.int64, name="bidx")
-        node = ops9.roi_align(p_x, p_r, p_b, ph, pw, max(int(inputs["sampling_ratio"]), 0),
-                              float(inputs["spatial_scale"]), "avg", aligned_mode="half_pixel_for_nn")
-        params, feed = [p_x, p_r, p_b], {0: feats, 1: boxes, 2: bidx}
-    else:
-        p_r = ops9.parameter([-1, 5], np.float32, name="rois")
-        node = ops2.roi_pooling(p_x, p_r, [ph, pw], float(inputs["spatial_scale"]), "max")
-        params, feed = [p_x, p_r], {0: feats, 1: rois}
-    model = ov.Model([node.output(0)], params, op)
-    # On CPUs with bf16 support the plugin otherwise runs ROIPooling in bf16 (outputs rounded to
-    # 8 mantissa bits); every other provider computes in float32.
-    compiled = ov.Core().compile_model(model, "CPU", {
-        "INFERENCE_NUM_THREADS": ctx.threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
-    request = compiled.create_infer_request()
-    return Prepared(lambda: request.infer(feed, share_inputs=True)[0], _as_tensor)
-
-
 def _ort_session(model, ctx):
     """A CPU InferenceSession of `model` on ctx.threads intra-op threads."""
     import onnxruntime as ort
@@ -568,11 +493,25 @@ def _ort_session(model, ctx):
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
+def tensor_agreement(r: torch.Tensor, e: torch.Tensor, atol: float = 1e-5) -> tuple[bool, str]:
+    """Elementwise |r - e| <= atol + 1e-4 |e| with NaN meeting NaN; computed in place and in the
+    result's precision, since these matrices run to 100 MB each."""
+    if r.shape != e.shape:
+        return False, f"shape {list(r.shape)} != reference {list(e.shape)}"
+    if r.dtype == e.dtype and torch.equal(r, e):  # the usual case for detseg's backends; cheap
+        return True, "bit-identical to detseg.reference"
+    r = r.to(e.dtype) if r.dtype != e.dtype else r
+    nan_ok = bool(torch.equal(r.isnan(), e.isnan()))
+    d = torch.sub(r, e).abs_().nan_to_num_(nan=0.0)
+    err = d.max().item() if d.numel() else 0.0
+    ok = nan_ok and bool((d <= e.abs().nan_to_num_(nan=0.0).mul_(1e-4).add_(atol)).all())
+    return ok, f"max |diff| {err:.2g} vs detseg.reference" + ("" if nan_ok else ", NaN pattern differs")
+
+
 def agrees(op_result, ref, op: str | None = None) -> tuple[bool | None, str]:
-    """(whether a canonical result matches detseg.reference's, a one-line account). `op` picks
-    the tolerance: RoI outputs are averages of up to hundreds of bilinear samples whose
-    summation order differs between libraries, so their error scales with the features, not
-    with each (often near-zero) output: they get 1e-4 of the largest |reference| value."""
+    """(whether a canonical result matches detseg.reference's, a one-line account): the op's own
+    AGREEMENT check where its family registered one, else exact kept indices (NMS) or
+    tensor_agreement."""
     if ref is None or op_result is None:
         return None, "no reference"
     if op in AGREEMENT:
@@ -583,21 +522,7 @@ def agrees(op_result, ref, op: str | None = None) -> tuple[bool | None, str]:
             return True, f"same {len(ref)} kept boxes as detseg.reference"
         diff = len(np.setxor1d(op_result, ref))
         return False, f"keeps {len(op_result)} boxes, detseg.reference {len(ref)}; {diff} differ"
-    r, e = op_result, ref
-    if r.shape != e.shape:
-        return False, f"shape {list(r.shape)} != reference {list(e.shape)}"
-    if r.dtype == e.dtype and torch.equal(r, e):  # the usual case for detseg's backends; cheap
-        return True, "bit-identical to detseg.reference"
-    # In place and in the result's precision: these matrices run to 100 MB each.
-    r = r.to(e.dtype) if r.dtype != e.dtype else r
-    nan_ok = bool(torch.equal(r.isnan(), e.isnan()))
-    d = torch.sub(r, e).abs_().nan_to_num_(nan=0.0)
-    err = d.max().item() if d.numel() else 0.0
-    atol = 1e-5
-    if op in ROI_OPS and e.numel():
-        atol = max(atol, 1e-4 * e.abs().nan_to_num_(nan=0.0).max().item())
-    ok = nan_ok and bool((d <= e.abs().nan_to_num_(nan=0.0).mul_(1e-4).add_(atol)).all())
-    return ok, f"max |diff| {err:.2g} vs detseg.reference" + ("" if nan_ok else ", NaN pattern differs")
+    return tensor_agreement(op_result, ref)
 
 
 def oracle(op: str, inputs: dict):
@@ -608,6 +533,6 @@ def oracle(op: str, inputs: dict):
     return prepared.result(prepared.run())
 
 
-# Op families beyond boxes and RoI register their workloads, detseg ops and peers in
+# Op families beyond boxes register their workloads, detseg ops and peers in
 # detseg/cli/suites/<family>.py (one file each); importing the package loads them all.
 from . import suites  # noqa: E402,F401
