@@ -1,6 +1,6 @@
 """Invalid arguments raise ValueError (shapes, values) or TypeError (dtypes) with a message
 "detseg.<op>: <arg> must be ..., got ..." -- from the public API and from each backend's
-internal op (the C++ checks in csrc/checks.h, the Python twins in ops/_checks.py). dtypes are spelled by each side's own printer (C++ "Float",
+internal op (the C++ checks in csrc/checks.h, the Python twins in ops/_checks/). dtypes are spelled by each side's own printer (C++ "Float",
 Python "torch.float32"); the words around them are the same."""
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 namespace detseg::checks {
 
 // ---------------------------------------------------------------- post-processing and NMS variants
-// (twin of the block at the end of python/detseg/ops/_checks.py)
+// (twin of python/detseg/ops/_checks/postprocess.py)
 
 enum class ScoreActivation : int { kNone = 0, kSigmoid = 1, kSoftmax = 2 };
 
