@@ -28,6 +28,37 @@ inline at::MemoryFormat roi_memory_format(bool channels_last) {
   return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
+// What every RoI forward reads once its arguments are checked: the sizes, and the layout its
+// outputs keep (channels-last in, channels-last out; the position-sensitive ops read one plane
+// per bin and stay NCHW).
+struct RoiForward {
+  int64_t K, N, C, H, W;
+  bool cl;
+  at::MemoryFormat fmt;
+};
+
+inline RoiForward roi_forward_begin(const char* op, const at::Tensor& input, const at::Tensor& rois,
+                                    double spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                                    bool position_sensitive) {
+  checks::roi_args(op, input, rois, spatial_scale, pooled_height, pooled_width);
+  if (position_sensitive) checks::ps_roi_channels(op, input.size(1), pooled_height, pooled_width);
+  const bool cl = !position_sensitive && checks::roi_channels_last(input);
+  return {rois.size(0), input.size(0), input.size(1), input.size(2), input.size(3), cl, roi_memory_format(cl)};
+}
+
+// The input gradient, uninitialised, in the compute type (float64 for float64, float32
+// otherwise): half-precision gradients summed over many RoIs would lose whole units. Callers
+// zero it (the CPU after advising huge pages).
+inline at::Tensor roi_grad_alloc(const at::Tensor& grad, int64_t n, int64_t c, int64_t h, int64_t w,
+                                 at::MemoryFormat fmt) {
+  // at::zeros would drop the memory format
+  return at::empty({n, c, h, w}, grad.options().dtype(roi_acc_type(grad.scalar_type())).memory_format(fmt));
+}
+
+inline at::Tensor roi_grad_result(const at::Tensor& gin, const at::Tensor& grad) {
+  return gin.scalar_type() == grad.scalar_type() ? gin : gin.to(grad.scalar_type());
+}
+
 // The checks that open _roi_align_backward (input is required, and shaped, for 'max' only);
 // returns the pooling mode.
 inline checks::RoiPoolMode roi_align_backward_checks(const char* op, const at::Tensor& grad, const at::Tensor& rois,

@@ -182,12 +182,10 @@ void forward_nhwc(const scalar_t* in, const acc_t* rois, scalar_t* out, int64_t 
 at::Tensor roi_align_cpu(const at::Tensor& input, const at::Tensor& rois, double spatial_scale, int64_t pooled_height,
                          int64_t pooled_width, int64_t sampling_ratio, bool aligned, std::string_view pool_mode) {
   const char* op = "roi_align";
-  checks::roi_args(op, input, rois, spatial_scale, pooled_height, pooled_width);
+  const auto [K, N, C, H, W, cl, fmt] =
+      roi_forward_begin(op, input, rois, spatial_scale, pooled_height, pooled_width, false);
   checks::roi_sampling_ratio(op, sampling_ratio);
   const RoiPoolMode mode = checks::roi_pool_mode(op, pool_mode);
-  const bool cl = checks::roi_channels_last(input);
-  const auto fmt = roi_memory_format(cl);
-  const int64_t K = rois.size(0), N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
   at::Tensor out = at::empty({K, C, pooled_height, pooled_width}, input.options().memory_format(fmt));
   advise_huge_pages(out);
   const at::Tensor r = roi_rows(rois, input.scalar_type());
@@ -405,8 +403,7 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
   // of grad and of the result; the bits are the same either way.
   const bool nhwc = cl || roi_prefer_nhwc(K, pooled_height, pooled_width, N, H, W);
   const auto fmt = roi_memory_format(nhwc);
-  const at::ScalarType acc_type = roi_acc_type(grad.scalar_type());
-  at::Tensor gin = at::empty({N, C, H, W}, grad.options().dtype(acc_type).memory_format(fmt));  // at::zeros drops memory_format
+  at::Tensor gin = roi_grad_alloc(grad, N, C, H, W, fmt);
   advise_huge_pages(gin).zero_();
   const at::Tensor r = roi_rows(rois, grad.scalar_type());
   const AlignParams a{C, H, W, int(pooled_height), int(pooled_width), int(sampling_ratio), aligned, mode};
@@ -426,7 +423,7 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
     else
       backward_nchw(g.data_ptr<scalar_t>(), rp, xp, gin.data_ptr<acc_t>(), N, by_batch, scale, a);
   });
-  at::Tensor res = gin.scalar_type() == grad.scalar_type() ? gin : gin.to(grad.scalar_type());
+  at::Tensor res = roi_grad_result(gin, grad);
   return nhwc && !cl ? res.contiguous() : res;
 }
 
@@ -438,10 +435,9 @@ std::tuple<at::Tensor, at::Tensor> ps_roi_align_cpu(const at::Tensor& input, con
                                                     double spatial_scale, int64_t pooled_height, int64_t pooled_width,
                                                     int64_t sampling_ratio) {
   const char* op = "ps_roi_align";
-  checks::roi_args(op, input, rois, spatial_scale, pooled_height, pooled_width);
+  const auto [K, N, C, H, W, cl, fmt] =
+      roi_forward_begin(op, input, rois, spatial_scale, pooled_height, pooled_width, true);
   checks::roi_sampling_ratio(op, sampling_ratio);
-  checks::ps_roi_channels(op, input.size(1), pooled_height, pooled_width);
-  const int64_t K = rois.size(0), N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
   const int ph = int(pooled_height), pw = int(pooled_width);
   const int64_t PP = int64_t(ph) * pw, Cout = C / PP, HW = H * W;
   at::Tensor out = at::zeros({K, Cout, ph, pw}, input.options());

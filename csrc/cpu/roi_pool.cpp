@@ -186,10 +186,8 @@ void forward_nhwc(const scalar_t* in, const acc_t* rois, scalar_t* out, int64_t*
 std::tuple<at::Tensor, at::Tensor> roi_pool_cpu(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                                                 int64_t pooled_height, int64_t pooled_width) {
   const char* op = "roi_pool";
-  checks::roi_args(op, input, rois, spatial_scale, pooled_height, pooled_width);
-  const bool cl = checks::roi_channels_last(input);
-  const auto fmt = roi_memory_format(cl);
-  const int64_t K = rois.size(0), N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
+  const auto [K, N, C, H, W, cl, fmt] =
+      roi_forward_begin(op, input, rois, spatial_scale, pooled_height, pooled_width, false);
   at::Tensor out = at::empty({K, C, pooled_height, pooled_width}, input.options().memory_format(fmt));
   at::Tensor arg = at::empty({K, C, pooled_height, pooled_width}, input.options().dtype(at::kLong).memory_format(fmt));
   advise_huge_pages(out), advise_huge_pages(arg);
@@ -240,8 +238,7 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& rois,
   const auto fmt = roi_memory_format(cl);
   const int64_t K = rois.size(0), N = batch_size, C = channels, HW = height * width;
   const int ph = int(pooled_height), pw = int(pooled_width);
-  const at::ScalarType acc_type = roi_acc_type(grad.scalar_type());
-  at::Tensor gin = at::empty({N, C, height, width}, grad.options().dtype(acc_type).memory_format(fmt));  // at::zeros drops memory_format
+  at::Tensor gin = roi_grad_alloc(grad, N, C, height, width, fmt);
   advise_huge_pages(gin).zero_();
   const at::Tensor r = roi_rows(rois, grad.scalar_type());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "detseg_roi_pool_backward", [&] {
@@ -308,9 +305,8 @@ std::tuple<at::Tensor, at::Tensor> ps_roi_pool_cpu(const at::Tensor& input, cons
                                                    double spatial_scale, int64_t pooled_height,
                                                    int64_t pooled_width) {
   const char* op = "ps_roi_pool";
-  checks::roi_args(op, input, rois, spatial_scale, pooled_height, pooled_width);
-  checks::ps_roi_channels(op, input.size(1), pooled_height, pooled_width);
-  const int64_t K = rois.size(0), N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
+  const auto [K, N, C, H, W, cl, fmt] =
+      roi_forward_begin(op, input, rois, spatial_scale, pooled_height, pooled_width, true);
   const int ph = int(pooled_height), pw = int(pooled_width);
   const int64_t PP = int64_t(ph) * pw, Cout = C / PP, HW = H * W;
   at::Tensor out = at::empty({K, Cout, ph, pw}, input.options());

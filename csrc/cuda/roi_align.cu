@@ -257,12 +257,10 @@ struct AlignGather {
 at::Tensor roi_align_cuda(const at::Tensor& input, const at::Tensor& rois, double spatial_scale, int64_t pooled_height,
                           int64_t pooled_width, int64_t sampling_ratio, bool aligned, std::string_view pool_mode) {
   const char* op = "roi_align";
-  checks::roi_args(op, input, rois, spatial_scale, pooled_height, pooled_width);
+  const auto [K, N, C, H, W, cl, fmt] =
+      roi_forward_begin(op, input, rois, spatial_scale, pooled_height, pooled_width, false);
   checks::roi_sampling_ratio(op, sampling_ratio);
   const RoiPoolMode mode = checks::roi_pool_mode(op, pool_mode);
-  const bool cl = checks::roi_channels_last(input);
-  const auto fmt = roi_memory_format(cl);
-  const int64_t K = rois.size(0), N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
   roi_check_map_size(op, H, W);
   DeviceScope scope(input);
   at::Tensor out = at::empty({K, C, pooled_height, pooled_width}, input.options().memory_format(fmt));
@@ -336,10 +334,9 @@ std::tuple<at::Tensor, at::Tensor> ps_roi_align_cuda(const at::Tensor& input, co
                                                      double spatial_scale, int64_t pooled_height, int64_t pooled_width,
                                                      int64_t sampling_ratio) {
   const char* op = "ps_roi_align";
-  checks::roi_args(op, input, rois, spatial_scale, pooled_height, pooled_width);
+  const auto [K, N, C, H, W, cl, fmt] =
+      roi_forward_begin(op, input, rois, spatial_scale, pooled_height, pooled_width, true);
   checks::roi_sampling_ratio(op, sampling_ratio);
-  checks::ps_roi_channels(op, input.size(1), pooled_height, pooled_width);
-  const int64_t K = rois.size(0), N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
   roi_check_map_size(op, H, W);
   const int64_t Cout = C / (pooled_height * pooled_width);
   DeviceScope scope(input);

@@ -113,14 +113,8 @@ __device__ __forceinline__ void unravel4(int64_t idx, int64_t d1, int64_t d2, in
   }
 }
 
-// The gradient in the accumulation type: float64 for float64, float32 otherwise (as CPU).
 inline at::Tensor roi_grad_buffer(const at::Tensor& grad, int64_t n, int64_t c, int64_t h, int64_t w, bool cl) {
-  return at::empty({n, c, h, w}, grad.options().dtype(roi_acc_type(grad.scalar_type())).memory_format(roi_memory_format(cl)))
-      .zero_();
-}
-
-inline at::Tensor roi_grad_result(const at::Tensor& gin, const at::Tensor& grad) {
-  return gin.scalar_type() == grad.scalar_type() ? gin : gin.to(grad.scalar_type());
+  return roi_grad_alloc(grad, n, c, h, w, roi_memory_format(cl)).zero_();
 }
 
 // ---------------------------------------------------------------- deterministic gather

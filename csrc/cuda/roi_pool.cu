@@ -211,10 +211,8 @@ struct PoolGather {
 std::tuple<at::Tensor, at::Tensor> roi_pool_cuda(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                                                  int64_t pooled_height, int64_t pooled_width) {
   const char* op = "roi_pool";
-  checks::roi_args(op, input, rois, spatial_scale, pooled_height, pooled_width);
-  const bool cl = checks::roi_channels_last(input);
-  const auto fmt = roi_memory_format(cl);
-  const int64_t K = rois.size(0), N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
+  const auto [K, N, C, H, W, cl, fmt] =
+      roi_forward_begin(op, input, rois, spatial_scale, pooled_height, pooled_width, false);
   DeviceScope scope(input);
   at::Tensor out = at::empty({K, C, pooled_height, pooled_width}, input.options().memory_format(fmt));
   at::Tensor arg = at::empty({K, C, pooled_height, pooled_width}, input.options().dtype(at::kLong).memory_format(fmt));
@@ -287,9 +285,8 @@ std::tuple<at::Tensor, at::Tensor> ps_roi_pool_cuda(const at::Tensor& input, con
                                                     double spatial_scale, int64_t pooled_height,
                                                     int64_t pooled_width) {
   const char* op = "ps_roi_pool";
-  checks::roi_args(op, input, rois, spatial_scale, pooled_height, pooled_width);
-  checks::ps_roi_channels(op, input.size(1), pooled_height, pooled_width);
-  const int64_t K = rois.size(0), N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
+  const auto [K, N, C, H, W, cl, fmt] =
+      roi_forward_begin(op, input, rois, spatial_scale, pooled_height, pooled_width, true);
   const int64_t Cout = C / (pooled_height * pooled_width);
   DeviceScope scope(input);
   at::Tensor out = at::empty({K, Cout, pooled_height, pooled_width}, input.options());
