@@ -294,40 +294,35 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
   const bool cl = checks::roi_channels_last(grad);
   const auto fmt = roi_memory_format(cl);
   const int64_t K = rois.size(0), N = batch_size, C = channels, H = height, W = width;
-  DeviceScope scope(grad);
-  at::Tensor gin = roi_grad_buffer(grad, N, C, H, W, cl);
-  const RoiRows r = roi_rows_checked(op, rois, grad.scalar_type(), N);
-  if (K == 0 || C == 0 || H == 0 || W == 0) return roi_grad_result(gin, grad);
-  const at::Tensor g = grad.contiguous(fmt);
-  const at::Tensor x = max_mode ? input->contiguous(fmt) : at::Tensor();
   const AlignArgs a{int(pooled_height), int(pooled_width), int(sampling_ratio), aligned, int(H), int(W)};
-  const int64_t total = g.numel();
-  const bool deterministic = at::globalContext().deterministicAlgorithms();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "detseg_roi_align_backward_cuda", [&] {
+  return roi_backward_cuda(op, grad, rois, N, C, H, W, cl, K == 0 || C == 0 || H == 0 || W == 0, [&](auto* tag,
+                                                                                                     RoiLaunch& l) {
+    using scalar_t = std::remove_pointer_t<decltype(tag)>;
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t scale = static_cast<acc_t>(spatial_scale);
-    const acc_t* rp = r.dev.const_data_ptr<acc_t>();
+    const acc_t* rp = l.r.dev.const_data_ptr<acc_t>();
+    const int64_t total = l.g.numel();
+    const at::Tensor x = max_mode ? input->contiguous(fmt) : at::Tensor();
     const scalar_t* xp = max_mode ? x.const_data_ptr<scalar_t>() : nullptr;
     const Strides4 xs = max_mode ? strides4(x) : Strides4{0, 0, 0, 0};
-    if (!deterministic) {
-      roi_align_backward_atomic_kernel<scalar_t, acc_t><<<grid_1d(total), kThreads, 0, scope.stream>>>(
-          g.const_data_ptr<scalar_t>(), rp, total, C, a, scale, max_mode, cl, xp, xs, gin.mutable_data_ptr<acc_t>(),
-          strides4(gin));
+    if (!l.deterministic) {
+      roi_align_backward_atomic_kernel<scalar_t, acc_t><<<grid_1d(total), kThreads, 0, l.stream>>>(
+          l.g.const_data_ptr<scalar_t>(), rp, total, C, a, scale, max_mode, cl, xp, xs,
+          l.gin.mutable_data_ptr<acc_t>(), strides4(l.gin));
       DETSEG_CUDA_LAUNCH_CHECK();
       return;
     }
     at::Tensor am;
     if (max_mode) {
-      am = at::empty(g.sizes(), g.options().dtype(at::kLong).memory_format(fmt));
-      roi_align_forward_kernel<scalar_t, acc_t><<<grid_1d(total), kThreads, 0, scope.stream>>>(
+      am = at::empty(l.g.sizes(), l.g.options().dtype(at::kLong).memory_format(fmt));
+      roi_align_forward_kernel<scalar_t, acc_t><<<grid_1d(total), kThreads, 0, l.stream>>>(
           xp, xs, rp, total, C, a, scale, true, cl, nullptr, am.mutable_data_ptr<int64_t>());
       DETSEG_CUDA_LAUNCH_CHECK();
     }
     const int64_t* amp = max_mode ? am.const_data_ptr<int64_t>() : nullptr;
-    const AlignGather<scalar_t> gather{rp, g.const_data_ptr<scalar_t>(), amp, strides4(g), scale, a, false};
-    roi_gather(gather, roi_batch_buckets(r.host, N, grad.device()), gather_plan(N, C, H, W, cl), gin, scope.stream);
+    const AlignGather<scalar_t> gather{rp, l.g.const_data_ptr<scalar_t>(), amp, strides4(l.g), scale, a, false};
+    roi_gather(gather, roi_batch_buckets(l.r.host, N, grad.device()), gather_plan(N, C, H, W, cl), l.gin, l.stream);
   });
-  return roi_grad_result(gin, grad);
 }
 
 std::tuple<at::Tensor, at::Tensor> ps_roi_align_cuda(const at::Tensor& input, const at::Tensor& rois,
@@ -368,28 +363,23 @@ at::Tensor ps_roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& 
   checks::roi_sampling_ratio(op, sampling_ratio);
   roi_check_map_size(op, height, width);
   const int64_t K = rois.size(0), N = batch_size, C = channels, H = height, W = width;
-  DeviceScope scope(grad);
-  at::Tensor gin = roi_grad_buffer(grad, N, C, H, W, false);
-  const RoiRows r = roi_rows_checked(op, rois, grad.scalar_type(), N);
-  if (K == 0 || Cout == 0 || H == 0 || W == 0) return roi_grad_result(gin, grad);
-  const at::Tensor g = grad.contiguous();
   const AlignArgs a{int(pooled_height), int(pooled_width), int(sampling_ratio), true, int(H), int(W)};
-  const int64_t total = g.numel();
-  const bool deterministic = at::globalContext().deterministicAlgorithms();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "detseg_ps_roi_align_backward_cuda", [&] {
+  return roi_backward_cuda(op, grad, rois, N, C, H, W, false, K == 0 || Cout == 0 || H == 0 || W == 0,
+                           [&](auto* tag, RoiLaunch& l) {
+    using scalar_t = std::remove_pointer_t<decltype(tag)>;
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t scale = static_cast<acc_t>(spatial_scale);
-    const acc_t* rp = r.dev.const_data_ptr<acc_t>();
-    if (!deterministic) {
-      ps_roi_align_backward_atomic_kernel<scalar_t, acc_t><<<grid_1d(total), kThreads, 0, scope.stream>>>(
-          g.const_data_ptr<scalar_t>(), rp, total, C, Cout, a, scale, gin.mutable_data_ptr<acc_t>());
+    const acc_t* rp = l.r.dev.const_data_ptr<acc_t>();
+    const int64_t total = l.g.numel();
+    if (!l.deterministic) {
+      ps_roi_align_backward_atomic_kernel<scalar_t, acc_t><<<grid_1d(total), kThreads, 0, l.stream>>>(
+          l.g.const_data_ptr<scalar_t>(), rp, total, C, Cout, a, scale, l.gin.mutable_data_ptr<acc_t>());
       DETSEG_CUDA_LAUNCH_CHECK();
       return;
     }
-    const AlignGather<scalar_t> gather{rp, g.const_data_ptr<scalar_t>(), nullptr, strides4(g), scale, a, true};
-    roi_gather(gather, roi_batch_buckets(r.host, N, grad.device()), gather_plan(N, C, H, W, false), gin, scope.stream);
+    const AlignGather<scalar_t> gather{rp, l.g.const_data_ptr<scalar_t>(), nullptr, strides4(l.g), scale, a, true};
+    roi_gather(gather, roi_batch_buckets(l.r.host, N, grad.device()), gather_plan(N, C, H, W, false), l.gin, l.stream);
   });
-  return roi_grad_result(gin, grad);
 }
 
 }  // namespace

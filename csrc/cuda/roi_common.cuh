@@ -117,6 +117,32 @@ inline at::Tensor roi_grad_buffer(const at::Tensor& grad, int64_t n, int64_t c, 
   return roi_grad_alloc(grad, n, c, h, w, roi_memory_format(cl)).zero_();
 }
 
+// What every CUDA RoI backward does once its own checks have passed: the zeroed gradient
+// buffer, the RoI rows (batch indices checked on the host), grad in the kernels' layout, the
+// deterministic flag, then `launch(scalar_t* tag, RoiLaunch&)` for the dtype of grad, which
+// runs the atomic scatter or, under torch.use_deterministic_algorithms, the gather.
+struct RoiLaunch {
+  at::Tensor g;       // grad, contiguous in the kernels' layout
+  const RoiRows& r;
+  at::Tensor& gin;    // the compute-type gradient being built
+  cudaStream_t stream;
+  bool deterministic;
+};
+
+template <class Launch>
+at::Tensor roi_backward_cuda(const char* op, const at::Tensor& grad, const at::Tensor& rois, int64_t N, int64_t C,
+                             int64_t H, int64_t W, bool cl, bool nothing_to_do, Launch&& launch) {
+  DeviceScope scope(grad);
+  at::Tensor gin = roi_grad_buffer(grad, N, C, H, W, cl);
+  const RoiRows r = roi_rows_checked(op, rois, grad.scalar_type(), N);
+  if (nothing_to_do) return roi_grad_result(gin, grad);
+  RoiLaunch l{grad.contiguous(roi_memory_format(cl)), r, gin, scope.stream,
+              at::globalContext().deterministicAlgorithms()};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "detseg_roi_backward_cuda",
+                                  [&] { launch(static_cast<scalar_t*>(nullptr), l); });
+  return roi_grad_result(gin, grad);
+}
+
 // ---------------------------------------------------------------- deterministic gather
 
 // Inclusive pixel window [y0, y1] x [x0, x1] a RoI can touch (empty when y0 > y1 or x0 > x1).

@@ -243,42 +243,37 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& rois
   const bool cl = checks::roi_channels_last(grad);
   const auto fmt = roi_memory_format(cl);
   const int64_t K = rois.size(0), N = batch_size, C = channels, H = height, W = width;
-  DeviceScope scope(grad);
-  at::Tensor gin = roi_grad_buffer(grad, N, C, H, W, cl);
-  const RoiRows r = roi_rows_checked(op, rois, grad.scalar_type(), N);
-  if (K == 0 || C == 0 || H * W == 0) return roi_grad_result(gin, grad);
-  const at::Tensor g = grad.contiguous(fmt);
-  const at::Tensor am = argmax.contiguous(fmt);
   const PoolArgs a{int(pooled_height), int(pooled_width), H, W, true};
-  const int64_t total = g.numel();
-  const bool deterministic = at::globalContext().deterministicAlgorithms();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "detseg_roi_pool_backward_cuda", [&] {
+  return roi_backward_cuda(op, grad, rois, N, C, H, W, cl, K == 0 || C == 0 || H * W == 0, [&](auto* tag,
+                                                                                               RoiLaunch& l) {
+    using scalar_t = std::remove_pointer_t<decltype(tag)>;
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t scale = static_cast<acc_t>(spatial_scale);
-    const acc_t* rp = r.dev.const_data_ptr<acc_t>();
+    const acc_t* rp = l.r.dev.const_data_ptr<acc_t>();
+    const int64_t total = l.g.numel();
+    const at::Tensor am = argmax.contiguous(fmt);
     // Device->host sync: the validity of the indices (an out-of-range index would write
     // outside the gradient).
     at::Tensor flag = at::zeros({1}, grad.options().dtype(at::kInt));
-    roi_pool_check_argmax_kernel<acc_t><<<grid_1d(total), kThreads, 0, scope.stream>>>(
+    roi_pool_check_argmax_kernel<acc_t><<<grid_1d(total), kThreads, 0, l.stream>>>(
         am.const_data_ptr<int64_t>(), rp, total, C, a, scale, cl, flag.mutable_data_ptr<int>());
     DETSEG_CUDA_LAUNCH_CHECK();
     const int bad = flag.item<int>();
     TORCH_CHECK_VALUE(!(bad & 1), "detseg.", op, ": argmax must hold -1 or plane indices in [0, ", H * W, ")");
-    TORCH_CHECK_VALUE(!(deterministic && (bad & 2)), "detseg.", op,
+    TORCH_CHECK_VALUE(!(l.deterministic && (bad & 2)), "detseg.", op,
                       ": argmax must hold -1 or a pixel of its own bin (as roi_pool returns) for the deterministic "
                       "CUDA backward");
-    if (!deterministic) {
-      roi_pool_backward_atomic_kernel<scalar_t, acc_t><<<grid_1d(total), kThreads, 0, scope.stream>>>(
-          g.const_data_ptr<scalar_t>(), am.const_data_ptr<int64_t>(), rp, total, C, a, cl,
-          gin.mutable_data_ptr<acc_t>(), strides4(gin));
+    if (!l.deterministic) {
+      roi_pool_backward_atomic_kernel<scalar_t, acc_t><<<grid_1d(total), kThreads, 0, l.stream>>>(
+          l.g.const_data_ptr<scalar_t>(), am.const_data_ptr<int64_t>(), rp, total, C, a, cl,
+          l.gin.mutable_data_ptr<acc_t>(), strides4(l.gin));
       DETSEG_CUDA_LAUNCH_CHECK();
       return;
     }
-    const PoolGather<scalar_t> gather{rp, g.const_data_ptr<scalar_t>(), am.const_data_ptr<int64_t>(), strides4(g),
-                                      scale, a};
-    roi_gather(gather, roi_batch_buckets(r.host, N, grad.device()), gather_plan(N, C, H, W, cl), gin, scope.stream);
+    const PoolGather<scalar_t> gather{rp, l.g.const_data_ptr<scalar_t>(), am.const_data_ptr<int64_t>(),
+                                      strides4(l.g), scale, a};
+    roi_gather(gather, roi_batch_buckets(l.r.host, N, grad.device()), gather_plan(N, C, H, W, cl), l.gin, l.stream);
   });
-  return roi_grad_result(gin, grad);
 }
 
 std::tuple<at::Tensor, at::Tensor> ps_roi_pool_cuda(const at::Tensor& input, const at::Tensor& rois,
@@ -315,28 +310,23 @@ at::Tensor ps_roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& r
   ps_roi_check_channel_mapping(op, channel_mapping, grad);
   roi_check_map_size(op, height, width);
   const int64_t K = rois.size(0), N = batch_size, C = channels, H = height, W = width;
-  DeviceScope scope(grad);
-  at::Tensor gin = roi_grad_buffer(grad, N, C, H, W, false);
-  const RoiRows r = roi_rows_checked(op, rois, grad.scalar_type(), N);
-  if (K == 0 || Cout == 0 || H * W == 0) return roi_grad_result(gin, grad);
-  const at::Tensor g = grad.contiguous();
   const PoolArgs a{int(pooled_height), int(pooled_width), H, W, false};
-  const int64_t total = g.numel();
-  const bool deterministic = at::globalContext().deterministicAlgorithms();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "detseg_ps_roi_pool_backward_cuda", [&] {
+  return roi_backward_cuda(op, grad, rois, N, C, H, W, false, K == 0 || Cout == 0 || H * W == 0,
+                           [&](auto* tag, RoiLaunch& l) {
+    using scalar_t = std::remove_pointer_t<decltype(tag)>;
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t scale = static_cast<acc_t>(spatial_scale);
-    const acc_t* rp = r.dev.const_data_ptr<acc_t>();
-    if (!deterministic) {
-      ps_roi_pool_backward_atomic_kernel<scalar_t, acc_t><<<grid_1d(total), kThreads, 0, scope.stream>>>(
-          g.const_data_ptr<scalar_t>(), rp, total, C, Cout, a, scale, gin.mutable_data_ptr<acc_t>());
+    const acc_t* rp = l.r.dev.const_data_ptr<acc_t>();
+    const int64_t total = l.g.numel();
+    if (!l.deterministic) {
+      ps_roi_pool_backward_atomic_kernel<scalar_t, acc_t><<<grid_1d(total), kThreads, 0, l.stream>>>(
+          l.g.const_data_ptr<scalar_t>(), rp, total, C, Cout, a, scale, l.gin.mutable_data_ptr<acc_t>());
       DETSEG_CUDA_LAUNCH_CHECK();
       return;
     }
-    const PoolGather<scalar_t> gather{rp, g.const_data_ptr<scalar_t>(), nullptr, strides4(g), scale, a};
-    roi_gather(gather, roi_batch_buckets(r.host, N, grad.device()), gather_plan(N, C, H, W, false), gin, scope.stream);
+    const PoolGather<scalar_t> gather{rp, l.g.const_data_ptr<scalar_t>(), nullptr, strides4(l.g), scale, a};
+    roi_gather(gather, roi_batch_buckets(l.r.host, N, grad.device()), gather_plan(N, C, H, W, false), l.gin, l.stream);
   });
-  return roi_grad_result(gin, grad);
 }
 
 }  // namespace
