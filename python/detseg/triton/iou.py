@@ -66,6 +66,19 @@ def pair_iou(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2, eps, KIND: tl.constexpr, LO
 
 
 @triton.jit
+def _extent_grad(g, lo_a, lo_b, hi_a, hi_b, glo_a, glo_b, ghi_a, ghi_b, ENCLOSING: tl.constexpr):
+    """Adds the gradient g of an extent along one axis to the four edge gradients: the
+    enclosing box's max(hi) - min(lo) (ENCLOSING) or the intersection's min(hi) - max(lo)."""
+    if ENCLOSING:
+        dha, dhb = route_max(g, hi_a, hi_b)
+        dla, dlb = route_min(-g, lo_a, lo_b)
+    else:
+        dha, dhb = route_min(g, hi_a, hi_b)
+        dla, dlb = route_max(-g, lo_a, lo_b)
+    return glo_a + dla, glo_b + dlb, ghi_a + dha, ghi_b + dhb
+
+
+@triton.jit
 def pair_iou_backward(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2, eps, g, KIND: tl.constexpr, LOSS: tl.constexpr):
     """detseg::pair_iou_backward<KIND, LOSS ? kLoss : kMatrix> (csrc/include/detseg/boxes.h):
     g * d pair_iou / d(a, b), accumulated in the header's order. Returns the 8 partials
@@ -182,18 +195,8 @@ def pair_iou_backward(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2, eps, g, KIND: tl.c
                 gb3 -= qrb
                 gb1 += qrb
         # ew = max(x2) - min(x1), eh likewise
-        da, db = route_max(g_ew, ax2, bx2)
-        ga2 += da
-        gb2 += db
-        da, db = route_min(-g_ew, ax1, bx1)
-        ga0 += da
-        gb0 += db
-        da, db = route_max(g_eh, ay2, by2)
-        ga3 += da
-        gb3 += db
-        da, db = route_min(-g_eh, ay1, by1)
-        ga1 += da
-        gb1 += db
+        ga0, gb0, ga2, gb2 = _extent_grad(g_ew, ax1, bx1, ax2, bx2, ga0, gb0, ga2, gb2, True)
+        ga1, gb1, ga3, gb3 = _extent_grad(g_eh, ay1, by1, ay2, by2, ga1, gb1, ga3, gb3, True)
 
     # iou = inter / den, den = area_a + area_b - inter (+ eps)
     g_den = fdiv(-g_iou * iou, den) + g_uni
@@ -209,18 +212,8 @@ def pair_iou_backward(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2, eps, g, KIND: tl.c
     # inter = iw * ih with iw = min(x2) - max(x1)
     g_iw = g_inter * ih * gate_w
     g_ih = g_inter * iw * gate_h
-    da, db = route_min(g_iw, ax2, bx2)
-    ga2 += da
-    gb2 += db
-    da, db = route_max(-g_iw, ax1, bx1)
-    ga0 += da
-    gb0 += db
-    da, db = route_min(g_ih, ay2, by2)
-    ga3 += da
-    gb3 += db
-    da, db = route_max(-g_ih, ay1, by1)
-    ga1 += da
-    gb1 += db
+    ga0, gb0, ga2, gb2 = _extent_grad(g_iw, ax1, bx1, ax2, bx2, ga0, gb0, ga2, gb2, False)
+    ga1, gb1, ga3, gb3 = _extent_grad(g_ih, ay1, by1, ay2, by2, ga1, gb1, ga3, gb3, False)
     return ga0, ga1, ga2, ga3, gb0, gb1, gb2, gb3
 
 
