@@ -47,3 +47,10 @@ def _require_cpp(request):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def pytest_sessionstart(session):
+    # Notes every Triton launch for tests/test_zz_triton_sm90.py (compiled for sm_90 there).
+    import _triton_launches
+
+    _triton_launches.install()

@@ -73,8 +73,10 @@ def test_cuda_kernels_call_the_header_math():
         assert fn in pool, fn
     # batch indices are checked with the CPU kernels' words (checks.h)
     assert "checks::roi_batch_indices(" in common
+    # one runner (roi_common.cuh) reads the deterministic flag for every backward
+    assert "deterministicAlgorithms()" in common
     for src in (align, pool):
-        assert "deterministicAlgorithms()" in src
+        assert "roi_backward_cuda(" in src and "l.deterministic" in src
         assert "roi_gather(" in src
     # the deterministic path has no atomics (the gather kernel and the arithmetic it calls)
     gather = common[common.index("// ---------------------------------------------------------------- deterministic"):]
