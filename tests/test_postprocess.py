@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import re
 
 import numpy as np
 import pytest
@@ -531,3 +532,20 @@ def test_cuda_kernel_edge_cases_and_compile():
     with B.fresh_dynamo():
         compiled = torch.compile(_Head(), fullgraph=True, backend="eager")
         _same([t.cpu() for t in compiled(*args[:3])], [t.cpu() for t in _Head()(*args[:3])])
+
+
+def test_cuda_kernel_source_uses_the_shared_pieces():
+    # No GPU needed: csrc/cuda/multiclass_nms.cu is the op's CUDA kernel, computes with the
+    # header math the CPU kernel calls, reuses cuda/nms.cu's bitmask NMS (no second copy), and
+    # has no atomics (deterministic without a deterministic-mode branch).
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    src = (root / "csrc/cuda/multiclass_nms.cu").read_text()
+    assert 'm.impl("multiclass_nms", &detseg::cuda::multiclass_nms_cuda)' in src
+    assert "TORCH_LIBRARY_IMPL(detseg, CUDA, m)" in src
+    for fn in ("decode_box(", "softmax_row(", "sigmoid(", "nms_threshold_f32(", "grouped_nms_keep(",
+               "checks::multiclass_nms(", "/*stable=*/true"):
+        assert fn in src, fn
+    assert not re.search(r"\batomic[A-Z]\w*\(", src) and "nms_mask_kernel" not in src
+    assert "grouped_nms_keep(" in (root / "csrc/cuda/nms.cu").read_text()
