@@ -5,8 +5,8 @@
 // A host composition of CUDA kernels and ATen CUDA ops, every image of the batch at once:
 //   1. activate_kernel / softmax_kernel: the activation (detseg/postprocess.h) and the strict
 //      threshold into one key per (image, anchor, class): the activated score where it passes
-//      (> threshold, NaN never does, the background class never does), -inf elsewhere (a
-//      passing score is never -inf);
+//      (> threshold, NaN never does, the background class never does; -0.0 keyed as +0.0),
+//      -inf elsewhere (a passing score is never -inf);
 //   2. at::sort(stable, descending) of the keys: the top k of each level, then of the image,
 //      in (score descending, flat index n * C + c ascending) order, -0.0 tying with +0.0:
 //      the order of the C++ kernel's keys and of the reference's torch.sort;
@@ -59,7 +59,9 @@ __global__ void activate_kernel(const T* __restrict__ s, T* __restrict__ key, in
                                 T thr, bool sig) {
   grid_stride(total, [&](int64_t f) {
     const T v = sig ? sigmoid(s[f]) : s[f];
-    key[f] = (v > thr && f % c != bg) ? v : neg_inf<T>();
+    // -0.0 keyed as +0.0, so that the order does not depend on how the radix sort treats
+    // signed zeros (only "none" can yield -0.0; scatter_kernel reads its score back raw).
+    key[f] = (v > thr && f % c != bg) ? (v == T(0) ? T(0) : v) : neg_inf<T>();
   });
 }
 
@@ -138,11 +140,14 @@ __global__ void decode_kernel(const T* __restrict__ vals, const int64_t* __restr
 
 // One thread per image: walks its ranks in priority order and stops at the k-th kept one
 // (serial, as the CPU kernel's output loop; it reads at most the image's P candidates).
+// raw: the scores [B, N * C] when the activation is "none" (the output score is read back
+// from them, -0.0 included), else nullptr (the keys are the activated scores).
 template <typename T>
 __global__ void scatter_kernel(const bool* __restrict__ keep, const T* __restrict__ vals,
-                               const int64_t* __restrict__ flat, const T* __restrict__ dec, int64_t bsz, int64_t p,
-                               int64_t c, int64_t k, int64_t* __restrict__ num, T* __restrict__ ob,
-                               T* __restrict__ os, int64_t* __restrict__ oc, int64_t* __restrict__ oi) {
+                               const int64_t* __restrict__ flat, const T* __restrict__ dec, const T* __restrict__ raw,
+                               int64_t bsz, int64_t p, int64_t nc, int64_t c, int64_t k, int64_t* __restrict__ num,
+                               T* __restrict__ ob, T* __restrict__ os, int64_t* __restrict__ oc,
+                               int64_t* __restrict__ oi) {
   grid_stride(bsz, [&](int64_t b) {
     int64_t j = 0;
     for (int64_t r = 0; r < p && j < k; ++r) {
@@ -150,7 +155,7 @@ __global__ void scatter_kernel(const bool* __restrict__ keep, const T* __restric
       if (!keep[q] || vals[q] == neg_inf<T>()) continue;
       const int64_t row = b * k + j;
       for (int i = 0; i < 4; ++i) ob[4 * row + i] = dec[4 * q + i];
-      os[row] = vals[q];
+      os[row] = raw ? raw[b * nc + flat[q]] : vals[q];
       oc[row] = flat[q] % c;
       oi[row] = flat[q] / c;
       ++j;
@@ -258,7 +263,7 @@ void run(const at::Tensor& boxes, const at::Tensor& scores, const std::optional<
   auto& [num, ob, os, oc, oi] = out;
   scatter_kernel<T><<<grid_1d(bsz, 64), 64, 0, stream>>>(
       keep.const_data_ptr<bool>(), vals.const_data_ptr<T>(), flat.const_data_ptr<int64_t>(), dec.const_data_ptr<T>(),
-      bsz, p, c, k, num.mutable_data_ptr<int64_t>(), ob.mutable_data_ptr<T>(), os.mutable_data_ptr<T>(),
+      act == checks::ScoreActivation::kNone ? s.const_data_ptr<T>() : nullptr, bsz, p, n * c, c, k, num.mutable_data_ptr<int64_t>(), ob.mutable_data_ptr<T>(), os.mutable_data_ptr<T>(),
       oc.mutable_data_ptr<int64_t>(), oi.mutable_data_ptr<int64_t>());
   DETSEG_CUDA_LAUNCH_CHECK();
 }

@@ -283,8 +283,8 @@ at::Tensor batched_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, c
   const int64_t n = boxes.size(0);
   if (n == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
   const at::Tensor by_score = sort_desc(scores);
-  const at::Tensor keep = grouped_nms_keep(boxes.index_select(0, by_score), idxs.index_select(0, by_score).to(at::kLong),
-                                           iou_threshold, "batched_nms");
+  const at::Tensor keep = grouped_nms_keep(boxes.index_select(0, by_score),
+                                           idxs.index_select(0, by_score).to(at::kLong), iou_threshold, "batched_nms");
   // Sync #2 (output length). by_score is descending score with ties by index ascending.
   return by_score.masked_select(keep);
 }

@@ -6,7 +6,9 @@ sizes the NMS problem):
   1. `_activate_kernel` / `_softmax_kernel`: the score activation (detseg/postprocess.h) and
      the strict threshold (> the float32-rounded-down threshold, NaN never passes, the
      background class never passes) into one key per (anchor, class): the activated score,
-     or -inf where it does not pass (a passing score is never -inf);
+     or -inf where it does not pass (a passing score is never -inf), -0.0 keyed as +0.0 (so
+     the order never depends on how a sort treats signed zeros; only activation "none" can
+     yield -0.0, and its output score is read back from the raw scores);
   2. torch: stable descending sorts of the keys (ties keep the flat index n * C + c order,
      -0.0 ties with +0.0, as the C++ keys), the top k of each level, of the image;
   3. `_decode_kernel`: gathers each candidate's box (shared or per class), decodes it against
@@ -65,7 +67,8 @@ def _activate_kernel(s_ptr, key_ptr, thr_ptr, total, c, bg, SIGMOID: tl.constexp
     if SIGMOID:
         x = fdiv(tl.full(x.shape, 1.0, x.dtype), 1.0 + tl.exp(-x))  # detseg::sigmoid
     ok = (x > tl.load(thr_ptr)) & ((f % c) != bg)
-    tl.store(key_ptr + f, tl.where(ok, x, float("-inf")), mask=m)
+    # -0.0 keyed as +0.0: the two tie in every sort (the launcher outputs the raw score)
+    tl.store(key_ptr + f, tl.where(ok, tl.where(x == 0.0, 0.0, x), float("-inf")), mask=m)
 
 
 @triton.jit
@@ -277,6 +280,8 @@ def multiclass_nms(boxes, scores, anchors, weights, bbox_xform_clip, image_size,
     sel = keep & (rank < k)
     num.copy_(sel.sum(1))
     dst = torch.where(sel, img * k + rank, bsz * k).reshape(-1)
+    if score_activation == "none":
+        vals = s.view(bsz, n * c).gather(1, flat)  # the raw bits (-0.0 was keyed as +0.0)
     for out, src in ((ob, dec), (os_, vals), (oc, cls), (oi, flat // c)):
         spare = torch.zeros((bsz * k + 1, *out.shape[2:]), dtype=out.dtype, device=dev)
         spare[:-1] = out.reshape(bsz * k, *out.shape[2:])
