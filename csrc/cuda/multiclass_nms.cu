@@ -264,8 +264,8 @@ void run(const at::Tensor& boxes, const at::Tensor& scores, const std::optional<
   scatter_kernel<T><<<grid_1d(bsz, 64), 64, 0, stream>>>(
       keep.const_data_ptr<bool>(), vals.const_data_ptr<T>(), flat.const_data_ptr<int64_t>(), dec.const_data_ptr<T>(),
       act == checks::ScoreActivation::kNone ? s.const_data_ptr<T>() : nullptr, bsz, p, n * c, c, k,
-      num.mutable_data_ptr<int64_t>(), ob.mutable_data_ptr<T>(), os.mutable_data_ptr<T>(), oc.mutable_data_ptr<int64_t>(),
-      oi.mutable_data_ptr<int64_t>());
+      num.mutable_data_ptr<int64_t>(), ob.mutable_data_ptr<T>(), os.mutable_data_ptr<T>(),
+      oc.mutable_data_ptr<int64_t>(), oi.mutable_data_ptr<int64_t>());
   DETSEG_CUDA_LAUNCH_CHECK();
 }
 
