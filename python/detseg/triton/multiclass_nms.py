@@ -33,11 +33,8 @@ import triton.language as tl
 
 from ..ops import _checks
 from ..reference import nms_threshold
-from ._utils import compute_dtype, fdiv, interpreted, launch, pow2
+from ._utils import fdiv, interpreted, launch, pow2
 from .nms import _nms_sorted
-
-_ACT = {"none": 0, "sigmoid": 1, "softmax": 2}
-
 
 @triton.jit
 def _exp_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
