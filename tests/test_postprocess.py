@@ -438,6 +438,23 @@ def test_softmax_rows_with_nan_and_inf(backend):
     assert (1,) not in got and (3,) not in got and (0,) in got
 
 
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("form", ["boxes_per_class", "deltas"])
+def test_nan_and_inf_coordinates(backend, form):
+    # A NaN coordinate neither suppresses nor is suppressed (detseg/nms.h); huge deltas with no
+    # xform clip decode to infinite sides; the clip to the image passes NaN through.
+    boxes, scores, anchors = _inputs(2, 30, 3, 29, torch.float32, form)
+    boxes = boxes.clone()
+    boxes[0, 3, ..., 1] = float("nan")
+    boxes[1, 5, ..., 2] = float("inf") if anchors is None else 200.0
+    boxes[1, 6, ..., 0] = -float("inf") if anchors is None else float("nan")
+    for clip in (None, (150, 160)):
+        kw = dict(score_threshold=0.0, max_detections=60, iou_threshold=0.3, image_size=clip,
+                  bbox_xform_clip=math.inf, score_activation="sigmoid")
+        r = _check(backend, boxes, scores, anchors, **kw)
+        assert not torch.isfinite(r.boxes).all()
+
+
 @pytest.mark.parametrize("k", [1, 40, 600])
 def test_prefix_rounds_reach_every_candidate(k):
     # Few boxes survive NMS among 5000 candidates: the kernel's NMS prefix must grow (1024 ->
