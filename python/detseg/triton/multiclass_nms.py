@@ -1,16 +1,17 @@
 """Triton fused detection post-processing (multiclass_nms; CPU kernel csrc/cpu/multiclass_nms.cpp,
 reference composition python/detseg/reference/postprocess.py).
 
-Pipeline, every image of the batch at once (one host sync: the widest candidate list, which
-sizes the NMS problem):
+Pipeline, every image of the batch at once (two host syncs: the number of keys that pass, and
+the widest image's candidate count, which sizes the decode and NMS problems):
   1. `_activate_kernel` / `_softmax_kernel`: the score activation (detseg/postprocess.h) and
      the strict threshold (> the float32-rounded-down threshold, NaN never passes, the
      background class never passes) into one key per (anchor, class): the activated score,
      or -inf where it does not pass (a passing score is never -inf), -0.0 keyed as +0.0 (so
      the order never depends on how a sort treats signed zeros; only activation "none" can
      yield -0.0, and its output score is read back from the raw scores);
-  2. torch: stable descending sorts of the keys (ties keep the flat index n * C + c order,
-     -0.0 ties with +0.0, as the C++ keys), the top k of each level, of the image;
+  2. torch: the passing keys compacted, then stable sorts by (level or image, score
+     descending) (ties keep the flat index n * C + c order, -0.0 ties with +0.0, as the C++
+     keys): the top k of each level, then of the image;
   3. `_decode_kernel`: gathers each candidate's box (shared or per class), decodes it against
      its anchor (detseg::decode_box, detseg/box_coder.h) and clips it to the image;
   4. the class-aware NMS of triton/nms.py (`_nms_sorted`: bitmask + greedy unwrap) on groups
@@ -151,30 +152,41 @@ def _decode_kernel(flat_ptr, b_ptr, bsb, bsn, bsc, bs4, a_ptr, asb, asn, as4, pr
     tl.store(o + 3, y2, mask=m)
 
 
-def _desc(key: torch.Tensor):
-    # Stable: equal scores keep their order (the flat index order, or level order).
-    return torch.sort(key, dim=1, descending=True, stable=True)
+def _by_segment(v: torch.Tensor, seg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Order of candidates (held in flat index order) by (segment ascending, score descending,
+    position ascending): two stable sorts. Returns (order, rank of each ordered candidate in
+    its segment)."""
+    o = torch.sort(v, descending=True, stable=True)[1]
+    o = o[torch.sort(seg[o], stable=True)[1]]
+    s = seg[o].contiguous()
+    rank = torch.arange(s.numel(), device=s.device) - torch.searchsorted(s, s)
+    return o, rank
 
 
 def _candidates(key: torch.Tensor, c: int, levels: list[int], level_top_k: int, pre_nms_top_k: int):
-    """Keys [B, N * C] -> (scores [B, P], flat indices [B, P]) in priority order, -inf where a
-    row has fewer than P candidates."""
-    if level_top_k >= 0 and levels:
-        vals, idxs = [], []
-        a0 = 0
-        for size in levels:
-            lo, hi = a0 * c, (a0 + size) * c
-            v, i = _desc(key[:, lo:hi])
-            vals.append(v[:, :level_top_k])
-            idxs.append(i[:, :level_top_k] + lo)
-            a0 += size
-        v, i = _desc(torch.cat(vals, 1))
-        flat = torch.cat(idxs, 1).gather(1, i)
-    else:
-        v, flat = _desc(key)
+    """Keys [B, N * C] -> (scores [B, P], flat indices [B, P]) in priority order, -inf where an
+    image has fewer than P candidates. The passing keys are compacted first (one host sync for
+    their count): the sorts then cost what the candidates do, not B * N * C."""
+    bsz = key.shape[0]
+    b, f = torch.nonzero(key != float("-inf"), as_tuple=True)  # (image, flat index) ascending
+    if level_top_k >= 0:
+        ends = torch.tensor(levels, dtype=torch.int64).cumsum(0).mul_(c).to(key.device)
+        seg = b * len(levels) + torch.searchsorted(ends, f, right=True)
+        o, rank = _by_segment(key[b, f], seg)
+        o = torch.sort(o[rank < level_top_k])[0]  # back to (image, flat index) order
+        b, f = b[o], f[o]
+    o, rank = _by_segment(key[b, f], b)
+    b, f = b[o], f[o]
     if pre_nms_top_k >= 0:
-        v, flat = v[:, :pre_nms_top_k], flat[:, :pre_nms_top_k]
-    return v, flat
+        top = rank < pre_nms_top_k
+        b, f, rank = b[top], f[top], rank[top]
+    # The second host sync: the widest image's candidate count.
+    p = int(rank.max()) + 1 if rank.numel() else 0
+    vals = torch.full((bsz, p), float("-inf"), dtype=key.dtype, device=key.device)
+    flat = torch.zeros((bsz, p), dtype=torch.int64, device=key.device)
+    vals[b, rank] = key[b, f]
+    flat[b, rank] = f
+    return vals, flat
 
 
 # Candidates per NMS call: the suppression bitmask is n^2 / 8 bytes.
@@ -228,12 +240,10 @@ def multiclass_nms(boxes, scores, anchors, weights, bbox_xform_clip, image_size,
 
     levels = [int(v) for v in level_sizes] or [n]
     vals, flat = _candidates(key, c, levels, int(level_top_k), int(pre_nms_top_k))
-    valid = vals != float("-inf")
-    # The one host sync: the widest candidate list sizes the decode and NMS problems.
-    p = int(valid.sum(1).max()) if valid.numel() else 0
+    p = vals.shape[1]
     if p == 0:
         return num, ob, os_, oc, oi
-    vals, flat, valid = vals[:, :p].contiguous(), flat[:, :p].contiguous(), valid[:, :p]
+    valid = vals != float("-inf")
 
     ct = tl.float64 if dt == torch.float64 else tl.float32
     prm = torch.tensor([*(float(w) for w in weights), float(bbox_xform_clip),
