@@ -7,24 +7,27 @@
 //      threshold into one key per (image, anchor, class): the activated score where it passes
 //      (> threshold, NaN never does, the background class never does; -0.0 keyed as +0.0),
 //      -inf elsewhere (a passing score is never -inf);
-//   2. at::sort(stable, descending) of the keys: the top k of each level, then of the image,
-//      in (score descending, flat index n * C + c ascending) order, -0.0 tying with +0.0:
-//      the order of the C++ kernel's keys and of the reference's torch.sort;
+//   2. the passing keys compacted (nonzero), then stable at::sorts by (level or image, score
+//      descending): the top k of each level, then of the image, in (score descending, flat
+//      index n * C + c ascending) order: the order of the C++ kernel's keys and of the
+//      reference's torch.sort;
 //   3. decode_kernel: each candidate's box (shared or per class), decoded against its anchor
 //      (detseg::decode_box, detseg/box_coder.h), clipped as torch.clamp, and its NMS group
 //      (image, class) or (image); a rank without a candidate is a group of its own;
 //   4. the bitmask NMS of cuda/nms.cu within the groups (grouped_nms_keep);
 //   5. scatter_kernel: the first max_detections kept candidates of each image into the
 //      padded outputs.
-// Device->host syncs: the widest candidate list (sizes steps 3-5) and the NMS mask size.
+// Device->host syncs: the number of passing keys (nonzero), the widest image's candidate
+// count (sizes steps 3-5) and the NMS mask size.
 // exp is the device's (detseg::dexp): with an activation or anchors the result is the
 // composition with CUDA's exp (torch.exp on CUDA), not bitwise the CPU kernel's (the C
 // library's exp) where the two differ in the last bit. No atomics: deterministic.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/arange.h>
-#include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/searchsorted.h>
 #include <ATen/ops/sort.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
@@ -183,38 +186,87 @@ Quad<T> quad_of(const at::Tensor& t, bool batched) {
   return q;
 }
 
-std::tuple<at::Tensor, at::Tensor> sort_desc(const at::Tensor& key) {
-  // Stable: equal scores keep their order (flat index, or level order), NaN-free keys.
-  return at::sort(key, /*stable=*/true, /*dim=*/1, /*descending=*/true);
+// Order of candidates (held in (image, flat index) order) by (segment ascending, score
+// descending, position ascending): two stable sorts. Returns (order, the ordered segments,
+// the rank of each ordered candidate in its segment).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> by_segment(const at::Tensor& v, const at::Tensor& seg) {
+  at::Tensor o = std::get<1>(at::sort(v, /*stable=*/true, /*dim=*/0, /*descending=*/true));
+  o = o.index_select(0, std::get<1>(at::sort(seg.index_select(0, o), /*stable=*/true, /*dim=*/0,
+                                             /*descending=*/false)));
+  const at::Tensor s = seg.index_select(0, o).contiguous();
+  const at::Tensor rank = at::arange(s.numel(), s.options()).sub(at::searchsorted(s, s));
+  return {o, s, rank};
+}
+
+// After the per-level top k: the image of each candidate (in its original position), or bsz
+// (a segment after every image, never written out) where its level dropped it.
+__global__ void level_drop_kernel(const int64_t* __restrict__ order, const int64_t* __restrict__ rank,
+                                  const int64_t* __restrict__ img, int64_t m, int64_t k, int64_t bsz,
+                                  int64_t* __restrict__ seg) {
+  grid_stride(m, [&](int64_t i) {
+    const int64_t j = order[i];
+    seg[j] = rank[i] < k ? img[j] : bsz;
+  });
+}
+
+// Candidate i of the image ordering (segment seg[i], rank[i]) -> [B, P] slot seg * P + rank.
+template <typename T>
+__global__ void pack_kernel(const T* __restrict__ key, const int64_t* __restrict__ order,
+                            const int64_t* __restrict__ seg, const int64_t* __restrict__ rank,
+                            const int64_t* __restrict__ f, int64_t m, int64_t nc, int64_t bsz, int64_t p,
+                            T* __restrict__ vals, int64_t* __restrict__ flat) {
+  grid_stride(m, [&](int64_t i) {
+    const int64_t b = seg[i];
+    if (b >= bsz || rank[i] >= p) return;
+    const int64_t ff = f[order[i]];
+    vals[b * p + rank[i]] = key[b * nc + ff];
+    flat[b * p + rank[i]] = ff;
+  });
 }
 
 // Keys [B, N * C] -> (scores [B, P], flat indices [B, P]) in priority order, -inf where an
-// image has fewer than P candidates.
+// image has fewer than P candidates. The passing keys are compacted first, so the sorts cost
+// what the candidates do, not B * N * C. Device->host syncs: nonzero's count, P.
+template <typename T>
 std::tuple<at::Tensor, at::Tensor> candidates(const at::Tensor& key, int64_t c, const std::vector<int64_t>& levels,
-                                              int64_t level_top_k, int64_t pre_nms_top_k) {
-  at::Tensor v, flat;
-  if (level_top_k >= 0) {
-    std::vector<at::Tensor> vals, idxs;
-    int64_t a0 = 0;
-    for (const int64_t size : levels) {
-      const int64_t width = size * c;
-      auto [lv, li] = sort_desc(key.narrow(1, a0 * c, width));
-      const int64_t kk = std::min(level_top_k, width);
-      vals.push_back(lv.narrow(1, 0, kk));
-      idxs.push_back(li.narrow(1, 0, kk).add(a0 * c));
-      a0 += size;
+                                              int64_t level_top_k, int64_t pre_nms_top_k, cudaStream_t stream) {
+  const int64_t bsz = key.size(0), nc = key.size(1);
+  const at::Tensor nz = key.ne(-std::numeric_limits<double>::infinity()).nonzero();  // (image, flat) ascending
+  const at::Tensor b = nz.select(1, 0).contiguous(), f = nz.select(1, 1).contiguous();
+  const int64_t m = b.numel();
+  const at::Tensor v = key.reshape({-1}).index_select(0, b.mul(nc).add(f));
+  at::Tensor seg = b;
+  if (level_top_k >= 0 && m > 0) {
+    // level of a flat index: the number of level ends (in flat units) at or below it
+    at::Tensor ends = at::empty({static_cast<int64_t>(levels.size())}, at::TensorOptions().dtype(at::kLong));
+    int64_t acc = 0;
+    for (size_t l = 0; l < levels.size(); ++l) {
+      acc += levels[l];
+      ends.mutable_data_ptr<int64_t>()[l] = acc * c;
     }
-    at::Tensor order;
-    std::tie(v, order) = sort_desc(at::cat(vals, 1));
-    flat = at::cat(idxs, 1).gather(1, order);
-  } else {
-    std::tie(v, flat) = sort_desc(key);
+    const at::Tensor lev = at::searchsorted(ends.to(key.device()), f, /*out_int32=*/false, /*right=*/true);
+    const auto [o, s, rank] = by_segment(v, b.mul(static_cast<int64_t>(levels.size())).add(lev));
+    (void)s;
+    seg = at::empty_like(b);
+    level_drop_kernel<<<grid_1d(m), kThreads, 0, stream>>>(o.const_data_ptr<int64_t>(), rank.const_data_ptr<int64_t>(),
+                                                           b.const_data_ptr<int64_t>(), m, level_top_k, bsz,
+                                                           seg.mutable_data_ptr<int64_t>());
+    DETSEG_CUDA_LAUNCH_CHECK();
   }
-  if (pre_nms_top_k >= 0 && pre_nms_top_k < v.size(1)) {
-    v = v.narrow(1, 0, pre_nms_top_k);
-    flat = flat.narrow(1, 0, pre_nms_top_k);
+  const auto [o, s, rank] = by_segment(v, seg);
+  // Device->host sync: the widest image's candidate count (the dropped segment bsz aside).
+  int64_t p = m ? rank.masked_fill(s.ge(bsz), -1).max().item<int64_t>() + 1 : 0;
+  if (pre_nms_top_k >= 0) p = std::min(p, pre_nms_top_k);
+  at::Tensor vals = at::full({bsz, p}, -std::numeric_limits<double>::infinity(), key.options());
+  at::Tensor flat = at::zeros({bsz, p}, b.options());
+  if (p > 0) {
+    pack_kernel<T><<<grid_1d(m), kThreads, 0, stream>>>(key.const_data_ptr<T>(), o.const_data_ptr<int64_t>(),
+                                                         s.const_data_ptr<int64_t>(), rank.const_data_ptr<int64_t>(),
+                                                         f.const_data_ptr<int64_t>(), m, nc, bsz, p,
+                                                         vals.mutable_data_ptr<T>(), flat.mutable_data_ptr<int64_t>());
+    DETSEG_CUDA_LAUNCH_CHECK();
   }
-  return {v, flat};
+  return {vals, flat};
 }
 
 template <typename T>
@@ -240,13 +292,10 @@ void run(const at::Tensor& boxes, const at::Tensor& scores, const std::optional<
   }
   DETSEG_CUDA_LAUNCH_CHECK();
 
-  auto [vals, flat] = candidates(key, c, levels, level_top_k, pre_nms_top_k);
-  if (vals.size(1) == 0) return;
-  // Device->host sync: the widest candidate list sizes the decode, the NMS and the scatter.
-  const int64_t p = vals.ne(-std::numeric_limits<double>::infinity()).sum(1).max().item<int64_t>();
+  at::Tensor vals, flat;
+  std::tie(vals, flat) = candidates<T>(key, c, levels, level_top_k, pre_nms_top_k, stream);
+  const int64_t p = vals.size(1);
   if (p == 0) return;
-  vals = vals.narrow(1, 0, p).contiguous();
-  flat = flat.narrow(1, 0, p).contiguous();
 
   const Quad<T> bq = quad_of<T>(boxes, true);
   const Quad<T> aq = anchors ? quad_of<T>(*anchors, anchors->dim() == 3) : Quad<T>{};

@@ -1,8 +1,8 @@
 """Triton fused detection post-processing (multiclass_nms; CPU kernel csrc/cpu/multiclass_nms.cpp,
 reference composition python/detseg/reference/postprocess.py).
 
-Pipeline, every image of the batch at once (two host syncs: the number of keys that pass, and
-the widest image's candidate count, which sizes the decode and NMS problems):
+Pipeline, every image of the batch at once (host syncs: the number of keys that pass, the
+widest image's candidate count, which sizes the decode and NMS problems):
   1. `_activate_kernel` / `_softmax_kernel`: the score activation (detseg/postprocess.h) and
      the strict threshold (> the float32-rounded-down threshold, NaN never passes, the
      background class never passes) into one key per (anchor, class): the activated score,
@@ -152,40 +152,45 @@ def _decode_kernel(flat_ptr, b_ptr, bsb, bsn, bsc, bs4, a_ptr, asb, asn, as4, pr
     tl.store(o + 3, y2, mask=m)
 
 
-def _by_segment(v: torch.Tensor, seg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Order of candidates (held in flat index order) by (segment ascending, score descending,
-    position ascending): two stable sorts. Returns (order, rank of each ordered candidate in
-    its segment)."""
+def _by_segment(v: torch.Tensor, seg: torch.Tensor):
+    """Order of candidates (held in (image, flat index) order) by (segment ascending, score
+    descending, position ascending): two stable sorts. Returns (order, the ordered segments,
+    the rank of each ordered candidate in its segment)."""
     o = torch.sort(v, descending=True, stable=True)[1]
     o = o[torch.sort(seg[o], stable=True)[1]]
     s = seg[o].contiguous()
     rank = torch.arange(s.numel(), device=s.device) - torch.searchsorted(s, s)
-    return o, rank
+    return o, s, rank
 
 
 def _candidates(key: torch.Tensor, c: int, levels: list[int], level_top_k: int, pre_nms_top_k: int):
     """Keys [B, N * C] -> (scores [B, P], flat indices [B, P]) in priority order, -inf where an
-    image has fewer than P candidates. The passing keys are compacted first (one host sync for
-    their count): the sorts then cost what the candidates do, not B * N * C."""
-    bsz = key.shape[0]
+    image has fewer than P candidates. The passing keys are compacted first, so the sorts cost
+    what the candidates do, not B * N * C. Host syncs: nonzero's count, P. (The same steps as
+    `candidates` of csrc/cuda/multiclass_nms.cu.)"""
+    bsz, nc = key.shape
     b, f = torch.nonzero(key != float("-inf"), as_tuple=True)  # (image, flat index) ascending
-    if level_top_k >= 0:
+    m = b.numel()
+    v = key.reshape(-1)[b * nc + f]
+    seg = b
+    if level_top_k >= 0 and m > 0:
+        # level of a flat index: the number of level ends (in flat units) at or below it
         ends = torch.tensor(levels, dtype=torch.int64).cumsum(0).mul_(c).to(key.device)
-        seg = b * len(levels) + torch.searchsorted(ends, f, right=True)
-        o, rank = _by_segment(key[b, f], seg)
-        o = torch.sort(o[rank < level_top_k])[0]  # back to (image, flat index) order
-        b, f = b[o], f[o]
-    o, rank = _by_segment(key[b, f], b)
-    b, f = b[o], f[o]
+        o, _, rank = _by_segment(v, b * len(levels) + torch.searchsorted(ends, f, right=True))
+        # dropped by its level: segment bsz, after every image, never written out
+        seg = torch.empty_like(b)
+        seg[o] = torch.where(rank < level_top_k, b[o], bsz)
+    o, s, rank = _by_segment(v, seg)
+    p = int(rank.masked_fill(s >= bsz, -1).max()) + 1 if m else 0
     if pre_nms_top_k >= 0:
-        top = rank < pre_nms_top_k
-        b, f, rank = b[top], f[top], rank[top]
-    # The second host sync: the widest image's candidate count.
-    p = int(rank.max()) + 1 if rank.numel() else 0
+        p = min(p, pre_nms_top_k)
     vals = torch.full((bsz, p), float("-inf"), dtype=key.dtype, device=key.device)
     flat = torch.zeros((bsz, p), dtype=torch.int64, device=key.device)
-    vals[b, rank] = key[b, f]
-    flat[b, rank] = f
+    if p > 0:
+        ok = (s < bsz) & (rank < p)
+        q = s * p + rank
+        vals.view(-1)[q[ok]] = v[o][ok]
+        flat.view(-1)[q[ok]] = f[o][ok]
     return vals, flat
 
 
