@@ -29,6 +29,7 @@
 
 #include "checks.h"
 #include "cuda/launch.cuh"
+#include "cuda/nms.h"
 #include "detseg/boxes.h"
 #include "detseg/nms.h"
 
@@ -281,12 +282,24 @@ at::Tensor batched_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, c
   DeviceScope scope(boxes);
   const int64_t n = boxes.size(0);
   if (n == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
-  check_size("batched_nms", n);
   const at::Tensor by_score = sort_desc(scores);
-  // A stable sort of the classes keeps each class's rows in score order.
-  const auto [cls, perm] = at::sort(idxs.index_select(0, by_score).to(at::kLong), /*stable=*/true, /*dim=*/0,
-                                    /*descending=*/false);
-  const at::Tensor order = by_score.index_select(0, perm);  // class-major, priority order inside
+  const at::Tensor keep = grouped_nms_keep(boxes.index_select(0, by_score),
+                                           idxs.index_select(0, by_score).to(at::kLong), iou_threshold, "batched_nms");
+  // Sync #2 (output length). by_score is descending score with ties by index ascending.
+  return by_score.masked_select(keep);
+}
+
+}  // namespace
+
+// Rows in priority order inside each group -> keep flags by row (declared in cuda/nms.h).
+at::Tensor grouped_nms_keep(const at::Tensor& boxes, const at::Tensor& groups, double iou_threshold, const char* op) {
+  DeviceScope scope(boxes);
+  const int64_t n = boxes.size(0);
+  at::Tensor keep = at::empty({n}, boxes.options().dtype(at::kBool));  // by row
+  if (n == 0) return keep;
+  check_size(op, n);
+  // A stable sort of the groups keeps each group's rows in priority order.
+  const auto [cls, order] = at::sort(groups, /*stable=*/true, /*dim=*/0, /*descending=*/false);
 
   at::Tensor seg_end = at::empty({n}, cls.options());
   at::Tensor words = at::empty({n}, cls.options());
@@ -296,12 +309,11 @@ at::Tensor batched_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, c
   DETSEG_CUDA_LAUNCH_CHECK();
   const at::Tensor words_end = at::cumsum(words, 0);
   const at::Tensor row_off = words_end.sub(words);
-  // Device->host sync #1: the mask size, about len^2 / 128 + len words per class of len boxes.
+  // Device->host sync #1: the mask size, about len^2 / 128 + len words per group of len boxes.
   const int64_t total_words = words_end[n - 1].item<int64_t>();
   const SegmentLayout layout{row_off.const_data_ptr<int64_t>(), seg_end.const_data_ptr<int64_t>()};
 
   const at::Tensor sorted = boxes.to(is_double(boxes) ? at::kDouble : at::kFloat).index_select(0, order).contiguous();
-  at::Tensor keep = at::empty({n}, boxes.options().dtype(at::kBool));  // by original index
   if (is_double(boxes)) {
     suppress<double>(sorted, iou_threshold, layout, total_words, order.const_data_ptr<int64_t>(), keep,
                      scope.stream);
@@ -309,11 +321,9 @@ at::Tensor batched_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, c
     suppress<float>(sorted, iou_threshold, layout, total_words, order.const_data_ptr<int64_t>(), keep,
                     scope.stream);
   }
-  // Sync #2 (output length). by_score is descending score with ties by index ascending.
-  return by_score.masked_select(keep.index_select(0, by_score));
+  return keep;
 }
 
-}  // namespace
 }  // namespace detseg::cuda
 
 TORCH_LIBRARY_IMPL(detseg, CUDA, m) {

@@ -3,7 +3,7 @@
 // (csrc/include/detseg/boxes.h: the same operations as detseg::nms_suppresses); exp is the
 // device's (::exp via detseg::dexp), so gaussian decays may differ from the CPU kernel's in the
 // last bits. No atomics: every output element has one writer, so results are deterministic.
-// multiclass_nms has no CUDA kernel yet (the "auto" backend falls back to the reference).
+// multiclass_nms has its own file, csrc/cuda/multiclass_nms.cu.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/cumsum.h>
