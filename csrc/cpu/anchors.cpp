@@ -42,39 +42,46 @@ Level<O, T> make_level(const T* base, int64_t A, int64_t H, int64_t W, double st
   return lv;
 }
 
-// Every level's rows in one parallel region (one fork/join, not one per level). Row y of a
-// level repeats its template shifted by sy in the y coordinates: grid_anchor(base, sx, sy) ==
-// grid_anchor(base, sx, 0) + (0, sy, 0, sy) bit for bit (sx + base is never -0, and
-// sy + (0 + base) == sy + base), so a row is one vector pass (cpu/vec/anchors_vec.cpp).
+// Every level in one parallel region (one fork/join, not one per level), split by output
+// boxes rather than rows: the finest level holds ~3/4 of the anchors, so a split by rows
+// left one of two threads with most of the work. Row y of a level repeats its template
+// shifted by sy in the y coordinates: grid_anchor(base, sx, sy) == grid_anchor(base, sx, 0) +
+// (0, sy, 0, sy) bit for bit (sx + base is never -0, and sy + (0 + base) == sy + base), so
+// any piece of a row is one vector pass (cpu/vec/anchors_vec.cpp) and the split does not
+// change a bit.
 template <typename O, typename T>
 void fill_levels(const std::vector<Level<O, T>>& levels, double offset) {
-  std::vector<int64_t> first{0};  // first global row of each level
-  for (const auto& lv : levels) first.push_back(first.back() + lv.H);
-  const int64_t rows = first.back();
-  int64_t widest = 1;
-  for (const auto& lv : levels) widest = std::max<int64_t>(widest, static_cast<int64_t>(lv.tmpl.size()));
-  // ~64k values per chunk: a fresh output is written at memory speed, smaller tasks only add sync.
-  at::parallel_for(0, rows, std::max<int64_t>(1, 65536 / widest), [&](int64_t r0, int64_t r1) {
+  std::vector<int64_t> first{0};  // first global box of each level
+  for (const auto& lv : levels) first.push_back(first.back() + lv.H * static_cast<int64_t>(lv.tmpl.size() / 4));
+  const int64_t boxes = first.back();
+  // 16k boxes (256 KiB of float32) per task: a fresh output is written at memory speed,
+  // smaller tasks only add synchronisation.
+  at::parallel_for(0, boxes, 1 << 14, [&](int64_t r0, int64_t r1) {
     size_t l = std::upper_bound(first.begin(), first.end(), r0) - first.begin() - 1;
-    for (int64_t r = r0; r < r1; ++r) {
+    for (int64_t r = r0; r < r1;) {
       while (r >= first[l + 1]) ++l;
       const auto& lv = levels[l];
-      const int64_t y = r - first[l];
-      const int64_t L = static_cast<int64_t>(lv.tmpl.size());
+      const int64_t per_row = static_cast<int64_t>(lv.tmpl.size() / 4);
+      const int64_t o = r - first[l], y = o / per_row, c = o % per_row;
+      const int64_t len = std::min(per_row - c, r1 - r);
       const T sy = static_cast<T>(grid_shift(y, lv.stride_h, offset));
-      O* row = lv.out + y * L;
-      const T* tp = lv.tmpl.data();
+      const T* tp = lv.tmpl.data() + 4 * c;
+      O* dst = lv.out + 4 * o;
       if constexpr (std::is_same_v<O, T>) {
-        DETSEG_ISA_CALL(shift_row, tp, L, sy, row);
+        DETSEG_ISA_CALL(shift_row, tp, 4 * len, sy, dst);
       } else {
-        for (int64_t j = 0; j < L; ++j) row[j] = static_cast<O>(tp[j] + ((j & 1) ? sy : T(0)));
+        for (int64_t j = 0; j < 4 * len; ++j) dst[j] = static_cast<O>(tp[j] + ((j & 1) ? sy : T(0)));
       }
+      r += len;
     }
   });
 }
 
 at::Tensor widen_base(const at::Tensor& b) {
-  return b.to(b.scalar_type() == at::kDouble ? at::kDouble : at::kFloat).contiguous();
+  const auto ct = b.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  // the common case without a trip through the dispatcher (a few us per call in all)
+  if (b.scalar_type() == ct && b.is_contiguous()) return b;
+  return b.to(ct).contiguous();
 }
 
 at::Tensor levels_cpu(at::TensorList base_anchors, at::IntArrayRef feature_h, at::IntArrayRef feature_w,

@@ -1,6 +1,11 @@
 // Anchor-grid row loop for one ISA (compiled with CPU_CAPABILITY = DEFAULT, AVX2, AVX512).
 #include "cpu/vec/anchors_vec.h"
 
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC's AVX-512 intrinsics start from _mm512_undefined_*: false positives once inlined
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
