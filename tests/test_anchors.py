@@ -301,6 +301,64 @@ def test_compile_anchor_generator():
         torch.testing.assert_close(g, w, rtol=0, atol=0)
 
 
+def test_yolo_avx512_cell_path_equals_avx2(tmp_path):
+    # AVX-512 decodes one cell's anchors per vector (3 at a time), AVX2 lanes over cells; both
+    # use SLEEF's exp, so they must agree bit for bit, for any anchor count (partial groups),
+    # non-finite and overflowing predictions included.
+    import subprocess
+    import sys
+
+    B.require("cpp")
+    code = (
+        "import sys, torch, detseg\n"
+        "g = torch.Generator().manual_seed(2)\n"
+        "out = []\n"
+        "for nb in (1, 2, 3, 4, 7):\n"
+        "    p = torch.randn(2, 5, 7, 5 * nb + 3, generator=g) * 4\n"
+        "    p[0, 1, 2, 2] = 100.0; p[0, 1, 3, 0] = float('nan'); p[1, 0, 0, 3] = -float('inf')\n"
+        "    an = torch.rand(nb, 2, generator=g) * 300 + 1\n"
+        "    out.append(detseg.yolo_decode(p, an, (8, 16), backend='cpp'))\n"
+        "    out.append(detseg.yolo_decode(p[:, :, 1:], an, 8, backend='cpp'))\n"
+        "torch.save(out, sys.argv[1])\n")
+    outs = []
+    for isa in ("avx2", "avx512"):
+        path = str(tmp_path / f"yolo_{isa}.pt")
+        r = subprocess.run([sys.executable, "-c", code, path], env=B.subprocess_env(ATEN_CPU_CAPABILITY=isa),
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs.append(torch.load(path))
+    for x, y in zip(*outs):
+        assert_bitwise(x, y)
+    assert any(bool(torch.isinf(x).any()) for x in outs[0]) and any(bool(torch.isnan(x).any()) for x in outs[0])
+
+
+def test_anchor_generator_cached_arguments_follow_changes():
+    # forward caches the op's arguments per (image, feature map shapes, dtype, device) in eager
+    # mode; shapes, dtypes and edits of the public attributes must each give a fresh result
+    B.require("cpp")
+    ag = detseg.AnchorGenerator(((32,), (64,)), ((0.5, 1.0, 2.0),) * 2, backend="cpp")
+    img, f1, f2 = torch.zeros(1, 3, 64, 64), torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 4, 4)
+
+    def want():
+        return torch.cat([R.grid_anchors(b, f.shape[-2], f.shape[-1], 64.0 / f.shape[-2], 64.0 / f.shape[-1],
+                                         ag.offset) for b, f in zip(ag.cell_anchors, (f1, f2))])
+
+    a = ag(img, [f1, f2])[0]
+    torch.testing.assert_close(a, want(), rtol=0, atol=0)
+    assert_bitwise(ag(img, [f1, f2])[0], a)  # the cached path
+    assert ag(img, [f1.double(), f2.double()])[0].dtype == torch.float64
+    assert ag(img, [torch.zeros(1, 1, 16, 16), f2])[0].shape[0] == (16 * 16 + 4 * 4) * 3
+    with torch.no_grad():
+        ag.cell_anchors[0].add_(1.0)  # in place: the tensor's version changes
+    b = ag(img, [f1, f2])[0]
+    torch.testing.assert_close(b, want(), rtol=0, atol=0)
+    assert not torch.equal(a, b)
+    ag.offset = 0.5
+    torch.testing.assert_close(ag(img, [f1, f2])[0], want(), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="detseg.AnchorGenerator: feature map 0"):
+        ag(img, [torch.zeros(1, 1, 80, 80), f2])
+
+
 @pytest.mark.parametrize("backend", B.CPU_BACKENDS)
 def test_yolo_gradcheck(backend):
     pred = torch.randn(1, 1, 2, 11, dtype=torch.float64, generator=D.gen(5)).requires_grad_()

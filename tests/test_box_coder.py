@@ -330,6 +330,33 @@ def test_decode_vector_path_per_isa(isa):
     assert r.stdout.strip() == isa.upper()
 
 
+def test_decode_vector_exp_is_sleefs_on_avx2_and_avx512(tmp_path):
+    # vec_math.h restates SLEEF's expf u10 inline (same operations, same bits): the AVX2 and
+    # AVX512 builds, 8 and 16 lanes, must agree bit for bit over the whole exp range, tails
+    # (n % 16 != 0) and non-finite values included.
+    import subprocess
+    import sys
+
+    B.require("cpp")
+    code = (
+        "import sys, torch, detseg\n"
+        "g = torch.Generator().manual_seed(1)\n"
+        "s = torch.cat([torch.linspace(-110, 110, 100001), torch.tensor([float('nan'), float('inf'), "
+        "-float('inf'), 100.0, 100.001, -104.0, -104.001, 88.72, 0.0, -0.0])])\n"
+        "d = torch.stack([torch.randn(s.numel(), generator=g), torch.randn(s.numel(), generator=g), s, s.flip(0)], 1)\n"
+        "b = torch.rand(s.numel(), 4, generator=g) * 50; b[:, 2:] += b[:, :2] + 1\n"
+        "torch.save(detseg.decode_boxes(d, b, (1., 1., 1., 1.), float('inf'), backend='cpp'), sys.argv[1])\n")
+    outs = []
+    for isa in ("avx2", "avx512"):
+        path = str(tmp_path / f"decode_{isa}.pt")
+        r = subprocess.run([sys.executable, "-c", code, path], env=B.subprocess_env(ATEN_CPU_CAPABILITY=isa),
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs.append(torch.load(path))
+    assert bool(torch.isinf(outs[0]).any()) and bool(torch.isnan(outs[0]).any())
+    assert_bitwise(outs[0], outs[1])
+
+
 try:
     from hypothesis import given
     from hypothesis import strategies as st

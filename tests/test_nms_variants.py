@@ -114,7 +114,7 @@ def test_conventions_differ_at_the_threshold():
     # IoU exactly 0.5 (representable): mmcv decays (>=), opencv does not (>).
     boxes = torch.tensor([[0.0, 0.0, 3.0, 1.0], [1.0, 0.0, 4.0, 1.0]])  # inter 2, union 4
     scores = torch.tensor([0.9, 0.8])
-    for backend in ("cpp", "reference"):
+    for backend in B.CPU_BACKENDS:
         _, v = detseg.ops.soft_nms(boxes, scores, 0.5, 0.5, 0.0, "linear", "mmcv", backend=backend)
         assert v.tolist() == pytest.approx([0.9, 0.4])
         _, v = detseg.ops.soft_nms(boxes, scores, 0.5, 0.5, 0.0, "linear", "opencv", backend=backend)
@@ -129,7 +129,7 @@ def test_diou_keeps_overlapping_boxes_with_distant_centres():
     boxes = torch.tensor([[0.0, 0.0, 3.0, 1.0], [1.0, 0.0, 4.0, 1.0]])
     scores = torch.tensor([0.9, 0.8])
     assert detseg.ops.nms(boxes, scores, 0.45).tolist() == [0]
-    for backend in ("cpp", "reference"):
+    for backend in B.CPU_BACKENDS:
         assert detseg.ops.diou_nms(boxes, scores, 0.45, backend=backend).tolist() == [0, 1]
         assert detseg.ops.diou_nms(boxes, scores, 0.44, backend=backend).tolist() == [0]
 
@@ -248,7 +248,7 @@ def test_matrix_nms_vs_solov2_formula(kernel, n):
 
 # ---------------------------------------------------------------- errors and registration
 
-@pytest.mark.parametrize("backend", ["cpp", "reference"])
+@pytest.mark.parametrize("backend", B.CPU_BACKENDS)
 def test_bad_input(backend):
     boxes, scores = _inputs(10, 1)
     with pytest.raises(ValueError, match=r"detseg.soft_nms: method must be one of 'linear', 'gaussian'"):
@@ -314,3 +314,83 @@ def test_matrix_nms_triton(n, kernel, batched):
         assert_bitwise(got, want)
     else:
         assert_close(got, want.double())
+
+
+def _triton():
+    if "triton" not in B.CPU_BACKENDS:
+        pytest.skip("Triton is not available on this machine")
+    import detseg.triton as T
+    return T
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [0, 1, 7, 40])
+@pytest.mark.parametrize("method", ["linear", "gaussian"])
+@pytest.mark.parametrize("convention", ["mmcv", "opencv"])
+@pytest.mark.parametrize("batched", [False, True])
+def test_soft_nms_triton_equals_cpp(dtype, n, method, convention, batched):
+    T = _triton()
+    boxes = D.clustered_boxes(n, n + 1, clusters=4, jitter=5).to(dtype)
+    scores = D.tie_scores(n, n + 2, levels=5).to(dtype) if n % 2 else torch.rand(n, generator=D.gen(n)).to(dtype)
+    idxs = torch.randint(0, 3, (n,), generator=D.gen(n + 5)) if batched else None
+    args = (boxes, scores, idxs, 0.3, 0.5, 0.1, method, convention)
+    k1, v1 = torch.ops.detseg.soft_nms(*args)
+    k2, v2 = T.soft_nms(*args)
+    assert_bitwise(k2, k1)
+    if dtype == torch.float64 and method == "gaussian":
+        assert_close(v2, v1)  # tl.exp against the C library's exp: the last bit may differ
+    else:
+        assert_bitwise(v2, v1)  # float32 gaussian included: libm_expf is glibc's expf
+    if n == 40:
+        assert len(k1) < n and bool((v1 < scores[k1]).any())  # drops and decays happened
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [0, 1, 7, 40])
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("thr", [0.0, 0.35, 0.7])
+def test_diou_nms_triton_equals_cpp(dtype, n, batched, thr):
+    T = _triton()
+    boxes = D.clustered_boxes(n, n + 3, clusters=4, jitter=5).to(dtype)
+    scores = D.tie_scores(n, n, levels=6).to(dtype)
+    idxs = torch.randint(0, 3, (n,), generator=D.gen(n + 1)) if batched else None
+    got = detseg.ops.batched_diou_nms(boxes, scores, idxs, thr, backend="triton") if batched else \
+        detseg.ops.diou_nms(boxes, scores, thr, backend="triton")
+    assert_bitwise(got, torch.ops.detseg.diou_nms(boxes, scores, idxs, thr))
+
+
+def test_nms_variants_triton_nonfinite_and_ties():
+    T = _triton()
+    boxes = D.nonfinite_boxes(40, 3).float()
+    scores = torch.rand(40, generator=D.gen(1))
+    scores[[3, 9]] = float("nan")
+    scores[[5, 6]] = float("inf")
+    scores[[10, 11, 12]] = float(scores[13])  # exact ties: the lowest index is picked first
+    boxes[11] = boxes[10]
+    # identical boxes with infinite scores: linear decay by 1 - IoU = 0 makes inf * 0 = NaN,
+    # which is picked next (NaN ranks first)
+    boxes[5] = boxes[6] = torch.tensor([10.0, 10.0, 20.0, 20.0])
+    for args in [(None, 0.3, 0.5, 0.1, "linear", "mmcv"), (None, 0.3, 0.5, 0.1, "gaussian", "opencv"),
+                 (None, 0.0, 0.5, 0.0, "linear", "opencv")]:
+        k1, v1 = torch.ops.detseg.soft_nms(boxes, scores, *args)
+        k2, v2 = T.soft_nms(boxes, scores, *args)
+        assert_bitwise(k2, k1)
+        assert_bitwise(v2, v1)
+        assert 3 not in k2.tolist() and 9 not in k2.tolist()  # NaN scores dropped
+        if args[4] == "linear" and args[1] == 0.3:
+            assert k2[:2].tolist() == [6, 5] and math.isnan(v2[0]) and v2[1] == math.inf
+    assert_bitwise(T.diou_nms(boxes, scores, None, 0.5), torch.ops.detseg.diou_nms(boxes, scores, None, 0.5))
+
+
+def test_triton_libm_expf_is_the_c_library_expf():
+    _triton()
+    from detseg.reference.postprocess import libm_exp
+    from detseg.triton.nms_variants import expf
+
+    # random bit patterns over the whole float32 line plus the overflow / underflow edges
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(-2 ** 31, 2 ** 31, (60000,), generator=g, dtype=torch.int64).to(torch.int32).view(torch.float32)
+    x = torch.cat([x, torch.linspace(-110, 95, 20000), torch.tensor([
+        0.0, -0.0, float("inf"), float("-inf"), float("nan"), 88.72283172607421875, 88.72284, -103.972076416015625,
+        -103.97208, -87.33654, 1e-40, -1e-40])])
+    assert_bitwise(expf(x), libm_exp(x))

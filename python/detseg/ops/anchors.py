@@ -131,6 +131,7 @@ class AnchorGenerator(nn.Module):
         self.strides = None if strides is None else [_pair(op, "strides", s) for s in strides]
         self.backend = backend
         self.cell_anchors = [self.generate_anchors(s, a) for s, a in zip(self.sizes, self.aspect_ratios)]
+        self._forward_args: dict = {}
 
     def generate_anchors(self, scales: Sequence[float], aspect_ratios: Sequence[float],
                          dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -170,7 +171,34 @@ class AnchorGenerator(nn.Module):
     def forward(self, image_list, feature_maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         op = "AnchorGenerator"
         (ih, iw), n_images = _image_size_and_count(op, image_list)
-        grid_sizes = [tuple(int(s) for s in f.shape[-2:]) for f in feature_maps]
+        grid_sizes = tuple((int(f.shape[-2]), int(f.shape[-1])) for f in feature_maps)
+        f0 = feature_maps[0]
+        dtype = f0.dtype if f0.is_floating_point() else torch.float32
+        # The op's arguments depend only on these: a detector calls forward with the same
+        # shapes every time, and a 200k-anchor grid is written in ~40 us, so the Python work
+        # around it (strides, base anchors cast to the maps' dtype and device) is cached in
+        # eager mode. cell_anchors, strides and offset are public attributes: a change, in
+        # place or not, makes a new key. (A compiled graph does this work once anyway.)
+        if torch.compiler.is_compiling():
+            args = self._op_args(op, (ih, iw), grid_sizes, dtype, f0.device)
+        else:
+            key = (ih, iw, grid_sizes, dtype, f0.device, self.offset, repr(self.strides),
+                   tuple((id(b), b._version) for b in self.cell_anchors))
+            args = self._forward_args.get(key)
+            if args is None:
+                args = self._op_args(op, (ih, iw), grid_sizes, dtype, f0.device)
+                if len(self._forward_args) >= 16:
+                    self._forward_args.clear()
+                self._forward_args[key] = args
+        # one op writes every level into one output (no per-level tensors, no cat)
+        out = _backend.dispatch("multilevel_grid_anchors", self.backend, f0.device, *args)
+        # one tensor per image, as torchvision (which concatenates per image)
+        return [out] + [out.clone() for _ in range(n_images - 1)]
+
+    def _op_args(self, op: str, image_size: tuple[int, int], grid_sizes, dtype: torch.dtype, device) -> tuple:
+        """multilevel_grid_anchors' arguments after base_anchors' checks: (bases, heights,
+        widths, stride_h, stride_w, offset)."""
+        ih, iw = image_size
         if len(grid_sizes) != len(self.cell_anchors):
             _checks.fail(op, f"got {len(grid_sizes)} feature maps for {len(self.cell_anchors)} levels of sizes / "
                              f"aspect_ratios: there must be one feature map per level")
@@ -183,15 +211,9 @@ class AnchorGenerator(nn.Module):
                     _checks.fail(op, f"feature map {lvl} ({gh}x{gw}) must be non-empty and no larger than the "
                                      f"image ({ih}x{iw})")
                 strides.append((float(ih // gh), float(iw // gw)))
-        f0 = feature_maps[0]
-        dtype = f0.dtype if f0.is_floating_point() else torch.float32
-        bases = [b.to(dtype=dtype, device=f0.device) for b in self.cell_anchors]
-        # one op writes every level into one output (no per-level tensors, no cat)
-        out = _backend.dispatch("multilevel_grid_anchors", self.backend, f0.device, bases,
-                                [g[0] for g in grid_sizes], [g[1] for g in grid_sizes],
-                                [float(st[0]) for st in strides], [float(st[1]) for st in strides], self.offset)
-        # one tensor per image, as torchvision (which concatenates per image)
-        return [out] + [out.clone() for _ in range(n_images - 1)]
+        bases = [b.to(dtype=dtype, device=device) for b in self.cell_anchors]
+        return (bases, [g[0] for g in grid_sizes], [g[1] for g in grid_sizes], [float(st[0]) for st in strides],
+                [float(st[1]) for st in strides], self.offset)
 
     def extra_repr(self) -> str:
         return (f"sizes={self.sizes}, aspect_ratios={self.aspect_ratios}, convention={self.convention!r}, "

@@ -21,3 +21,4 @@ from .masks import confusion_matrix, mask_iou, masks_to_boxes, paste_masks_in_im
 from .postprocess import matrix_nms  # noqa: F401
 from .conv import _conv_transpose2d_backward, _max_unpool2d_backward, conv_transpose2d, max_unpool2d  # noqa: F401,E402
 from .multiclass_nms import multiclass_nms  # noqa: F401,E402
+from .nms_variants import diou_nms, soft_nms  # noqa: F401,E402
