@@ -22,21 +22,6 @@
 namespace detseg::cpu {
 namespace {
 
-// Tiles keep both the rows read and the columns written in L1.
-void transpose_to_columns(const uint8_t* src, int64_t h, int64_t w, uint8_t* dst) {
-  constexpr int64_t kTile = 64;
-  for (int64_t y0 = 0; y0 < h; y0 += kTile) {
-    const int64_t y1 = std::min(y0 + kTile, h);
-    for (int64_t x0 = 0; x0 < w; x0 += kTile) {
-      const int64_t x1 = std::min(x0 + kTile, w);
-      for (int64_t x = x0; x < x1; ++x) {
-        uint8_t* d = dst + x * h;
-        for (int64_t y = y0; y < y1; ++y) d[y] = src[y * w + x];
-      }
-    }
-  }
-}
-
 // Runs of a column-major mask t[0, a) into out (capacity a + 1); returns their number, or -1
 // when a byte is neither 0 nor 1. The vector scan (cpu/vec/rle_scan_vec.cpp) finds where the
 // value changes; the runs are the gaps between those positions, starting with a (possibly
@@ -56,7 +41,7 @@ int64_t scan_runs(const uint8_t* t, int64_t a, uint32_t* out) {
 
 // Runs of every mask of masks [N, H, W]; f(i, runs, m) consumes mask i's runs. Masks laid out
 // column-major (stride(1) == 1, stride(2) == H: a permuted Fortran array, pycocotools' input)
-// are scanned in place, others through a transposed copy per thread.
+// are scanned in place, others through a transposed copy per thread (cpu/vec/rle_scan_vec.cpp).
 template <typename F>
 void for_each_mask_runs(const char* op, const at::Tensor& masks_in, F&& f) {
   checks::rle_masks(op, masks_in);
@@ -74,7 +59,7 @@ void for_each_mask_runs(const char* op, const at::Tensor& masks_in, F&& f) {
     for (int64_t i = i0; i < i1; ++i) {
       const uint8_t* src = base + i * s0;
       if (!colmajor) {
-        transpose_to_columns(src, h, w, cols.get());
+        DETSEG_ISA_CALL(rle_transpose, src, h, w, cols.get());
         src = cols.get();
       }
       const int64_t m = scan_runs(src, a, runs.get());

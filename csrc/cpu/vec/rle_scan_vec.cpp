@@ -6,6 +6,8 @@
 
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 #include <immintrin.h>
+#elif defined(__SSE2__)
+#include <emmintrin.h>
 #endif
 
 #include <cstring>
@@ -116,6 +118,34 @@ int64_t rle_transitions(const uint8_t* t, int64_t a, uint32_t* pos) {
   out = scalar_tail(t, j, a, any, out);
   if (any > 1) return -1;
   return out - pos;
+}
+
+void rle_transpose(const uint8_t* src, int64_t h, int64_t w, uint8_t* dst) {
+  const int64_t hf = h & ~int64_t(15), wf = w & ~int64_t(15);
+  for (int64_t y0 = 0; y0 < hf; y0 += 16) {
+#if defined(__SSE2__)
+    for (int64_t x0 = 0; x0 < wf; x0 += 16) {
+      __m128i r[16], u[16];
+      for (int i = 0; i < 16; ++i) r[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + (y0 + i) * w + x0));
+      // Four rounds of interleaving row i with row i + 8 transpose a 16 x 16 byte tile.
+      for (int round = 0; round < 4; ++round) {
+        for (int i = 0; i < 8; ++i) {
+          u[2 * i] = _mm_unpacklo_epi8(r[i], r[i + 8]);
+          u[2 * i + 1] = _mm_unpackhi_epi8(r[i], r[i + 8]);
+        }
+        for (int i = 0; i < 16; ++i) r[i] = u[i];
+      }
+      for (int i = 0; i < 16; ++i) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (x0 + i) * h + y0), r[i]);
+    }
+    const int64_t xs = wf;
+#else
+    const int64_t xs = 0;
+#endif
+    for (int64_t x = xs; x < w; ++x)
+      for (int64_t y = y0; y < y0 + 16; ++y) dst[x * h + y] = src[y * w + x];
+  }
+  for (int64_t y = hf; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x) dst[x * h + y] = src[y * w + x];
 }
 
 }  // namespace detseg::cpu::CPU_CAPABILITY

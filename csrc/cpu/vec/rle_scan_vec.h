@@ -12,3 +12,6 @@
 // then garbage). AVX2 / AVX-512: compare each 32 / 64-byte vector with its one-byte-shifted
 // neighbour, movemask, walk the set bits with tzcnt; DEFAULT: the same on 8-byte words.
 DETSEG_ISA_DECLARE(int64_t rle_transitions(const uint8_t* t, int64_t a, uint32_t* pos))
+// dst[x * h + y] = src[y * w + x]: a row-major mask [h, w] into column-major order (the order
+// RLE scans), in 16 x 16 byte tiles transposed in registers (SSE2 byte unpacks).
+DETSEG_ISA_DECLARE(void rle_transpose(const uint8_t* src, int64_t h, int64_t w, uint8_t* dst))
