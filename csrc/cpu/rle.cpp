@@ -10,7 +10,6 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
-#include <memory>
 #include <vector>
 
 #include "checks.h"
@@ -53,21 +52,33 @@ void for_each_mask_runs(const char* op, const at::Tensor& masks_in, F&& f) {
   const int64_t s0 = masks.stride(0);
   std::atomic<bool> bad{false};
   at::parallel_for(0, n, 1, [&](int64_t i0, int64_t i1) {
-    // Uninitialised scratch: zeroing a + 1 runs would cost as much as a sparse mask's scan.
-    std::unique_ptr<uint32_t[]> runs(new uint32_t[a + 1]);
-    std::unique_ptr<uint8_t[]> cols(colmajor ? nullptr : new uint8_t[a]);
+    // Thread-local scratch kept between calls (the pool threads persist): a fresh 1 MB buffer
+    // per call is mmap'd by malloc and page-faulted in every time. Grown only (zero-filled once);
+    // released after the call when over 16 MB.
+    thread_local std::vector<uint32_t> runs_keep;
+    thread_local std::vector<uint8_t> cols_keep;
+    if (runs_keep.size() < size_t(a + 1)) runs_keep.resize(a + 1);
+    if (!colmajor && cols_keep.size() < size_t(a)) cols_keep.resize(a);
+    uint32_t* runs = runs_keep.data();
+    uint8_t* cols = cols_keep.data();
+    struct Release {
+      ~Release() {
+        if (runs_keep.size() * sizeof(uint32_t) > (size_t(16) << 20)) std::vector<uint32_t>().swap(runs_keep);
+        if (cols_keep.size() > (size_t(16) << 20)) std::vector<uint8_t>().swap(cols_keep);
+      }
+    } release;
     for (int64_t i = i0; i < i1; ++i) {
       const uint8_t* src = base + i * s0;
       if (!colmajor) {
-        DETSEG_ISA_CALL(rle_transpose, src, h, w, cols.get());
-        src = cols.get();
+        DETSEG_ISA_CALL(rle_transpose, src, h, w, cols);
+        src = cols;
       }
-      const int64_t m = scan_runs(src, a, runs.get());
+      const int64_t m = scan_runs(src, a, runs);
       if (m < 0) {
         bad = true;
         return;
       }
-      f(i, runs.get(), m);
+      f(i, runs, m);
     }
   });
   TORCH_CHECK_VALUE(!bad, "detseg.", op, ": masks must be binary (uint8 values 0 or 1), got another value");
