@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import _backends as B
 import detseg
 from detseg.ops import rle as R
 
@@ -191,3 +192,54 @@ def test_opcheck_schemas():
     # Data-dependent output sizes and CPU-only host code: no fake kernels, so the schema test only.
     for op, args in samples:
         torch.library.opcheck(op, args, test_utils=("test_schema",))
+
+
+_SCAN_CHECK = r"""
+import numpy as np, torch, detseg
+from pycocotools import mask as mu
+from detseg.ops import rle as R
+rng = np.random.default_rng(0)
+cases = []
+for h, w in [(1, 1), (1, 700), (700, 1), (17, 19), (511, 3), (64, 4), (257, 2), (31, 33), (128, 9)]:
+    a = np.zeros((6, h, w), bool)
+    a[1] = True                                    # all ones
+    a[2] = rng.random((h, w)) < 0.5                # a transition almost every pixel
+    a[3, h // 2:, : max(w // 2, 1)] = True         # runs that cross column boundaries
+    a[4].reshape(-1, order="F")[::64] = True       # transitions on vector boundaries
+    a[5].reshape(-1, order="F")[-1] = True         # only the very last pixel
+    cases.append(a)
+for m in cases:
+    ref = [r["counts"] for r in mu.encode(np.asfortranarray(m.transpose(1, 2, 0).astype(np.uint8)))]
+    fortran = torch.from_numpy(np.asfortranarray(m.transpose(1, 2, 0))).permute(2, 0, 1)
+    for t in (torch.from_numpy(m), fortran, fortran.to(torch.uint8)):
+        assert [g["counts"] for g in R.rle_encode(t, backend="cpp")] == ref, (m.shape, t.stride())
+    runs, off = R.rle_encode_runs(torch.from_numpy(m), backend="cpp")
+    assert (runs >= 0).all() and int(runs.sum()) == m.size
+# a non-binary byte is found wherever it is: first pixel, vector body, scalar tail
+for n in (1, 63, 64, 65, 300, 1000):
+    for at in sorted({0, n // 2, n - 1}):
+        m = torch.zeros(1, n, 1, dtype=torch.uint8)
+        m[0, at, 0] = 2 + at % 250
+        try:
+            R.rle_encode(m, backend="cpp")
+        except ValueError as e:
+            assert "binary" in str(e)
+        else:
+            raise AssertionError(f"no error for value at {at} of {n}")
+print("ok")
+"""
+
+
+def test_scan_every_isa():
+    """The transition scan of each ISA build (one subprocess each: the capability is read once
+    per process) on edge cases, byte for byte against pycocotools."""
+    import subprocess
+    import sys
+
+    procs = {isa: subprocess.Popen([sys.executable, "-c", _SCAN_CHECK], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True,
+                                   env=B.subprocess_env(ATEN_CPU_CAPABILITY=isa, OMP_NUM_THREADS="1"))
+             for isa in ("default", "avx2", "avx512")}
+    for isa, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and out.strip() == "ok", f"{isa}: {err[-3000:]}"

@@ -240,3 +240,81 @@ def test_distributed_two_processes_equal_one(tmp_path):
         torch.testing.assert_close(got["cm"][k], ref["cm"][k], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(got["dice"], ref["dice"], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(got["miou"], ref["miou"], rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- MONAI ignore_empty
+
+def _monai_literal(p, t, c, ignore_empty, iou=False):
+    """MONAI DiceMetric / MeanIoU per (image, class), restated from their documentation: a class
+    with target pixels scores 2|X & Y| / (|X| + |Y|) (IoU: |X & Y| / |X | Y|); one without scores
+    NaN when ignore_empty, else 1 if the prediction is empty too and 0 if not."""
+    out = torch.empty(p.shape[0], c, dtype=torch.float64)
+    for b in range(p.shape[0]):
+        for k in range(c):
+            x, y = p[b] == k, t[b] == k
+            inter, nx, ny = int((x & y).sum()), int(x.sum()), int(y.sum())
+            if ny > 0:
+                out[b, k] = inter / (nx + ny - inter) if iou else 2 * inter / (nx + ny)
+            elif ignore_empty:
+                out[b, k] = float("nan")
+            else:
+                out[b, k] = 1.0 if nx == 0 else 0.0
+    return out
+
+
+def test_ignore_empty_by_hand():
+    # class 2: predicted once, never in the target; class 3: in neither
+    cm = torch.tensor([[5, 1, 1, 0], [2, 3, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    iou = F.iou_per_class(cm, "ignore_empty")
+    assert iou[:2].tolist() == [5 / 9, 3 / 6] and iou[2:].isnan().all()
+    assert F.iou_per_class(cm, "nan")[2] == 0.0  # the other conventions score a false positive 0
+    assert F.mean_iou(cm, "ignore_empty").item() == pytest.approx((5 / 9 + 3 / 6) / 2)
+    assert F.mean_iou(cm, "nan").item() == pytest.approx((5 / 9 + 3 / 6) / 3)
+    assert F.dice_score(cm, "macro", "ignore_empty").item() == pytest.approx((10 / 14 + 6 / 9) / 2)
+    assert F.dice_score(cm, "micro", "ignore_empty").item() == pytest.approx(16 / 23)
+    assert F.dice_score(cm, "weighted", "ignore_empty").item() == pytest.approx((7 * 10 / 14 + 5 * 6 / 9) / 12)
+    assert F.dice_score(cm, "none", "ignore_empty")[2:].isnan().all()
+    torch.testing.assert_close(F.class_accuracy(cm, "ignore_empty"), F.class_accuracy(cm, "nan"), equal_nan=True)
+    wrong = torch.tensor([[0, 3], [0, 0]])  # class 0 always predicted as 1; class 1 not in the target
+    assert F.mean_iou(wrong, "ignore_empty").item() == 0.0 and F.mean_iou(wrong, "nan").item() == 0.0
+    empty = torch.zeros(2, 2, dtype=torch.int64)
+    assert math.isnan(F.mean_iou(empty, "ignore_empty")) and math.isnan(F.dice_score(empty, "micro", "ignore_empty"))
+    with pytest.raises(ValueError, match=r"'ignore_empty'"):
+        F.mean_iou(cm, "skip")
+
+
+@pytest.mark.parametrize("ignore_empty", [True, False])
+def test_monai_conventions_per_image(ignore_empty):
+    p, t = _maps(b=5, seed=8)
+    absent = "ignore_empty" if ignore_empty else "one"
+    per = detseg.confusion_matrix(p, t, C, per_image=True)
+    for iou, fn in ((False, F.dice_per_class), (True, F.iou_per_class)):
+        lit = _monai_literal(p, t, C, ignore_empty, iou)
+        assert lit.isnan().any() == ignore_empty  # the maps do have empty-target classes
+        torch.testing.assert_close(fn(per, absent), lit, equal_nan=True)
+    if not ignore_empty:
+        return  # (samplewise streaming averages only over images where a class occurs, whatever absent is)
+    # MONAI's reductions: "mean_batch" (per class over images) and "mean" (over all pairs)
+    m = M.ConfusionMatrix(C, absent=absent, samplewise=True)
+    m.update(p[:2], t[:2])
+    m.update(p[2:], t[2:])
+    r = m.compute()
+    for iou, key in ((False, "dice"), (True, "iou")):
+        lit = _monai_literal(p, t, C, ignore_empty, iou)
+        torch.testing.assert_close(r[f"samplewise_{key}_per_class"], lit.nanmean(0), equal_nan=True)
+    torch.testing.assert_close(r["samplewise_pooled_iou"], _monai_literal(p, t, C, ignore_empty, True).nanmean())
+    d = M.DiceScore(C, average="macro", aggregation="samplewise", absent=absent)
+    d.update(p, t)
+    torch.testing.assert_close(d.compute(), _monai_literal(p, t, C, True).nanmean(1).nanmean())
+    # soft Dice of one-hot probabilities is the hard Dice, per (sample, class)
+    probs = torch.nn.functional.one_hot(p, C).movedim(-1, 1).double()
+    torch.testing.assert_close(F.soft_dice(probs, t, reduction="none", absent=absent),
+                               _monai_literal(p, t, C, True), equal_nan=True)
+    torch.testing.assert_close(F.soft_dice(probs, t, absent=absent), _monai_literal(p, t, C, True).nanmean())
+    sd = M.SoftDice(absent=absent)
+    sd.update(probs[:3], t[:3])
+    sd.update(probs[3:], t[3:])
+    torch.testing.assert_close(sd.compute(), F.soft_dice(probs, t, reduction="global", absent=absent))
+    # binary: a predicted foreground on an empty target is skipped, not scored 0
+    assert math.isnan(F.soft_dice(torch.ones(1, 6, dtype=torch.float64), torch.zeros(1, 6), absent=absent))
+    assert F.soft_dice(torch.ones(1, 6, dtype=torch.float64), torch.zeros(1, 6), absent="nan").item() == 0.0

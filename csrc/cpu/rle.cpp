@@ -12,89 +12,35 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #include "checks.h"
+#include "cpu/isa.h"
 #include "cpu/rle_runs.h"
+#include "cpu/vec/rle_scan_vec.h"
 #include "detseg/rle.h"
 
 namespace detseg::cpu {
 namespace {
 
-// Tiles keep both the rows read and the columns written in L1.
-void transpose_to_columns(const uint8_t* src, int64_t h, int64_t w, uint8_t* dst) {
-  constexpr int64_t kTile = 64;
-  for (int64_t y0 = 0; y0 < h; y0 += kTile) {
-    const int64_t y1 = std::min(y0 + kTile, h);
-    for (int64_t x0 = 0; x0 < w; x0 += kTile) {
-      const int64_t x1 = std::min(x0 + kTile, w);
-      for (int64_t x = x0; x < x1; ++x) {
-        uint8_t* d = dst + x * h;
-        for (int64_t y = y0; y < y1; ++y) d[y] = src[y * w + x];
-      }
-    }
-  }
-}
-
 // Runs of a column-major mask t[0, a) into out (capacity a + 1); returns their number, or -1
-// when a byte is neither 0 nor 1. Eight pixels per step: long runs are the common case, and
-// the first differing byte of a word is found from its lowest set bit (little-endian).
+// when a byte is neither 0 nor 1. The vector scan (cpu/vec/rle_scan_vec.cpp) finds where the
+// value changes; the runs are the gaps between those positions, starting with a (possibly
+// empty) 0-run and ending at a, as pycocotools' rleEncode.
 int64_t scan_runs(const uint8_t* t, int64_t a, uint32_t* out) {
-  constexpr uint64_t kOnes = 0x0101010101010101ull;
-  int64_t k = 0, last = 0, j = 0;
-  uint8_t p = 0;
-  uint64_t pat = 0;
-  while (j + 8 <= a) {
-    // Long runs: 64 pixels per test while no pixel differs (SSE2 is baseline on x86-64).
-#if defined(__SSE2__)
-    const __m128i vp = _mm_set1_epi8(char(p));
-    while (j + 64 <= a) {
-      const __m128i e0 = _mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t + j)), vp);
-      const __m128i e1 = _mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t + j + 16)), vp);
-      const __m128i e2 = _mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t + j + 32)), vp);
-      const __m128i e3 = _mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t + j + 48)), vp);
-      if (_mm_movemask_epi8(_mm_and_si128(_mm_and_si128(e0, e1), _mm_and_si128(e2, e3))) != 0xFFFF) break;
-      j += 64;
-    }
-#endif
-    while (j + 32 <= a) {
-      uint64_t w[4];
-      std::memcpy(w, t + j, 32);
-      if (((w[0] ^ pat) | (w[1] ^ pat) | (w[2] ^ pat) | (w[3] ^ pat)) != 0) break;
-      j += 32;
-    }
-    if (j + 8 > a) break;
-    uint64_t v;
-    std::memcpy(&v, t + j, 8);
-    const uint64_t d = v ^ pat;
-    if (d == 0) {
-      j += 8;
-      continue;
-    }
-    j += __builtin_ctzll(d) >> 3;
-    out[k++] = uint32_t(j - last);
-    last = j;
-    p = t[j];
-    if (p > 1) return -1;
-    pat = p * kOnes;
+  const int64_t m = DETSEG_ISA_CALL(rle_transitions, t, a, out);
+  if (m < 0) return -1;
+  uint32_t prev = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    const uint32_t cur = out[i];
+    out[i] = cur - prev;
+    prev = cur;
   }
-  for (; j < a; ++j) {
-    if (t[j] != p) {
-      out[k++] = uint32_t(j - last);
-      last = j;
-      p = t[j];
-      if (p > 1) return -1;
-    }
-  }
-  out[k++] = uint32_t(a - last);
-  return k;
+  out[m] = uint32_t(a - prev);
+  return m + 1;
 }
 
 // Runs of every mask of masks [N, H, W]; f(i, runs, m) consumes mask i's runs. Masks laid out
 // column-major (stride(1) == 1, stride(2) == H: a permuted Fortran array, pycocotools' input)
-// are scanned in place, others through a transposed copy per thread.
+// are scanned in place, others through a transposed copy per thread (cpu/vec/rle_scan_vec.cpp).
 template <typename F>
 void for_each_mask_runs(const char* op, const at::Tensor& masks_in, F&& f) {
   checks::rle_masks(op, masks_in);
@@ -106,20 +52,33 @@ void for_each_mask_runs(const char* op, const at::Tensor& masks_in, F&& f) {
   const int64_t s0 = masks.stride(0);
   std::atomic<bool> bad{false};
   at::parallel_for(0, n, 1, [&](int64_t i0, int64_t i1) {
-    std::vector<uint32_t> runs(a + 1);
-    std::vector<uint8_t> cols(colmajor ? 0 : a);
+    // Thread-local scratch kept between calls (the pool threads persist): a fresh 1 MB buffer
+    // per call is mmap'd by malloc and page-faulted in every time. Grown only (zero-filled once);
+    // released after the call when over 16 MB.
+    thread_local std::vector<uint32_t> runs_keep;
+    thread_local std::vector<uint8_t> cols_keep;
+    if (runs_keep.size() < size_t(a + 1)) runs_keep.resize(a + 1);
+    if (!colmajor && cols_keep.size() < size_t(a)) cols_keep.resize(a);
+    uint32_t* runs = runs_keep.data();
+    uint8_t* cols = cols_keep.data();
+    struct Release {
+      ~Release() {
+        if (runs_keep.size() * sizeof(uint32_t) > (size_t(16) << 20)) std::vector<uint32_t>().swap(runs_keep);
+        if (cols_keep.size() > (size_t(16) << 20)) std::vector<uint8_t>().swap(cols_keep);
+      }
+    } release;
     for (int64_t i = i0; i < i1; ++i) {
       const uint8_t* src = base + i * s0;
       if (!colmajor) {
-        transpose_to_columns(src, h, w, cols.data());
-        src = cols.data();
+        DETSEG_ISA_CALL(rle_transpose, src, h, w, cols);
+        src = cols;
       }
-      const int64_t m = scan_runs(src, a, runs.data());
+      const int64_t m = scan_runs(src, a, runs);
       if (m < 0) {
         bad = true;
         return;
       }
-      f(i, runs.data(), m);
+      f(i, runs, m);
     }
   });
   TORCH_CHECK_VALUE(!bad, "detseg.", op, ": masks must be binary (uint8 values 0 or 1), got another value");

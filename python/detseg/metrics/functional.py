@@ -7,16 +7,23 @@ are float64.
 Classes absent from both prediction and target (an empty union, a zero denominator) have no
 defined IoU / Dice. ``absent`` picks what they get, and whether means count them:
 
-==========  =========================  ======================================================
-absent      per-class value            means (mean IoU, macro Dice, mean accuracy)
-==========  =========================  ======================================================
-"nan"       NaN                        skip them (nanmean); all absent -> NaN
-"neg1"      -1 (torchmetrics MeanIoU)  skip them; all absent -> NaN
-"one"       1  (MONAI, ignore_empty=False: both empty = perfect)      include them
-"zero"      0                          include them
-==========  =========================  ======================================================
+==============  =========================  ==================================================
+absent          per-class value            means (mean IoU, macro Dice, mean accuracy)
+==============  =========================  ==================================================
+"nan"           NaN                        skip them (nanmean); all absent -> NaN
+"neg1"          -1 (torchmetrics MeanIoU)  skip them; all absent -> NaN
+"one"           1 (MONAI ignore_empty=     include them
+                False: both empty = 1)
+"zero"          0                          include them
+"ignore_empty"  NaN for every class with   skip them; no class with target pixels -> NaN
+                no target pixel (MONAI
+                ignore_empty=True)
+==============  =========================  ==================================================
 
-For pixel accuracy per class (recall), "absent" means a class with no target pixel.
+"ignore_empty" is MONAI's rule, which looks at the target only: a class predicted where the
+target has none is skipped too (the other conventions score it 0). "micro" Dice pools only the
+classes with target pixels. For pixel accuracy per class (recall), "absent" means a class with
+no target pixel, so "nan" and "ignore_empty" agree there.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ import torch
 
 from ..ops._checks import choice
 
-ABSENT = ("nan", "neg1", "one", "zero")
+ABSENT = ("nan", "neg1", "one", "zero", "ignore_empty")
+_FILL = {"nan": float("nan"), "neg1": -1.0, "one": 1.0, "zero": 0.0, "ignore_empty": float("nan")}
 AVERAGES = ("micro", "macro", "weighted", "none")
 
 __all__ = [
@@ -48,15 +56,22 @@ def _absent(fn: str, absent: str) -> str:
     return choice("metrics." + fn, "absent", absent, ABSENT)
 
 
-def _ratio(num: torch.Tensor, den: torch.Tensor, absent: str) -> torch.Tensor:
-    fill = {"nan": float("nan"), "neg1": -1.0, "one": 1.0, "zero": 0.0}[absent]
-    return torch.where(den > 0, num / den.clamp(min=1e-300), torch.full_like(num, fill))
+def _defined(den: torch.Tensor, absent: str, target: torch.Tensor | None) -> torch.Tensor:
+    """Where a ratio is defined: a positive denominator, and for "ignore_empty" target pixels
+    (``target``: the class's target count; None when den > 0 already implies them)."""
+    if absent == "ignore_empty" and target is not None:
+        return (den > 0) & (target > 0)
+    return den > 0
 
 
-def _mean(values: torch.Tensor, den: torch.Tensor, absent: str) -> torch.Tensor:
+def _ratio(num: torch.Tensor, den: torch.Tensor, absent: str, target: torch.Tensor | None = None) -> torch.Tensor:
+    return torch.where(_defined(den, absent, target), num / den.clamp(min=1e-300), torch.full_like(num, _FILL[absent]))
+
+
+def _mean(values: torch.Tensor, den: torch.Tensor, absent: str, target: torch.Tensor | None = None) -> torch.Tensor:
     if absent in ("one", "zero"):
         return values.mean(-1)
-    return torch.where(den > 0, values, torch.full_like(values, float("nan"))).nanmean(-1)
+    return torch.where(_defined(den, absent, target), values, torch.full_like(values, float("nan"))).nanmean(-1)
 
 
 def _parts(cm: torch.Tensor, include_background: bool):
@@ -72,7 +87,7 @@ def iou_per_class(confmat: torch.Tensor, absent: str = "nan", include_background
     """IoU (Jaccard) of each class: tp / (tp + fp + fn). ``Tensor[..., C, C] -> Tensor[..., C]``."""
     cm = _cm("iou_per_class", confmat)
     tp, t, p = _parts(cm, include_background)
-    return _ratio(tp, t + p - tp, _absent("iou_per_class", absent))
+    return _ratio(tp, t + p - tp, _absent("iou_per_class", absent), t)
 
 
 def mean_iou(confmat: torch.Tensor, absent: str = "nan", include_background: bool = True) -> torch.Tensor:
@@ -81,7 +96,7 @@ def mean_iou(confmat: torch.Tensor, absent: str = "nan", include_background: boo
     cm = _cm("mean_iou", confmat)
     tp, t, p = _parts(cm, include_background)
     den = t + p - tp
-    return _mean(_ratio(tp, den, absent), den, absent)
+    return _mean(_ratio(tp, den, absent, t), den, absent, t)
 
 
 def frequency_weighted_iou(confmat: torch.Tensor) -> torch.Tensor:
@@ -98,7 +113,7 @@ def dice_per_class(confmat: torch.Tensor, absent: str = "nan", include_backgroun
     """Dice = F1 = 2 tp / (2 tp + fp + fn) of each class. ``Tensor[..., C, C] -> Tensor[..., C]``."""
     cm = _cm("dice_per_class", confmat)
     tp, t, p = _parts(cm, include_background)
-    return _ratio(2 * tp, t + p, _absent("dice_per_class", absent))
+    return _ratio(2 * tp, t + p, _absent("dice_per_class", absent), t)
 
 
 def dice_score(confmat: torch.Tensor, average: str = "macro", absent: str = "nan",
@@ -113,13 +128,16 @@ def dice_score(confmat: torch.Tensor, average: str = "macro", absent: str = "nan
     tp, t, p = _parts(cm, include_background)
     den = t + p
     if average == "micro":
+        if absent == "ignore_empty":
+            keep = t > 0
+            tp, den = torch.where(keep, tp, torch.zeros_like(tp)), torch.where(keep, den, torch.zeros_like(den))
         return _ratio(2 * tp.sum(-1), den.sum(-1), absent)
-    dice = _ratio(2 * tp, den, absent)
+    dice = _ratio(2 * tp, den, absent, t)
     if average == "none":
         return dice
     if average == "macro":
-        return _mean(dice, den, absent)
-    valid = den > 0 if absent in ("nan", "neg1") else torch.ones_like(den, dtype=torch.bool)
+        return _mean(dice, den, absent, t)
+    valid = _defined(den, absent, t) if absent in ("nan", "neg1", "ignore_empty") else torch.ones_like(den, dtype=torch.bool)
     w = torch.where(valid, t, torch.zeros_like(t))
     total = w.sum(-1)
     d = torch.where(valid, dice, torch.zeros_like(dice))
@@ -138,7 +156,7 @@ def class_accuracy(confmat: torch.Tensor, absent: str = "nan") -> torch.Tensor:
     """Per-class accuracy (recall) tp / target pixels; absent = no target pixel. ``-> Tensor[..., C]``."""
     cm = _cm("class_accuracy", confmat)
     tp, t, _ = _parts(cm, True)
-    return _ratio(tp, t, _absent("class_accuracy", absent))
+    return _ratio(tp, t, _absent("class_accuracy", absent), t)
 
 
 def mean_class_accuracy(confmat: torch.Tensor, absent: str = "nan") -> torch.Tensor:
@@ -146,13 +164,13 @@ def mean_class_accuracy(confmat: torch.Tensor, absent: str = "nan") -> torch.Ten
     absent = _absent("mean_class_accuracy", absent)
     cm = _cm("mean_class_accuracy", confmat)
     tp, t, _ = _parts(cm, True)
-    return _mean(_ratio(tp, t, absent), t, absent)
+    return _mean(_ratio(tp, t, absent, t), t, absent, t)
 
 
 # ---------------------------------------------------------------- soft Dice
 
 def _soft_parts(fn: str, probs: torch.Tensor, target: torch.Tensor, squared: bool):
-    """(intersection, denominator) ``Tensor[B, C]`` summed over the spatial dims."""
+    """(intersection, denominator, target sum) ``Tensor[B, C]`` summed over the spatial dims."""
     if not isinstance(probs, torch.Tensor) or not probs.is_floating_point():
         _fail(fn, f"probs must be a floating-point Tensor, got {getattr(probs, 'dtype', type(probs).__name__)}",
               TypeError)
@@ -178,8 +196,9 @@ def _soft_parts(fn: str, probs: torch.Tensor, target: torch.Tensor, squared: boo
         p, t = p[:, None], t[:, None]
         dims = (2,)
     inter = (p * t).sum(dims)
-    den = (p * p).sum(dims) + (t * t).sum(dims) if squared else p.sum(dims) + t.sum(dims)
-    return inter, den
+    tsum = t.sum(dims)
+    den = (p * p).sum(dims) + (t * t).sum(dims) if squared else p.sum(dims) + tsum
+    return inter, den, tsum
 
 
 def soft_dice(probs: torch.Tensor, target: torch.Tensor, *, reduction: str = "samplewise", smooth: float = 0.0,
@@ -192,22 +211,24 @@ def soft_dice(probs: torch.Tensor, target: torch.Tensor, *, reduction: str = "sa
     the denominator (V-Net). reduction: "samplewise" (Dice of each (sample, class), then the
     mean), "global" (sums over the batch first, then the mean over classes), "none"
     (``Tensor[B, C]``). A (sample, class) whose denominator is 0 (with smooth = 0) follows
-    ``absent`` as the metrics above. Differentiable.
+    ``absent`` as the metrics above; with "ignore_empty", every (sample, class) whose target
+    is empty is NaN and skipped (MONAI DiceMetric, ignore_empty=True). Differentiable.
     """
     if reduction not in ("samplewise", "global", "none"):
         _fail("soft_dice", f"reduction must be 'samplewise', 'global' or 'none', got {reduction!r}")
     absent = _absent("soft_dice", absent)
-    inter, den = _soft_parts("soft_dice", probs, target, squared)
+    inter, den, tsum = _soft_parts("soft_dice", probs, target, squared)
     if reduction == "global":
-        inter, den = inter.sum(0), den.sum(0)
+        inter, den, tsum = inter.sum(0), den.sum(0), tsum.sum(0)
     num, den = 2 * inter + smooth, den + smooth
-    fill = {"nan": float("nan"), "neg1": -1.0, "one": 1.0, "zero": 0.0}[absent]
-    dice = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.full_like(num, fill))
+    ok = _defined(den, absent, tsum)
+    # the inner where keeps the gradient of undefined entries finite (no 0 / 0 in backward)
+    dice = torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.full_like(num, _FILL[absent]))
     if reduction == "none":
         return dice
     if absent in ("one", "zero"):
         return dice.mean()
-    return torch.where(den > 0, dice, torch.full_like(dice, float("nan"))).nanmean()
+    return torch.where(ok, dice, torch.full_like(dice, float("nan"))).nanmean()
 
 
 def dice_loss(probs: torch.Tensor, target: torch.Tensor, *, reduction: str = "samplewise", smooth: float = 1.0,

@@ -84,9 +84,12 @@ class ConfusionMatrix:
         if self.samplewise:
             tp, t, p = F._parts(cm.double(), True)
             union = t + p - tp
-            self.iou_sum += torch.where(union > 0, tp / union.clamp(min=1), torch.zeros_like(tp)).sum(0)
-            self.dice_sum += torch.where(t + p > 0, 2 * tp / (t + p).clamp(min=1), torch.zeros_like(tp)).sum(0)
-            self.present += (union > 0).sum(0)
+            # an (image, class) pair counts where its IoU is defined: the class in prediction or
+            # target, or for "ignore_empty" (MONAI) in the target
+            ok = F._defined(union, self.absent, t)
+            self.iou_sum += torch.where(ok, tp / union.clamp(min=1), torch.zeros_like(tp)).sum(0)
+            self.dice_sum += torch.where(ok, 2 * tp / (t + p).clamp(min=1), torch.zeros_like(tp)).sum(0)
+            self.present += ok.sum(0)
 
     _state_names = ("confmat", "invalid_pixels", "iou_sum", "dice_sum", "present", "images")
 
@@ -172,7 +175,7 @@ class DiceScore(ConfusionMatrix):
 
     def _update_samples(self, per_image: torch.Tensor) -> None:
         if self.aggregation == "samplewise":
-            d = F.dice_score(per_image, self.average, "nan")
+            d = F.dice_score(per_image, self.average, "ignore_empty" if self.absent == "ignore_empty" else "nan")
             self.sample_sum += d.nan_to_num(0.0).sum(0)
             self.sample_count += (~d.isnan()).sum(0)
 
@@ -196,16 +199,18 @@ class SoftDice:
     def reset(self) -> None:
         self.inter: torch.Tensor | None = None
         self.den: torch.Tensor | None = None
+        self.tsum: torch.Tensor | None = None
 
     def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
-        inter, den = F._soft_parts("SoftDice", probs.detach(), target, self.squared)
-        inter, den = inter.double().sum(0), den.double().sum(0)
+        inter, den, tsum = F._soft_parts("SoftDice", probs.detach(), target, self.squared)
+        inter, den, tsum = inter.double().sum(0), den.double().sum(0), tsum.double().sum(0)
         self.inter = inter if self.inter is None else self.inter + inter
         self.den = den if self.den is None else self.den + den
+        self.tsum = tsum if self.tsum is None else self.tsum + tsum
 
     def compute(self) -> torch.Tensor:
         if self.inter is None:
             return torch.tensor(float("nan"), dtype=torch.float64)
-        inter, den = _all_reduce([self.inter, self.den])
+        inter, den, tsum = _all_reduce([self.inter, self.den, self.tsum])
         num, den = 2 * inter + self.smooth, den + self.smooth
-        return F._mean(F._ratio(num, den, self.absent), den, self.absent)
+        return F._mean(F._ratio(num, den, self.absent, tsum), den, self.absent, tsum)
