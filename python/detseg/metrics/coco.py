@@ -43,7 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .. import _backend
+from .. import _C, _backend
 
 __all__ = ["COCOParams", "COCOEvalResult", "coco_evaluate", "load_coco_arrays", "summarize"]
 
@@ -140,9 +140,24 @@ def _boxes(anns: list, what: str) -> np.ndarray:
     return np.fromiter(chain.from_iterable(bbs), np.float64, 4 * len(bbs)).reshape(-1, 4)
 
 
-def _compressed_runs(anns: list):
+def _fast_columns(items, spec: tuple, fast: bool):
+    """Several fields of a list of dicts in one C++ pass (csrc/coco_ingest.cpp): a tuple of
+    arrays by kind ('i' int64, 'f' float64, 'b' bbox float64 [n, 4], 'c' truth of an optional
+    field), or None where the Python parser below must read the input (anything but plain
+    ints / floats / lists; it also gives the errors). Same arrays as that parser."""
+    if not fast or _C is None:
+        return None
+    return _C.coco_columns(items, tuple(k for k, _ in spec), "".join(c for _, c in spec))
+
+
+def _compressed_runs(anns: list, fast: bool = True):
     """Fast path: every segmentation a compressed RLE with str (JSON) or bytes counts -> runs,
     or None."""
+    strings = _C.coco_rle_strings(anns) if fast and _C is not None else None
+    if strings is not None:  # the same three arrays as below, read in C++
+        chars, off, sizes = (torch.from_numpy(x) for x in strings)
+        counts, coff = _backend.dispatch("rle_string_to_counts", "auto", _CPU, chars, off)
+        return counts, coff, sizes
     try:
         segs = [a["segmentation"] for a in anns]
         cnts = [s["counts"] for s in segs]
@@ -163,12 +178,12 @@ def _compressed_runs(anns: list):
     return counts, coff, sizes
 
 
-def _segm_runs(anns: list, imgs: dict, what: str, allow_polygons: bool):
+def _segm_runs(anns: list, imgs: dict, what: str, allow_polygons: bool, fast: bool = True):
     from ..ops import rle as R
 
-    fast = _compressed_runs(anns)
-    if fast is not None:
-        return fast
+    runs = _compressed_runs(anns, fast)
+    if runs is not None:
+        return runs
     rles = []
     for i, a in enumerate(anns):
         s = a.get("segmentation")
@@ -187,20 +202,22 @@ def _segm_runs(anns: list, imgs: dict, what: str, allow_polygons: bool):
     return R.rles_to_runs(rles)
 
 
-def load_coco_arrays(gt, results, iou_type: str = "bbox", params: COCOParams | None = None) -> dict[str, Any]:
-    """Parses COCO ground truth and results into the flat arrays of ``coco_evaluate``'s op."""
+def load_coco_arrays(gt, results, iou_type: str = "bbox", params: COCOParams | None = None, *,
+                     fast: bool = True) -> dict[str, Any]:
+    """Parses COCO ground truth and results into the flat arrays of ``coco_evaluate``'s op.
+    ``fast=False``: the Python parser alone (the definition the C++ fast paths are tested on)."""
     # The cyclic collector would walk every result dict again and again while the columns are
     # allocated (measured: a third of the parse time on 500k detections); nothing here makes cycles.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _load_coco_arrays(gt, results, iou_type, params)
+        return _load_coco_arrays(gt, results, iou_type, params, fast)
     finally:
         if enabled:
             gc.enable()
 
 
-def _load_coco_arrays(gt, results, iou_type, params):
+def _load_coco_arrays(gt, results, iou_type, params, fast):
     if iou_type not in ("bbox", "segm"):
         _fail(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
     p = params or COCOParams()
@@ -219,30 +236,43 @@ def _load_coco_arrays(gt, results, iou_type, params):
     if p.catIds is not None:
         cat_ids = np.unique(np.asarray(p.catIds, dtype=np.int64))
     anns = gt.get("annotations", [])
-    gids = _column(anns, "id", np.int64, "gt annotation")
+    # Every field of every annotation in one C++ pass where the input is plain (then no
+    # field can fail below but the uniqueness of ids), else the Python parser field by field.
+    fg = _fast_columns(anns, (("id", "i"), ("image_id", "i"), ("category_id", "i"), ("area", "f"),
+                              ("iscrowd", "c")) + ((("bbox", "b"),) if iou_type == "bbox" else ()), fast)
+    gids = fg[0] if fg else _column(anns, "id", np.int64, "gt annotation")
     if len(np.unique(gids)) != len(gids):
         _fail("gt annotation ids must be unique (pycocotools would evaluate one annotation in place of another)")
-    gimg, gok = _ids_to_index(_column(anns, "image_id", np.int64, "gt annotation"), img_ids)
-    gcat, cok = _ids_to_index(_column(anns, "category_id", np.int64, "gt annotation"), cat_ids)
+    gimg, gok = _ids_to_index(fg[1] if fg else _column(anns, "image_id", np.int64, "gt annotation"), img_ids)
+    gcat, cok = _ids_to_index(fg[2] if fg else _column(anns, "category_id", np.int64, "gt annotation"), cat_ids)
     keep = np.nonzero(gok & cok)[0]
-    anns_k = [anns[i] for i in keep] if len(keep) != len(anns) else anns
-    garea = _column(anns_k, "area", np.float64, "gt annotation")
-    gcrowd = np.fromiter((bool(a.get("iscrowd", 0)) for a in anns_k), bool, len(anns_k))
+    all_kept = len(keep) == len(anns)
+    anns_k = anns if all_kept else [anns[i] for i in keep]
+    if fg:
+        garea, gcrowd = (fg[3], fg[4]) if all_kept else (fg[3][keep], fg[4][keep])
+    else:
+        garea = _column(anns_k, "area", np.float64, "gt annotation")
+        gcrowd = np.fromiter((bool(a.get("iscrowd", 0)) for a in anns_k), bool, len(anns_k))
 
     results = list(results)
+    first = results[0] if results else None
+    want_box = type(first) is dict and type(first.get("bbox")) in (list, tuple) and len(first["bbox"]) > 0
+    fr = _fast_columns(results, (("image_id", "i"), ("category_id", "i"), ("score", "f"))
+                       + ((("bbox", "b"),) if want_box else ()), fast)
     all_img_ids = np.unique(np.asarray([im["id"] for im in gt["images"]], dtype=np.int64))
-    rimg_raw = _column(results, "image_id", np.int64, "result")
+    rimg_raw = fr[0] if fr else _column(results, "image_id", np.int64, "result")
     ridx, known = _ids_to_index(rimg_raw, all_img_ids)
     if not known.all():
         bad = np.unique(rimg_raw[~known])[:5].tolist()
         _fail(f"results refer to image ids not in the ground truth (pycocotools: 'Results do not correspond to "
               f"current coco set'), e.g. {bad}")
     rimg, iok = _ids_to_index(rimg_raw, img_ids) if p.imgIds is not None else (ridx, known)
-    rcat, rcok = _ids_to_index(_column(results, "category_id", np.int64, "result"), cat_ids)
-    rscore = _column(results, "score", np.float64, "result")
+    rcat, rcok = _ids_to_index(fr[1] if fr else _column(results, "category_id", np.int64, "result"), cat_ids)
+    rscore = fr[2] if fr else _column(results, "score", np.float64, "result")
     rkeep = np.nonzero(iok & rcok)[0]
     has_bbox = bool(results) and "bbox" in results[0] and len(results[0]["bbox"]) > 0
-    res_k = [results[i] for i in rkeep] if len(rkeep) != len(results) else results
+    r_all_kept = len(rkeep) == len(results)
+    res_k = results if r_all_kept else [results[i] for i in rkeep]
 
     out: dict[str, Any] = dict(num_images=len(img_ids), num_categories=len(cat_ids), img_ids=img_ids,
                                cat_ids=cat_ids)
@@ -250,11 +280,17 @@ def _load_coco_arrays(gt, results, iou_type, params):
                dt_image=rimg[rkeep], dt_category=rcat[rkeep], dt_scores=rscore[rkeep])
     if iou_type == "segm":
         imgs = {im["id"]: im for im in gt["images"]}
-        out["gt_rle"] = _segm_runs(anns_k, imgs, "gt annotation", True)
-        out["dt_rle"] = _segm_runs(res_k, imgs, "result", False)
-    out["gt_boxes"] = _boxes(anns_k, "gt annotation") if iou_type == "bbox" else np.zeros((len(anns_k), 4))
+        out["gt_rle"] = _segm_runs(anns_k, imgs, "gt annotation", True, fast)
+        out["dt_rle"] = _segm_runs(res_k, imgs, "result", False, fast)
+    if iou_type != "bbox":
+        out["gt_boxes"] = np.zeros((len(anns_k), 4))
+    else:
+        out["gt_boxes"] = (fg[5] if all_kept else fg[5][keep]) if fg else _boxes(anns_k, "gt annotation")
     if has_bbox:
-        dbox = _boxes(res_k, "result")
+        if fr and want_box:
+            dbox = fr[3] if r_all_kept else fr[3][rkeep]
+        else:
+            dbox = _boxes(res_k, "result")
         out["dt_area"] = dbox[:, 2] * dbox[:, 3]
     else:
         if not res_k or "segmentation" not in res_k[0]:
@@ -265,7 +301,7 @@ def _load_coco_arrays(gt, results, iou_type, params):
         else:
             from ..ops import rle as R
 
-            c, o, s = out.get("dt_rle") or _segm_runs(res_k, {}, "result", False)
+            c, o, s = out.get("dt_rle") or _segm_runs(res_k, {}, "result", False, fast)
             out["dt_area"] = R._backend.dispatch("rle_area", "auto", _CPU, c, o).double().numpy()
             dbox = R._backend.dispatch("rle_to_bbox", "auto", _CPU, c, o, s).numpy()
     out["dt_boxes"] = dbox
