@@ -303,7 +303,9 @@ def _load_coco_arrays(gt, results, iou_type, params, fast):
 
             c, o, s = out.get("dt_rle") or _segm_runs(res_k, {}, "result", False, fast)
             out["dt_area"] = R._backend.dispatch("rle_area", "auto", _CPU, c, o).double().numpy()
-            dbox = R._backend.dispatch("rle_to_bbox", "auto", _CPU, c, o, s).numpy()
+            # segm: the op takes the boxes of its mask IoU from the RLEs itself.
+            dbox = (np.zeros((len(res_k), 4)) if iou_type == "segm" else
+                    R._backend.dispatch("rle_to_bbox", "auto", _CPU, c, o, s).numpy())
     out["dt_boxes"] = dbox
     return out
 
@@ -337,9 +339,15 @@ def summarize(precision: np.ndarray, recall: np.ndarray, p: COCOParams, pycocoto
         s = precision if ap == 1 else recall
         if iou_thr is not None:
             t = np.where(iou_thr == p.iouThrs)[0] if pycocotools_quirks else np.where(np.isclose(iou_thr, p.iouThrs))[0]
-            s = s[t]
-        s = s[:, :, :, aind, mind] if ap == 1 else s[:, :, aind, mind]
-        return -1.0 if len(s[s > -1]) == 0 else float(np.mean(s[s > -1]))
+            s = s[t[0]:t[0] + 1] if len(t) == 1 else s[t]
+        # One area and one maxDets (the usual case): a view in place of pycocotools' fancy-index
+        # copy; the same elements in the same order, so the same mean.
+        if len(aind) == 1 and len(mind) == 1:
+            s = s[..., aind[0], mind[0]]
+        else:
+            s = s[:, :, :, aind, mind] if ap == 1 else s[:, :, aind, mind]
+        kept = s[s > -1]
+        return -1.0 if len(kept) == 0 else float(np.mean(kept))
 
     stats = np.zeros((12,))
     stats[0] = one(1) if pycocotools_quirks else one(1, max_dets=md[-1])
