@@ -8,16 +8,11 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <cstdint>
 #include <numeric>
 #include <optional>
 #include <vector>
-
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
 
 #include "checks.h"
 #include "cpu/rle_runs.h"
@@ -53,26 +48,6 @@ std::vector<int64_t> order_by(const std::vector<int64_t>& major, int64_t nmajor,
   std::vector<int64_t> idx(n);
   std::iota(idx.begin(), idx.end(), 0);
   return counting(major, nmajor, counting(minor, nminor, idx));
-}
-
-// A float64 output of the given shape whose memory, when large, is asked for in transparent
-// huge pages: the [T, R, K, A, M] arrays are 8 MB each at COCO's sizes, and faulting them in
-// 4 KB pages (every call: the allocator returns blocks that big to the system) cost as much
-// as the whole matching of a 300-image segm evaluation. Contents uninitialised.
-at::Tensor output_f64(at::IntArrayRef shape) {
-  int64_t numel = 1;
-  for (int64_t s : shape) numel *= s;
-  const size_t bytes = size_t(numel) * sizeof(double);
-  constexpr size_t kHuge = size_t(2) << 20;
-  if (bytes < 2 * kHuge) return at::empty(shape, at::kDouble);
-  const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
-  void* p = nullptr;
-  TORCH_CHECK(posix_memalign(&p, kHuge, rounded) == 0, "detseg.", kOp, ": out of memory allocating ", rounded,
-              " bytes");
-#ifdef MADV_HUGEPAGE
-  madvise(p, rounded, MADV_HUGEPAGE);  // advice only: a refusal leaves ordinary pages
-#endif
-  return at::from_blob(p, shape, [](void* q) { std::free(q); }, at::TensorOptions().dtype(at::kDouble));
 }
 
 struct Group {
@@ -274,9 +249,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
   // Each category's [T, R, A, M] block is built in a local buffer and then copied out once,
   // A * M contiguous doubles per (t, r): the outputs are written exactly once, in runs, where
   // writing them curve by curve touched a new cache line per recall threshold.
-  at::Tensor precision = output_f64({T, R, K, A, M});
-  at::Tensor recall = output_f64({T, K, A, M});
-  at::Tensor scores = output_f64({T, R, K, A, M});
+  at::Tensor precision = at::empty({T, R, K, A, M}, at::kDouble);
+  at::Tensor recall = at::empty({T, K, A, M}, at::kDouble);
+  at::Tensor scores = at::empty({T, R, K, A, M}, at::kDouble);
   double* PO = precision.data_ptr<double>();
   double* RO = recall.data_ptr<double>();
   double* SO = scores.data_ptr<double>();
