@@ -12,10 +12,13 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
+
+#include "detseg/rle.h"
 
 namespace py = pybind11;
 
@@ -135,10 +138,12 @@ py::object coco_columns(py::handle seq, const py::tuple& keys, const std::string
   return out;
 }
 
-// coco_rle_strings(dicts): the compressed RLEs d["segmentation"] = {"counts": str | bytes,
-// "size": [h, w]} as (chars uint8 [sum of lengths], offsets int64 [n + 1], sizes int64 [n, 2]),
-// or None unless every counts is ASCII str or every counts is bytes and every size two ints.
-py::object coco_rle_strings(py::handle seq) {
+// coco_rle_runs(dicts): the compressed RLEs d["segmentation"] = {"counts": str | bytes,
+// "size": [h, w]} decoded as rle_string_to_counts does (rle::from_string): (counts int64
+// [total runs], offsets int64 [n + 1], sizes int64 [n, 2]), or None unless every counts is an
+// ASCII str or every counts is bytes, and every size two ints. Decoding here skips the
+// concatenated string, the uint32 batch and its int64 copy of the op path.
+py::object coco_rle_runs(py::handle seq) {
   const Dicts d(seq);
   if (!d.ok) return py::none();
   const Py_ssize_t n = d.n;
@@ -146,10 +151,11 @@ py::object coco_rle_strings(py::handle seq) {
   py::array_t<int64_t> offsets(n + 1), sizes({n, Py_ssize_t(2)});
   int64_t* off = offsets.mutable_data();
   int64_t* sz = sizes.mutable_data();
-  std::vector<PyObject*> cnts(n);
+  std::vector<const char*> str(n);
+  std::vector<int64_t> len(n);
   int kind = -1;  // 0: str, 1: bytes
+  int64_t chars = 0, longest = 0;
   Py_ssize_t i = 0;
-  off[0] = 0;
   for (; i < n; ++i) {
     PyObject* s = PyDict_GetItemWithError(d.items[i], seg_key.ptr());
     if (s == nullptr || !PyDict_CheckExact(s)) break;
@@ -162,25 +168,31 @@ py::object coco_rle_strings(py::handle seq) {
     const int k = PyUnicode_CheckExact(c) ? 0 : PyBytes_CheckExact(c) ? 1 : -2;
     if (k < 0 || (kind >= 0 && k != kind) || (k == 0 && !PyUnicode_IS_ASCII(c))) break;
     kind = k;
-    cnts[i] = c;
-    off[i + 1] = off[i] + (k == 0 ? PyUnicode_GET_LENGTH(c) : PyBytes_GET_SIZE(c));
+    str[i] = k == 0 ? static_cast<const char*>(PyUnicode_DATA(c)) : PyBytes_AS_STRING(c);
+    len[i] = k == 0 ? PyUnicode_GET_LENGTH(c) : PyBytes_GET_SIZE(c);
+    chars += len[i];
+    longest = std::max(longest, len[i]);
   }
   if (PyErr_Occurred()) throw py::error_already_set();
   if (i < n) return py::none();
-  py::array_t<uint8_t> chars(Py_ssize_t(n ? off[n] : 0));
-  uint8_t* out = chars.mutable_data();
-  for (Py_ssize_t i = 0; i < n; ++i) {
-    const void* src = kind == 0 ? PyUnicode_DATA(cnts[i]) : static_cast<const void*>(PyBytes_AS_STRING(cnts[i]));
-    std::memcpy(out + off[i], src, size_t(off[i + 1] - off[i]));
+  // At most one run per char: decode into that bound, hand back the used prefix.
+  py::array_t<int64_t> counts(chars);
+  int64_t* out = counts.mutable_data();
+  std::vector<uint32_t> runs(longest);
+  off[0] = 0;
+  for (i = 0; i < n; ++i) {
+    const int64_t m = rle::from_string(str[i], len[i], runs.data());
+    std::copy_n(runs.data(), m, out + off[i]);
+    off[i + 1] = off[i] + m;
   }
-  return py::make_tuple(chars, offsets, sizes);
+  return py::make_tuple(counts[py::slice(0, off[n], 1)], offsets, sizes);
 }
 
 }  // namespace
 
 void register_coco_ingest(py::module_& m) {
   m.def("coco_columns", &coco_columns, py::arg("dicts"), py::arg("keys"), py::arg("kinds"));
-  m.def("coco_rle_strings", &coco_rle_strings, py::arg("dicts"));
+  m.def("coco_rle_runs", &coco_rle_runs, py::arg("dicts"));
 }
 
 }  // namespace detseg

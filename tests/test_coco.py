@@ -373,10 +373,13 @@ def test_ingest_cpp_fast_path_taken_or_declined():
         assert _C.coco_columns([{"c": box}], ("c",), "b") is None, box
     assert _C.coco_columns([[1]], ("a",), "i") is None and _C.coco_columns({"a": 1}, ("a",), "i") is None
     seg = lambda c, s=(2, 3): {"segmentation": {"counts": c, "size": list(s)}}  # noqa: E731
-    chars, off, sizes = _C.coco_rle_strings([seg("ab"), seg("c", (4, 5))])
-    assert bytes(chars) == b"abc" and off.tolist() == [0, 2, 3] and sizes.tolist() == [[2, 3], [4, 5]]
+    # "52" = runs [5, 2]; "0;0" = [0, 11, 0]; b"3" = [3]
+    counts, off, sizes = _C.coco_rle_runs([seg("52"), seg("0;0", (4, 5)), seg("")])
+    assert counts.dtype == np.int64 and counts.tolist() == [5, 2, 0, 11, 0] and off.tolist() == [0, 2, 5, 5]
+    assert sizes.tolist() == [[2, 3], [4, 5], [2, 3]]
+    assert _C.coco_rle_runs([seg(b"3")])[0].tolist() == [3]
     for bad in ([seg("ab"), seg(b"c")], [seg("é")], [seg("a", (2,))], [seg([1, 2])], [{"segmentation": [1.0]}]):
-        assert _C.coco_rle_strings(bad) is None
+        assert _C.coco_rle_runs(bad) is None
 
 
 @pytest.mark.parametrize("fast", [True, False])

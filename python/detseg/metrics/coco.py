@@ -153,11 +153,9 @@ def _fast_columns(items, spec: tuple, fast: bool):
 def _compressed_runs(anns: list, fast: bool = True):
     """Fast path: every segmentation a compressed RLE with str (JSON) or bytes counts -> runs,
     or None."""
-    strings = _C.coco_rle_strings(anns) if fast and _C is not None else None
-    if strings is not None:  # the same three arrays as below, read in C++
-        chars, off, sizes = (torch.from_numpy(x) for x in strings)
-        counts, coff = _backend.dispatch("rle_string_to_counts", "auto", _CPU, chars, off)
-        return counts, coff, sizes
+    runs = _C.coco_rle_runs(anns) if fast and _C is not None else None
+    if runs is not None:  # the same three arrays as below, read and decoded in C++
+        return tuple(torch.from_numpy(x) for x in runs)
     try:
         segs = [a["segmentation"] for a in anns]
         cnts = [s["counts"] for s in segs]
