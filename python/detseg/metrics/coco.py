@@ -113,8 +113,11 @@ def _ids_to_index(ids: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.nd
         # Dense ids (the usual case): a lookup table beats a binary search per id 10x.
         lut = np.full(hi - lo + 3, -1, dtype=np.int64)
         lut[table - lo + 1] = np.arange(len(table))
-        idx = lut[np.clip(ids - lo + 1, 0, hi - lo + 2)]
-        return np.maximum(idx, 0), idx >= 0
+        pos = ids - (lo - 1)
+        np.clip(pos, 0, hi - lo + 2, out=pos)
+        idx = lut.take(pos)
+        ok = idx >= 0
+        return np.maximum(idx, 0, out=idx), ok
     idx = np.clip(np.searchsorted(table, ids), 0, len(table) - 1)
     return idx.astype(np.int64), table[idx] == ids
 
@@ -274,8 +277,10 @@ def _load_coco_arrays(gt, results, iou_type, params, fast):
 
     out: dict[str, Any] = dict(num_images=len(img_ids), num_categories=len(cat_ids), img_ids=img_ids,
                                cat_ids=cat_ids)
-    out.update(gt_image=gimg[keep], gt_category=gcat[keep], gt_area=garea, gt_crowd=gcrowd, gt_ids=gids[keep],
-               dt_image=rimg[rkeep], dt_category=rcat[rkeep], dt_scores=rscore[rkeep])
+    gsel = (lambda x: x) if all_kept else (lambda x: x[keep])  # no gather of 500k rows when nothing is dropped
+    rsel = (lambda x: x) if r_all_kept else (lambda x: x[rkeep])
+    out.update(gt_image=gsel(gimg), gt_category=gsel(gcat), gt_area=garea, gt_crowd=gcrowd, gt_ids=gsel(gids),
+               dt_image=rsel(rimg), dt_category=rsel(rcat), dt_scores=rsel(rscore))
     if iou_type == "segm":
         imgs = {im["id"]: im for im in gt["images"]}
         out["gt_rle"] = _segm_runs(anns_k, imgs, "gt annotation", True, fast)
