@@ -7,7 +7,11 @@ and the results as a list of detection dicts (or a JSON path), and returns a
 ``scores [T, R, K, A, M]`` and ``stats`` (the 12 summary numbers) equal pycocotools' bit for
 bit. The matching and accumulation run in C++ (``torch.ops.detseg.coco_evaluate``, math in
 csrc/include/detseg/coco.h); ``backend="reference"`` runs the pure-Python twin
-(``detseg.reference.coco``).
+(``detseg.reference.coco``). The lists of dicts are read into arrays by one C++ pass
+(``detseg._C.coco_columns`` / ``coco_rle_runs``, csrc/coco_ingest.cpp) when their values are
+plain ints / floats / lists / RLE strings, and by the Python parser below otherwise; both give
+the same arrays, and the Python parser gives every error message (``load_coco_arrays(...,
+fast=False)`` runs it alone).
 
 pycocotools behaviour kept on purpose (documented, tested):
 
