@@ -140,7 +140,8 @@ py::object coco_columns(py::handle seq, const py::tuple& keys, const std::string
 
 // coco_rle_runs(dicts): the compressed RLEs d["segmentation"] = {"counts": str | bytes,
 // "size": [h, w]} decoded as rle_string_to_counts does (rle::from_string): (counts int64
-// [total runs], offsets int64 [n + 1], sizes int64 [n, 2]), or None unless every counts is an
+// [total runs], offsets int64 [n + 1], sizes int64 [n, 2], areas float64 [n] (rle_area's)),
+// or None unless every counts is an
 // ASCII str or every counts is bytes, and every size two ints. Decoding here skips the
 // concatenated string, the uint32 batch and its int64 copy of the op path.
 py::object coco_rle_runs(py::handle seq) {
@@ -177,15 +178,18 @@ py::object coco_rle_runs(py::handle seq) {
   if (i < n) return py::none();
   // At most one run per char: decode into that bound, hand back the used prefix.
   py::array_t<int64_t> counts(chars);
+  py::array_t<double> areas(n);
   int64_t* out = counts.mutable_data();
+  double* area = areas.mutable_data();
   std::vector<uint32_t> runs(longest);
   off[0] = 0;
   for (i = 0; i < n; ++i) {
     const int64_t m = rle::from_string(str[i], len[i], runs.data());
     std::copy_n(runs.data(), m, out + off[i]);
     off[i + 1] = off[i] + m;
+    area[i] = double(int64_t(rle::area(runs.data(), m)));  // rle_area's int64, as float64
   }
-  return py::make_tuple(counts[py::slice(0, off[n], 1)], offsets, sizes);
+  return py::make_tuple(counts[py::slice(0, off[n], 1)], offsets, sizes, areas);
 }
 
 }  // namespace

@@ -157,12 +157,21 @@ def _fast_columns(items, spec: tuple, fast: bool):
     return _C.coco_columns(items, tuple(k for k, _ in spec), "".join(c for _, c in spec))
 
 
+class _Runs(tuple):
+    """(counts, offsets, sizes) of a batch of RLEs, with ``area`` (float64 [N]) when the
+    decoder had it for free, else None."""
+
+    area = None
+
+
 def _compressed_runs(anns: list, fast: bool = True):
     """Fast path: every segmentation a compressed RLE with str (JSON) or bytes counts -> runs,
     or None."""
     runs = _C.coco_rle_runs(anns) if fast and _C is not None else None
     if runs is not None:  # the same three arrays as below, read and decoded in C++
-        return tuple(torch.from_numpy(x) for x in runs)
+        out = _Runs(torch.from_numpy(x) for x in runs[:3])
+        out.area = runs[3]
+        return out
     try:
         segs = [a["segmentation"] for a in anns]
         cnts = [s["counts"] for s in segs]
@@ -308,8 +317,11 @@ def _load_coco_arrays(gt, results, iou_type, params, fast):
         else:
             from ..ops import rle as R
 
-            c, o, s = out.get("dt_rle") or _segm_runs(res_k, {}, "result", False, fast)
-            out["dt_area"] = R._backend.dispatch("rle_area", "auto", _CPU, c, o).double().numpy()
+            runs = out.get("dt_rle") or _segm_runs(res_k, {}, "result", False, fast)
+            c, o, s = runs
+            area = getattr(runs, "area", None)
+            out["dt_area"] = area if area is not None else R._backend.dispatch("rle_area", "auto", _CPU, c,
+                                                                               o).double().numpy()
             # segm: the op takes the boxes of its mask IoU from the RLEs itself.
             dbox = (np.zeros((len(res_k), 4)) if iou_type == "segm" else
                     R._backend.dispatch("rle_to_bbox", "auto", _CPU, c, o, s).numpy())
