@@ -81,7 +81,7 @@ struct Dicts {
 
 // coco_columns(dicts, keys, kinds): for each key one array over the dicts, by kind
 //   'i' int64 [n], 'f' float64 [n], 'b' float64 [n, 4] (a bbox), 'c' bool [n]: the truth of
-//   the value, False when the key is missing (``bool(d.get(key, 0))``).
+//   an int / bool / float value, False when the key is missing (``bool(d.get(key, 0))``).
 // Returns a tuple of arrays, or None where the Python parser must decide.
 py::object coco_columns(py::handle seq, const py::tuple& keys, const std::string& kinds) {
   if (keys.size() != kinds.size()) throw py::value_error("detseg._C.coco_columns: one kind per key expected");
@@ -120,15 +120,15 @@ py::object coco_columns(py::handle seq, const py::tuple& keys, const std::string
         case 'i': ok = as_int64(v, static_cast<int64_t*>(data[k]) + i); break;
         case 'f': ok = as_double(v, static_cast<double*>(data[k]) + i); break;
         case 'b': ok = as_box(v, static_cast<double*>(data[k]) + 4 * i); break;
-        case 'c': {
-          const int t = PyObject_IsTrue(v);
-          if (t < 0) {
-            PyErr_Clear();
+        case 'c':  // plain numbers only: another type's __bool__ is Python code, left to Python
+          if (PyLong_CheckExact(v) || PyBool_Check(v)) {
+            static_cast<bool*>(data[k])[i] = PyObject_IsTrue(v) > 0;  // cannot fail on an int
+          } else if (PyFloat_CheckExact(v)) {
+            static_cast<bool*>(data[k])[i] = PyFloat_AS_DOUBLE(v) != 0;  // NaN is true, as bool(nan)
+          } else {
             ok = false;
           }
-          static_cast<bool*>(data[k])[i] = t > 0;
           break;
-        }
       }
       if (!ok) return py::none();
     }

@@ -373,6 +373,9 @@ def test_ingest_cpp_fast_path_taken_or_declined():
     assert cols[2].tolist() == [[1, 2, 3, 4], [0.5, 1, 2, 3]]
     for bad in ({"a": 1.5}, {"a": "3"}, {"a": np.int64(3)}, {"a": 2 ** 70}, {"b": 1}):
         assert _C.coco_columns([{"a": 1}, bad], ("a",), "i") is None, bad
+    crowd = _C.coco_columns([{"c": 2 ** 70}, {"c": float("nan")}, {"c": 0.0}, {"c": False}, {}], ("c",), "c")[0]
+    assert crowd.tolist() == [True, True, False, False, False]
+    assert _C.coco_columns([{"c": np.int64(1)}], ("c",), "c") is None  # its truth is left to Python
     for box in ([1, 2, 3], [1, 2, 3, "4"], np.zeros(4), None):
         assert _C.coco_columns([{"c": box}], ("c",), "b") is None, box
     assert _C.coco_columns([[1]], ("a",), "i") is None and _C.coco_columns({"a": 1}, ("a",), "i") is None
