@@ -14,8 +14,10 @@
 #endif
 
 namespace py = pybind11;
+namespace detseg { void register_coco_ingest(py::module_& m); }  // csrc/coco_ingest.cpp
 
 PYBIND11_MODULE(_C, m) {
+  detseg::register_coco_ingest(m);
   m.def("build_info", []() {
     py::dict d;
     d["version"] = DETSEG_VERSION;

@@ -283,3 +283,129 @@ def test_cli_eval(tmp_path, capsys):
     assert len(lines) == 12 and lines[0].endswith(f"{ev.stats[0]:0.3f}")
     assert json.loads(out.read_text())["stats"] == np.asarray(ev.stats).tolist()
     assert main(["eval", str(gp), str(tmp_path / "missing.json")]) == 2
+
+
+# ---------------------------------------------------------------- C++ ingestion (coco_ingest.cpp)
+
+
+def _same_arrays(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        x, y = a[k], b[k]
+        if isinstance(x, tuple):  # RLE runs: (counts, offsets, sizes) tensors
+            for u, v in zip(x, y):
+                assert u.dtype == v.dtype and torch.equal(u, v), k
+        elif isinstance(x, np.ndarray):
+            assert x.dtype == y.dtype and x.shape == y.shape, (k, x.dtype, y.dtype, x.shape, y.shape)
+            assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), k
+        else:
+            assert x == y, k
+
+
+def _odd_values(gt: dict, res: list) -> None:
+    """Every value type the Python parser accepts, mixed: bool / int / float / numpy scalars /
+    tuples / NaN / unknown categories / missing iscrowd."""
+    for i, a in enumerate(gt["annotations"]):
+        if i % 5 == 0:
+            a["bbox"] = tuple(int(v) for v in a["bbox"])
+        if i % 7 == 1:
+            a["area"] = np.float64(a["area"])
+        if i % 4 == 2:
+            a.pop("iscrowd")
+        if i % 9 == 3:
+            a["iscrowd"] = bool(a.get("iscrowd", 0))
+    for i, r in enumerate(res):
+        if i % 6 == 0:
+            r["score"] = int(r["score"] > 0.5)
+        if i % 11 == 1:
+            r["score"] = float("nan")
+        if i % 8 == 2 and "bbox" in r:
+            r["bbox"] = [True, 2, np.float64(3.5), 4.0]
+        if i % 13 == 4:
+            r["score"] = np.float64(r["score"])
+
+    res.append(dict(res[0], category_id=10 ** 6))
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+@pytest.mark.parametrize("variant", ["plain", "odd", "fallback", "img_ids"])
+def test_ingest_cpp_equals_python(iou_type, variant):
+    from detseg import _C
+    from detseg.metrics.coco import COCOParams, load_coco_arrays
+
+    gt, res = make_coco(20, n_images=14, segm=iou_type == "segm")
+    p = COCOParams()
+    if variant != "plain":
+        _odd_values(gt, res)
+    if variant == "fallback":  # values the C++ pass declines: the Python parser reads them
+        gt["annotations"][3]["image_id"] = np.int64(gt["annotations"][3]["image_id"])
+        res[5]["category_id"] = np.int32(res[5]["category_id"])
+        res[6]["score"] = np.float32(0.25)
+        res[7]["score"] = None  # numpy reads it as NaN
+        if "bbox" in res[8]:
+            res[8]["bbox"] = [None, 1.0, 2.0, 3.0]
+    elif iou_type == "bbox" and _C is not None:  # the C++ pass reads these
+        assert _C.coco_columns(res, ("image_id", "category_id", "score", "bbox"), "iifb") is not None
+        assert _C.coco_columns(gt["annotations"], ("id", "area", "iscrowd", "bbox"), "ifcb") is not None
+    if variant == "plain" and iou_type == "segm":  # area and box from the RLEs
+        for r in res[::2]:
+            r.pop("bbox")
+        res.sort(key=lambda r: "bbox" in r)
+    if variant == "img_ids":
+        p = COCOParams.from_kwargs(imgIds=[im["id"] for im in gt["images"][::2]], catIds=[c["id"] for c in
+                                                                                        gt["categories"][1:]])
+    _same_arrays(load_coco_arrays(gt, res, iou_type, p), load_coco_arrays(gt, res, iou_type, p, fast=False))
+    if variant in ("plain", "odd"):
+        r = coco_evaluate(gt, res, iou_type)
+        if variant == "plain":
+            _assert_same(r, pycocotools_eval(gt, res, iou_type))
+
+
+def test_ingest_cpp_fast_path_taken_or_declined():
+    from detseg import _C
+
+    if _C is None:
+        pytest.skip("no C++ extension")
+    cols = _C.coco_columns([{"a": 1, "b": 2.5, "c": [1, 2, 3, 4]}, {"a": True, "b": 3, "c": (0.5, 1, 2, 3)}],
+                           ("a", "b", "c", "d"), "ifbc")
+    assert [x.dtype for x in cols] == [np.int64, np.float64, np.float64, np.bool_]
+    assert cols[0].tolist() == [1, 1] and cols[1].tolist() == [2.5, 3.0] and not cols[3].any()
+    assert cols[2].tolist() == [[1, 2, 3, 4], [0.5, 1, 2, 3]]
+    for bad in ({"a": 1.5}, {"a": "3"}, {"a": np.int64(3)}, {"a": 2 ** 70}, {"b": 1}):
+        assert _C.coco_columns([{"a": 1}, bad], ("a",), "i") is None, bad
+    crowd = _C.coco_columns([{"c": 2 ** 70}, {"c": float("nan")}, {"c": 0.0}, {"c": False}, {}], ("c",), "c")[0]
+    assert crowd.tolist() == [True, True, False, False, False]
+    assert _C.coco_columns([{"c": np.int64(1)}], ("c",), "c") is None  # its truth is left to Python
+    for box in ([1, 2, 3], [1, 2, 3, "4"], np.zeros(4), None):
+        assert _C.coco_columns([{"c": box}], ("c",), "b") is None, box
+    assert _C.coco_columns([[1]], ("a",), "i") is None and _C.coco_columns({"a": 1}, ("a",), "i") is None
+    seg = lambda c, s=(2, 3): {"segmentation": {"counts": c, "size": list(s)}}  # noqa: E731
+    # "52" = runs [5, 2]; "0;0" = [0, 11, 0]; b"3" = [3]
+    counts, off, sizes, area = _C.coco_rle_runs([seg("52"), seg("0;0", (4, 5)), seg("")])
+    assert counts.dtype == np.int64 and counts.tolist() == [5, 2, 0, 11, 0] and off.tolist() == [0, 2, 5, 5]
+    assert sizes.tolist() == [[2, 3], [4, 5], [2, 3]] and area.dtype == np.float64 and area.tolist() == [2, 11, 0]
+    assert _C.coco_rle_runs([seg(b"3")])[0].tolist() == [3]
+    for bad in ([seg("ab"), seg(b"c")], [seg("é")], [seg("a", (2,))], [seg([1, 2])], [{"segmentation": [1.0]}]):
+        assert _C.coco_rle_runs(bad) is None
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_ingest_bad_input_messages(fast):
+    """Malformed fields raise the Python parser's errors whether or not the C++ pass runs."""
+    from detseg.metrics.coco import load_coco_arrays
+
+    gt, res = make_coco(21, n_images=6)
+    cases = [
+        (dict(gt, annotations=[{k: v for k, v in a.items() if k != "area"} for a in gt["annotations"]]), res,
+         "needs a 'area'"),
+        (dict(gt, annotations=[dict(a, id=None) for a in gt["annotations"]]), res, "'id' must hold numbers"),
+        (dict(gt, annotations=[dict(gt["annotations"][0], bbox=[1, 2])]), res, "bbox must be"),
+        (gt, [dict(r, score="high") for r in res], "'score' must hold numbers"),
+        (gt, [{k: v for k, v in r.items() if k != "category_id"} for r in res], "needs a 'category_id'"),
+        (gt, [dict(r, image_id=[1]) for r in res], "'image_id' must hold numbers"),
+        (gt, res[:3] + [{k: v for k, v in res[3].items() if k != "bbox"}], "needs a 'bbox'"),
+        (gt, [dict(r, bbox=[1, 2, 3, "x"]) for r in res], "could not convert"),
+    ]
+    for g, r, match in cases:
+        with pytest.raises((ValueError, TypeError), match=match):
+            load_coco_arrays(g, r, "bbox", fast=fast)

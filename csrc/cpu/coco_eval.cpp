@@ -107,12 +107,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
                 ND, " dt");
     gsz = read_vec<int64_t>(*gt_sizes, at::kLong, "gt_sizes", NG, 2);
     dsz = read_vec<int64_t>(*dt_sizes, at::kLong, "dt_sizes", ND, 2);
+    // Filled in phase 1, only for the annotations of groups that compute IoUs (each by the
+    // thread of its group): a detection of a category absent from its image needs no box.
     gbb.resize(4 * NG);
     dbb.resize(4 * ND);
-    for (int64_t i = 0; i < NG; ++i)
-      rle::to_bbox(grle.data(i), grle.len(i), uint32_t(gsz[2 * i]), uint32_t(gsz[2 * i + 1]), gbb.data() + 4 * i);
-    for (int64_t i = 0; i < ND; ++i)
-      rle::to_bbox(drle.data(i), drle.len(i), uint32_t(dsz[2 * i]), uint32_t(dsz[2 * i + 1]), dbb.data() + 4 * i);
   }
 
   const auto thrs = read_vec<double>(iou_thrs_t, at::kDouble, "iou_thrs", iou_thrs_t.numel());
@@ -206,7 +204,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
         const int64_t g = gord[grp.g0 + j];
         crowd[j] = gt_crowd[g];
         idnz[j] = gt_ids[g] != 0;
+        if (segm && D > 0)
+          rle::to_bbox(grle.data(g), grle.len(g), uint32_t(gsz[2 * g]), uint32_t(gsz[2 * g + 1]), gbb.data() + 4 * g);
       }
+      if (segm)
+        for (int64_t i = 0; i < D; ++i) {
+          const int64_t d = dord[grp.d0 + i];
+          rle::to_bbox(drle.data(d), drle.len(d), uint32_t(dsz[2 * d]), uint32_t(dsz[2 * d + 1]), dbb.data() + 4 * d);
+        }
       for (int64_t i = 0; i < D; ++i) {
         const int64_t d = dord[grp.d0 + i];
         for (int64_t j = 0; j < G; ++j) {
@@ -241,21 +246,41 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
   for (int64_t gidx = NGR - 1; gidx >= 0; --gidx) kstart[groups[gidx].k] = gidx;
   for (int64_t k = K - 1; k >= 0; --k) kstart[k] = std::min(kstart[k], kstart[k + 1]);
 
-  at::Tensor precision = at::full({T, R, K, A, M}, -1.0, at::kDouble);
-  at::Tensor recall = at::full({T, K, A, M}, -1.0, at::kDouble);
-  at::Tensor scores = at::full({T, R, K, A, M}, -1.0, at::kDouble);
-  double* P = precision.data_ptr<double>();
-  double* RC = recall.data_ptr<double>();
-  double* S = scores.data_ptr<double>();
-  const int64_t rstride = K * A * M;
+  // Each category's [T, R, A, M] block is built in a local buffer and then copied out once,
+  // A * M contiguous doubles per (t, r): the outputs are written exactly once, in runs, where
+  // writing them curve by curve touched a new cache line per recall threshold.
+  at::Tensor precision = at::empty({T, R, K, A, M}, at::kDouble);
+  at::Tensor recall = at::empty({T, K, A, M}, at::kDouble);
+  at::Tensor scores = at::empty({T, R, K, A, M}, at::kDouble);
+  double* PO = precision.data_ptr<double>();
+  double* RO = recall.data_ptr<double>();
+  double* SO = scores.data_ptr<double>();
+  const int64_t AM = A * M;
   at::parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
     std::vector<std::pair<double, int64_t>> keyed;
     std::vector<int64_t> rank, tpos, sel;
     std::vector<uint8_t> ocd, oc, cut;
     std::vector<double> sc, rcb, envb;
+    std::vector<double> Pk(T * R * AM), Sk(T * R * AM), Rk(T * AM);  // [T, R, A, M], [T, A, M]
+    auto copy_out = [&](int64_t k) {
+      for (int64_t tr = 0; tr < T * R; ++tr) {
+        std::memcpy(PO + (tr * K + k) * AM, Pk.data() + tr * AM, AM * sizeof(double));
+        std::memcpy(SO + (tr * K + k) * AM, Sk.data() + tr * AM, AM * sizeof(double));
+      }
+      for (int64_t t = 0; t < T; ++t) std::memcpy(RO + (t * K + k) * AM, Rk.data() + t * AM, AM * sizeof(double));
+    };
     for (int64_t k = k0; k < k1; ++k) {
+      std::fill(Pk.begin(), Pk.end(), -1.0);
+      std::fill(Sk.begin(), Sk.end(), -1.0);
+      std::fill(Rk.begin(), Rk.end(), -1.0);
+      double* P = Pk.data();
+      double* S = Sk.data();
+      double* RC = Rk.data();
       const int64_t ga = kstart[k], gb = kstart[k + 1];
-      if (ga == gb) continue;  // no image has this category: every E is None
+      if (ga == gb) {  // no image has this category: every E is None
+        copy_out(k);
+        continue;
+      }
       const int64_t c0 = groups[ga].d0, n = groups[gb - 1].d1 - c0, AT = A * T;
       // The concatenation in image order, stably re-sorted by score; outcomes gathered in
       // that order (det-major), then transposed to one row per (area, threshold).
@@ -307,9 +332,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
               row = cut.data();
             }
             c.scan(row, nullptr, int64_t(sel.size()));
-            const int64_t off = ((t * R) * K + k) * A * M + a * M + m;
-            RC[((t * K + k) * A + a) * M + m] = c.finish(
-                [&](int64_t i) { return sc[all ? i : sel[i]]; }, recs.data(), R, P + off, S + off, rstride);
+            const int64_t off = t * R * AM + a * M + m;
+            RC[t * AM + a * M + m] = c.finish(
+                [&](int64_t i) { return sc[all ? i : sel[i]]; }, recs.data(), R, P + off, S + off, AM);
           }
         }
       }
@@ -320,15 +345,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> coco_evaluate_cpu(
         if (kept != n) continue;
         for (int64_t t = 0; t < T; ++t)
           for (int64_t a = 0; a < A; ++a) {
-            const int64_t ri = ((t * K + k) * A + a) * M;
+            const int64_t ri = t * AM + a * M;
             RC[ri + m] = RC[ri + M - 1];
             for (int64_t r = 0; r < R; ++r) {
-              const int64_t off = ((t * R + r) * K + k) * A * M + a * M;
+              const int64_t off = (t * R + r) * AM + a * M;
               P[off + m] = P[off + M - 1];
               S[off + m] = S[off + M - 1];
             }
           }
       }
+      copy_out(k);
     }
   });
   return {precision, recall, scores};

@@ -80,10 +80,21 @@ inline void to_bbox(const uint32_t* cnts, int64_t m, uint32_t h, uint32_t w, dou
     return;
   }
   uint32_t xs = w, ys = h, xe = 0, ye = 0, cc = 0, xp = 0;
+  // x = t / h and y = t % h, tracked from the previous position: runs mostly end in the same
+  // or the next column, and a division per run was most of the cost.
+  uint64_t col = 0, col0 = 0;  // column of the last position, and its first pixel col * h
   for (int64_t j = 0; j < m; ++j) {
     cc += cnts[j];
     const uint32_t t = cc - uint32_t(j % 2);
-    const uint32_t y = t % h, x = (t - y) / h;
+    if (t >= col0 && t - col0 < h) {
+    } else if (t >= col0 + h && t - col0 < 2 * uint64_t(h)) {
+      ++col;
+      col0 += h;
+    } else {
+      col = t / h;
+      col0 = col * h;
+    }
+    const uint32_t y = uint32_t(t - col0), x = uint32_t(col);
     if (j % 2 == 0) {
       xp = x;
     } else if (xp < x) {

@@ -7,7 +7,11 @@ and the results as a list of detection dicts (or a JSON path), and returns a
 ``scores [T, R, K, A, M]`` and ``stats`` (the 12 summary numbers) equal pycocotools' bit for
 bit. The matching and accumulation run in C++ (``torch.ops.detseg.coco_evaluate``, math in
 csrc/include/detseg/coco.h); ``backend="reference"`` runs the pure-Python twin
-(``detseg.reference.coco``).
+(``detseg.reference.coco``). The lists of dicts are read into arrays by one C++ pass
+(``detseg._C.coco_columns`` / ``coco_rle_runs``, csrc/coco_ingest.cpp) when their values are
+plain ints / floats / lists / RLE strings, and by the Python parser below otherwise; both give
+the same arrays, and the Python parser gives every error message (``load_coco_arrays(...,
+fast=False)`` runs it alone).
 
 pycocotools behaviour kept on purpose (documented, tested):
 
@@ -43,7 +47,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .. import _backend
+from .. import _C, _backend
 
 __all__ = ["COCOParams", "COCOEvalResult", "coco_evaluate", "load_coco_arrays", "summarize"]
 
@@ -113,8 +117,11 @@ def _ids_to_index(ids: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.nd
         # Dense ids (the usual case): a lookup table beats a binary search per id 10x.
         lut = np.full(hi - lo + 3, -1, dtype=np.int64)
         lut[table - lo + 1] = np.arange(len(table))
-        idx = lut[np.clip(ids - lo + 1, 0, hi - lo + 2)]
-        return np.maximum(idx, 0), idx >= 0
+        pos = ids - (lo - 1)
+        np.clip(pos, 0, hi - lo + 2, out=pos)
+        idx = lut.take(pos)
+        ok = idx >= 0
+        return np.maximum(idx, 0, out=idx), ok
     idx = np.clip(np.searchsorted(table, ids), 0, len(table) - 1)
     return idx.astype(np.int64), table[idx] == ids
 
@@ -140,9 +147,31 @@ def _boxes(anns: list, what: str) -> np.ndarray:
     return np.fromiter(chain.from_iterable(bbs), np.float64, 4 * len(bbs)).reshape(-1, 4)
 
 
-def _compressed_runs(anns: list):
+def _fast_columns(items, spec: tuple, fast: bool):
+    """Several fields of a list of dicts in one C++ pass (csrc/coco_ingest.cpp): a tuple of
+    arrays by kind ('i' int64, 'f' float64, 'b' bbox float64 [n, 4], 'c' truth of an optional
+    field), or None where the Python parser below must read the input (anything but plain
+    ints / floats / lists; it also gives the errors). Same arrays as that parser."""
+    if not fast or _C is None:
+        return None
+    return _C.coco_columns(items, tuple(k for k, _ in spec), "".join(c for _, c in spec))
+
+
+class _Runs(tuple):
+    """(counts, offsets, sizes) of a batch of RLEs, with ``area`` (float64 [N]) when the
+    decoder had it for free, else None."""
+
+    area = None
+
+
+def _compressed_runs(anns: list, fast: bool = True):
     """Fast path: every segmentation a compressed RLE with str (JSON) or bytes counts -> runs,
     or None."""
+    runs = _C.coco_rle_runs(anns) if fast and _C is not None else None
+    if runs is not None:  # the same three arrays as below, read and decoded in C++
+        out = _Runs(torch.from_numpy(x) for x in runs[:3])
+        out.area = runs[3]
+        return out
     try:
         segs = [a["segmentation"] for a in anns]
         cnts = [s["counts"] for s in segs]
@@ -163,12 +192,12 @@ def _compressed_runs(anns: list):
     return counts, coff, sizes
 
 
-def _segm_runs(anns: list, imgs: dict, what: str, allow_polygons: bool):
+def _segm_runs(anns: list, imgs: dict, what: str, allow_polygons: bool, fast: bool = True):
     from ..ops import rle as R
 
-    fast = _compressed_runs(anns)
-    if fast is not None:
-        return fast
+    runs = _compressed_runs(anns, fast)
+    if runs is not None:
+        return runs
     rles = []
     for i, a in enumerate(anns):
         s = a.get("segmentation")
@@ -187,20 +216,22 @@ def _segm_runs(anns: list, imgs: dict, what: str, allow_polygons: bool):
     return R.rles_to_runs(rles)
 
 
-def load_coco_arrays(gt, results, iou_type: str = "bbox", params: COCOParams | None = None) -> dict[str, Any]:
-    """Parses COCO ground truth and results into the flat arrays of ``coco_evaluate``'s op."""
+def load_coco_arrays(gt, results, iou_type: str = "bbox", params: COCOParams | None = None, *,
+                     fast: bool = True) -> dict[str, Any]:
+    """Parses COCO ground truth and results into the flat arrays of ``coco_evaluate``'s op.
+    ``fast=False``: the Python parser alone (the definition the C++ fast paths are tested on)."""
     # The cyclic collector would walk every result dict again and again while the columns are
     # allocated (measured: a third of the parse time on 500k detections); nothing here makes cycles.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _load_coco_arrays(gt, results, iou_type, params)
+        return _load_coco_arrays(gt, results, iou_type, params, fast)
     finally:
         if enabled:
             gc.enable()
 
 
-def _load_coco_arrays(gt, results, iou_type, params):
+def _load_coco_arrays(gt, results, iou_type, params, fast):
     if iou_type not in ("bbox", "segm"):
         _fail(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
     p = params or COCOParams()
@@ -219,42 +250,63 @@ def _load_coco_arrays(gt, results, iou_type, params):
     if p.catIds is not None:
         cat_ids = np.unique(np.asarray(p.catIds, dtype=np.int64))
     anns = gt.get("annotations", [])
-    gids = _column(anns, "id", np.int64, "gt annotation")
+    # Every field of every annotation in one C++ pass where the input is plain (then no
+    # field can fail below but the uniqueness of ids), else the Python parser field by field.
+    fg = _fast_columns(anns, (("id", "i"), ("image_id", "i"), ("category_id", "i"), ("area", "f"),
+                              ("iscrowd", "c")) + ((("bbox", "b"),) if iou_type == "bbox" else ()), fast)
+    gids = fg[0] if fg else _column(anns, "id", np.int64, "gt annotation")
     if len(np.unique(gids)) != len(gids):
         _fail("gt annotation ids must be unique (pycocotools would evaluate one annotation in place of another)")
-    gimg, gok = _ids_to_index(_column(anns, "image_id", np.int64, "gt annotation"), img_ids)
-    gcat, cok = _ids_to_index(_column(anns, "category_id", np.int64, "gt annotation"), cat_ids)
+    gimg, gok = _ids_to_index(fg[1] if fg else _column(anns, "image_id", np.int64, "gt annotation"), img_ids)
+    gcat, cok = _ids_to_index(fg[2] if fg else _column(anns, "category_id", np.int64, "gt annotation"), cat_ids)
     keep = np.nonzero(gok & cok)[0]
-    anns_k = [anns[i] for i in keep] if len(keep) != len(anns) else anns
-    garea = _column(anns_k, "area", np.float64, "gt annotation")
-    gcrowd = np.fromiter((bool(a.get("iscrowd", 0)) for a in anns_k), bool, len(anns_k))
+    all_kept = len(keep) == len(anns)
+    anns_k = anns if all_kept else [anns[i] for i in keep]
+    if fg:
+        garea, gcrowd = (fg[3], fg[4]) if all_kept else (fg[3][keep], fg[4][keep])
+    else:
+        garea = _column(anns_k, "area", np.float64, "gt annotation")
+        gcrowd = np.fromiter((bool(a.get("iscrowd", 0)) for a in anns_k), bool, len(anns_k))
 
     results = list(results)
+    first = results[0] if results else None
+    want_box = type(first) is dict and type(first.get("bbox")) in (list, tuple) and len(first["bbox"]) > 0
+    fr = _fast_columns(results, (("image_id", "i"), ("category_id", "i"), ("score", "f"))
+                       + ((("bbox", "b"),) if want_box else ()), fast)
     all_img_ids = np.unique(np.asarray([im["id"] for im in gt["images"]], dtype=np.int64))
-    rimg_raw = _column(results, "image_id", np.int64, "result")
+    rimg_raw = fr[0] if fr else _column(results, "image_id", np.int64, "result")
     ridx, known = _ids_to_index(rimg_raw, all_img_ids)
     if not known.all():
         bad = np.unique(rimg_raw[~known])[:5].tolist()
         _fail(f"results refer to image ids not in the ground truth (pycocotools: 'Results do not correspond to "
               f"current coco set'), e.g. {bad}")
     rimg, iok = _ids_to_index(rimg_raw, img_ids) if p.imgIds is not None else (ridx, known)
-    rcat, rcok = _ids_to_index(_column(results, "category_id", np.int64, "result"), cat_ids)
-    rscore = _column(results, "score", np.float64, "result")
+    rcat, rcok = _ids_to_index(fr[1] if fr else _column(results, "category_id", np.int64, "result"), cat_ids)
+    rscore = fr[2] if fr else _column(results, "score", np.float64, "result")
     rkeep = np.nonzero(iok & rcok)[0]
     has_bbox = bool(results) and "bbox" in results[0] and len(results[0]["bbox"]) > 0
-    res_k = [results[i] for i in rkeep] if len(rkeep) != len(results) else results
+    r_all_kept = len(rkeep) == len(results)
+    res_k = results if r_all_kept else [results[i] for i in rkeep]
 
     out: dict[str, Any] = dict(num_images=len(img_ids), num_categories=len(cat_ids), img_ids=img_ids,
                                cat_ids=cat_ids)
-    out.update(gt_image=gimg[keep], gt_category=gcat[keep], gt_area=garea, gt_crowd=gcrowd, gt_ids=gids[keep],
-               dt_image=rimg[rkeep], dt_category=rcat[rkeep], dt_scores=rscore[rkeep])
+    gsel = (lambda x: x) if all_kept else (lambda x: x[keep])  # no gather of 500k rows when nothing is dropped
+    rsel = (lambda x: x) if r_all_kept else (lambda x: x[rkeep])
+    out.update(gt_image=gsel(gimg), gt_category=gsel(gcat), gt_area=garea, gt_crowd=gcrowd, gt_ids=gsel(gids),
+               dt_image=rsel(rimg), dt_category=rsel(rcat), dt_scores=rsel(rscore))
     if iou_type == "segm":
         imgs = {im["id"]: im for im in gt["images"]}
-        out["gt_rle"] = _segm_runs(anns_k, imgs, "gt annotation", True)
-        out["dt_rle"] = _segm_runs(res_k, imgs, "result", False)
-    out["gt_boxes"] = _boxes(anns_k, "gt annotation") if iou_type == "bbox" else np.zeros((len(anns_k), 4))
+        out["gt_rle"] = _segm_runs(anns_k, imgs, "gt annotation", True, fast)
+        out["dt_rle"] = _segm_runs(res_k, imgs, "result", False, fast)
+    if iou_type != "bbox":
+        out["gt_boxes"] = np.zeros((len(anns_k), 4))
+    else:
+        out["gt_boxes"] = (fg[5] if all_kept else fg[5][keep]) if fg else _boxes(anns_k, "gt annotation")
     if has_bbox:
-        dbox = _boxes(res_k, "result")
+        if fr and want_box:
+            dbox = fr[3] if r_all_kept else fr[3][rkeep]
+        else:
+            dbox = _boxes(res_k, "result")
         out["dt_area"] = dbox[:, 2] * dbox[:, 3]
     else:
         if not res_k or "segmentation" not in res_k[0]:
@@ -265,9 +317,14 @@ def _load_coco_arrays(gt, results, iou_type, params):
         else:
             from ..ops import rle as R
 
-            c, o, s = out.get("dt_rle") or _segm_runs(res_k, {}, "result", False)
-            out["dt_area"] = R._backend.dispatch("rle_area", "auto", _CPU, c, o).double().numpy()
-            dbox = R._backend.dispatch("rle_to_bbox", "auto", _CPU, c, o, s).numpy()
+            runs = out.get("dt_rle") or _segm_runs(res_k, {}, "result", False, fast)
+            c, o, s = runs
+            area = getattr(runs, "area", None)
+            out["dt_area"] = area if area is not None else R._backend.dispatch("rle_area", "auto", _CPU, c,
+                                                                               o).double().numpy()
+            # segm: the op takes the boxes of its mask IoU from the RLEs itself.
+            dbox = (np.zeros((len(res_k), 4)) if iou_type == "segm" else
+                    R._backend.dispatch("rle_to_bbox", "auto", _CPU, c, o, s).numpy())
     out["dt_boxes"] = dbox
     return out
 
@@ -301,9 +358,15 @@ def summarize(precision: np.ndarray, recall: np.ndarray, p: COCOParams, pycocoto
         s = precision if ap == 1 else recall
         if iou_thr is not None:
             t = np.where(iou_thr == p.iouThrs)[0] if pycocotools_quirks else np.where(np.isclose(iou_thr, p.iouThrs))[0]
-            s = s[t]
-        s = s[:, :, :, aind, mind] if ap == 1 else s[:, :, aind, mind]
-        return -1.0 if len(s[s > -1]) == 0 else float(np.mean(s[s > -1]))
+            s = s[t[0]:t[0] + 1] if len(t) == 1 else s[t]
+        # One area and one maxDets (the usual case): a view in place of pycocotools' fancy-index
+        # copy; the same elements in the same order, so the same mean.
+        if len(aind) == 1 and len(mind) == 1:
+            s = s[..., aind[0], mind[0]]
+        else:
+            s = s[:, :, :, aind, mind] if ap == 1 else s[:, :, aind, mind]
+        kept = s[s > -1]
+        return -1.0 if len(kept) == 0 else float(np.mean(kept))
 
     stats = np.zeros((12,))
     stats[0] = one(1) if pycocotools_quirks else one(1, max_dets=md[-1])
