@@ -188,6 +188,9 @@ def test_backward_matches_aten(cfg, layout, dtype):
         assert_close(a, e, "grad", **({"atol": 2e-5, "rtol": 1e-4} if dtype == torch.float32 else {}))
     if layout == "channels_last" and x.shape[1] > 1 and x.shape[2] * x.shape[3] > 1:
         assert got[0].is_contiguous(memory_format=torch.channels_last)
+        # ATen's layouts: channels-last input, channels-last grad_input and grad_weight
+        for a, e in zip(got, want):
+            assert a.stride() == e.stride()
     # the reference's backward op, masks included
     ref = detseg.reference._conv_transpose2d_backward(g.double(), xd.detach(), wd.detach(), *args(kw),
                                                       [True, False, True])
@@ -212,6 +215,38 @@ def test_opcheck():
     y, idx = F.max_pool2d(torch.randn(2, 3, 8, 9), 2, return_indices=True)
     torch.library.opcheck(torch.ops.detseg.max_unpool2d.default, (y, idx, [8, 9]))
     torch.library.opcheck(torch.ops.detseg._max_unpool2d_backward.default, (torch.randn(2, 3, 8, 9), idx, [8, 9]))
+
+
+def _fake_and_real(fn, *tensors):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    real = fn(*tensors)
+    with FakeTensorMode() as mode:
+        fake = fn(*(mode.from_tensor(t) for t in tensors))
+    real, fake = (r if isinstance(r, tuple) else (r,) for r in (real, fake))
+    return [t.stride() for t in real], [t.stride() for t in fake]
+
+
+@pytest.mark.parametrize("batch", [0, 2])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_fake_strides_equal_real(layout, batch):
+    """opcheck does not compare the strides of empty outputs: every path's and the backward's
+    fake output strides against the real kernel's, empty channels-last batches included."""
+    B.require("cpp")
+    x, wt, b, kw = make(CONFIGS[0], torch.float32)
+    x = x[:batch].contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x[:batch]
+    a = args(kw)
+    for path in _paths(CONFIGS[0]):
+        real, fake = _fake_and_real(lambda x, w, b: torch.ops.detseg._conv_transpose2d_path(x, w, b, *a, path), x, wt, b)
+        assert real == fake, path
+    real, fake = _fake_and_real(lambda x, w, b: torch.ops.detseg.conv_transpose2d(x, w, b, *a), x, wt, b)
+    assert real == fake
+    out = torch.ops.detseg.conv_transpose2d(x, wt, b, *a)
+    for grad in (torch.randn_like(out), torch.randn_like(out).contiguous(memory_format=torch.channels_last)):
+        real, fake = _fake_and_real(
+            lambda g, x, w: torch.ops.detseg._conv_transpose2d_backward(g, x, w, *a, [True, True, True]), grad, x, wt)
+        assert real == fake
+    torch.library.opcheck(torch.ops.detseg.conv_transpose2d.default, (x, wt, b, *a))
 
 
 def test_compile_fullgraph():
