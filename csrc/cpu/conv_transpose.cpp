@@ -21,12 +21,16 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
 #include <string_view>
 #include <vector>
 
 #include "checks.h"
 #include "conv_transpose_host.h"
+#include "cpu/alloc.h"
+#include "cpu/isa.h"
+#include "cpu/vec/conv_scatter_vec.h"
 #include "detseg/conv_transpose.h"
 
 namespace detseg {
@@ -81,8 +85,18 @@ Bands row_bands(const Geom& g, int64_t in_rows) {
   return b;
 }
 
-int64_t rows_for(int64_t per_row, int64_t limit) {
-  return std::clamp<int64_t>(kBufElems / std::max<int64_t>(per_row, 1), 1, limit);
+int64_t rows_for(int64_t per_row, int64_t limit, int64_t elems = kBufElems) {
+  return std::clamp<int64_t>(elems / std::max<int64_t>(per_row, 1), 1, limit);
+}
+
+// Buffer elements of a GEMM whose output is read back by a scatter (col2im): small enough to
+// stay in L2 between the GEMM and the scatter (MKL runs as fast on such tiles).
+int64_t l2_elems() {
+  static const int64_t e = [] {
+    const char* v = std::getenv("DETSEG_CONV_L2");
+    return v ? std::atoll(v) : (int64_t(1) << 18);
+  }();
+  return e;
 }
 
 // One output row of the non-overlapping path: output ox takes tap kx of input ix (or bias).
@@ -111,9 +125,13 @@ void write_row_direct(const Geom& g, T* orow, const T* src, int64_t kstride, T b
   }
 }
 
-// NCHW forward, GEMM rows (c_out, ky, kx) x input pixels; direct: the non-overlapping path.
+// Tasks of (image, group, block of output channels): at least this many when the shape allows.
+constexpr int64_t kMinTasks = 8;
+
+// NCHW non-overlapping path (kernel footprint <= stride): output row bands, each output written
+// once from the GEMM columns of the input rows that reach the band.
 template <typename T>
-void forward_nchw(const Geom& g, const T* x, const T* wt, const T* bias, T* out, bool direct) {
+void forward_direct(const Geom& g, const T* x, const T* wt, const T* bias, T* out) {
   const int64_t R = g.rows(), HW = g.hw(), plane = g.plane();
   const Bands bands = row_bands(g, rows_for(R * g.w, g.h));
   at::parallel_for(0, g.n * g.groups * bands.count, 1, [&](int64_t begin, int64_t end) {
@@ -132,38 +150,69 @@ void forward_nchw(const Geom& g, const T* x, const T* wt, const T* bias, T* out,
         T* pl = out + (n * g.cout + gi * g.cog + co) * plane;
         const T b = bias ? bias[gi * g.cog + co] : T(0);
         const T* src_c = cols + co * g.kh * g.kw * P;
-        if (direct) {
-          for (int64_t oy = oy0; oy < oy1; ++oy) {
-            const int64_t u = oy + g.ph, iy = u / g.sh, r = u % g.sh;
-            T* orow = pl + oy * g.wo;
-            if (iy >= g.h || r % g.dh != 0 || r / g.dh >= g.kh) {
-              std::fill(orow, orow + g.wo, b);
-              continue;
-            }
-            write_row_direct<T>(g, orow, src_c + (r / g.dh) * g.kw * P + (iy - iy0) * g.w, P, b);
+        for (int64_t oy = oy0; oy < oy1; ++oy) {
+          const int64_t u = oy + g.ph, iy = u / g.sh, r = u % g.sh;
+          T* orow = pl + oy * g.wo;
+          if (iy >= g.h || r % g.dh != 0 || r / g.dh >= g.kh) {
+            std::fill(orow, orow + g.wo, b);
+            continue;
           }
-          continue;
+          write_row_direct<T>(g, orow, src_c + (r / g.dh) * g.kw * P + (iy - iy0) * g.w, P, b);
         }
-        std::fill(pl + oy0 * g.wo, pl + oy1 * g.wo, b);
-        for (int64_t ky = 0; ky < g.kh; ++ky) {
-          int64_t ilo, ihi;
-          conv_transpose_tap_inputs(ky, oy0, oy1, g.h, g.sh, g.ph, g.dh, &ilo, &ihi);
-          for (int64_t kx = 0; kx < g.kw; ++kx) {
-            int64_t jlo, jhi;
-            conv_transpose_tap_inputs(kx, 0, g.wo, g.w, g.sw, g.pw, g.dw, &jlo, &jhi);
-            const T* src = src_c + (ky * g.kw + kx) * P;
-            for (int64_t iy = ilo; iy < ihi; ++iy) {
-              T* orow = pl + (iy * g.sh - g.ph + ky * g.dh) * g.wo + (kx * g.dw - g.pw);
-              const T* s = src + (iy - iy0) * g.w;
-              if (g.sw == 1) {
-                for (int64_t j = jlo; j < jhi; ++j) orow[j] += s[j];
-              } else {
-                for (int64_t j = jlo; j < jhi; ++j) orow[j * g.sw] += s[j];
+      }
+    }
+  });
+}
+
+// NCHW general path. A task owns the output planes of (image, group, block of output channels)
+// and walks the input in bands of rows: one GEMM per band (rows (c_out, ky, kx) of the block x
+// the band's pixels, sized to stay in L2 until the scatter reads it), each input row computed
+// once. Output rows are bias-filled just before the first band that reaches them, so the
+// planes are swept in one pass while hot.
+template <typename T>
+void forward_general(const Geom& g, const T* x, const T* wt, const T* bias, T* out) {
+  const int64_t R = g.rows(), HW = g.hw(), plane = g.plane(), kk = g.kh * g.kw;
+  int64_t cb = g.cog;
+  while (cb > 1 && g.n * g.groups * ((g.cog + cb - 1) / cb) < kMinTasks) cb = (cb + 1) / 2;
+  const int64_t nblk = (g.cog + cb - 1) / cb, in_rows = rows_for(cb * kk * g.w, g.h, l2_elems());
+  at::parallel_for(0, g.n * g.groups * nblk, 1, [&](int64_t begin, int64_t end) {
+    auto buf = scratch<T>(cb * kk * in_rows * g.w);
+    T* cols = buf.get();
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / (g.groups * nblk), gi = (task / nblk) % g.groups;
+      const int64_t co0 = (task % nblk) * cb, co1 = std::min(g.cog, co0 + cb);
+      T* pl0 = out + (n * g.cout + gi * g.cog) * plane;
+      auto fill = [&](int64_t r0, int64_t r1) {
+        for (int64_t co = co0; co < co1; ++co)
+          std::fill(pl0 + co * plane + r0 * g.wo, pl0 + co * plane + r1 * g.wo, bias ? bias[gi * g.cog + co] : T(0));
+      };
+      int64_t filled = 0;
+      for (int64_t iy0 = 0; iy0 < g.h; iy0 += in_rows) {
+        const int64_t iy1 = std::min(g.h, iy0 + in_rows), P = (iy1 - iy0) * g.w;
+        const int64_t reach = std::clamp<int64_t>((iy1 - 1) * g.sh - g.ph + (g.kh - 1) * g.dh + 1, 0, g.ho);
+        if (reach > filled) fill(filled, reach), filled = reach;
+        gemm_rm<T>(true, false, (co1 - co0) * kk, P, g.cig, wt + gi * g.cig * R + co0 * kk, R,
+                   x + (n * g.cin + gi * g.cig) * HW + iy0 * g.w, HW, false, cols, P);
+        for (int64_t co = co0; co < co1; ++co) {
+          T* pl = pl0 + co * plane;
+          for (int64_t ky = 0; ky < g.kh; ++ky) {
+            int64_t ilo, ihi;
+            conv_transpose_tap_inputs(ky, 0, g.ho, g.h, g.sh, g.ph, g.dh, &ilo, &ihi);
+            ilo = std::max(ilo, iy0), ihi = std::min(ihi, iy1);
+            for (int64_t kx = 0; kx < g.kw; ++kx) {
+              int64_t jlo, jhi;
+              conv_transpose_tap_inputs(kx, 0, g.wo, g.w, g.sw, g.pw, g.dw, &jlo, &jhi);
+              const T* src = cols + (((co - co0) * g.kh + ky) * g.kw + kx) * P;
+              if (jhi <= jlo) continue;
+              for (int64_t iy = ilo; iy < ihi; ++iy) {
+                T* orow = pl + (iy * g.sh - g.ph + ky * g.dh) * g.wo + (kx * g.dw - g.pw);
+                DETSEG_ISA_CALL(conv_scatter_add, orow + jlo * g.sw, src + (iy - iy0) * g.w + jlo, jhi - jlo, g.sw);
               }
             }
           }
         }
       }
+      fill(filled, g.ho);
     }
   });
 }
@@ -379,7 +428,9 @@ at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const
                                                                                   : at::MemoryFormat::Contiguous));
   const auto fmt = path == Path::kChannelsLast ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const auto ct = compute_type(input.scalar_type());
-  at::Tensor out = at::empty({g.n, g.cout, g.ho, g.wo}, input.options().dtype(ct).memory_format(fmt));
+  // Huge pages: the first writes (in the parallel loop) fault 512x less (see cpu/alloc.h).
+  at::Tensor out = cpu::advise_huge_pages(
+      at::empty({g.n, g.cout, g.ho, g.wo}, input.options().dtype(ct).memory_format(fmt)));
   const at::Tensor x = input.to(ct).contiguous(fmt);
   const at::Tensor w = path == Path::kChannelsLast ? weight.to(ct).permute({0, 2, 3, 1}).contiguous()
                                                    : weight.to(ct).contiguous();
@@ -393,7 +444,8 @@ at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const
       case Path::kChannelsLast: forward_channels_last<scalar_t>(g, xp, wp, bp, op_); break;
       case Path::kLargeKernel: forward_large_kernel<scalar_t>(g, xp, wp, bp, op_); break;
       case Path::kPhase: forward_phase<scalar_t>(g, xp, wp, bp, op_); break;
-      default: forward_nchw<scalar_t>(g, xp, wp, bp, op_, path == Path::kNonOverlapping);
+      case Path::kNonOverlapping: forward_direct<scalar_t>(g, xp, wp, bp, op_); break;
+      default: forward_general<scalar_t>(g, xp, wp, bp, op_);
     }
   });
   if (ct != input.scalar_type()) out = out.to(input.scalar_type());
@@ -521,11 +573,19 @@ void bias_grad(const Geom& g, const T* grad, bool cl, T* gb) {
           for (int64_t c = c0; c < c1; ++c) s[c - c0] += static_cast<double>(row[c]);
         }
       } else {
-        for (int64_t c = c0; c < c1; ++c)
+        // kLanes interleaved partial sums (vectorisable), combined in a fixed order.
+        constexpr int64_t kLanes = 8;
+        const int64_t plane = g.plane(), body = plane / kLanes * kLanes;
+        for (int64_t c = c0; c < c1; ++c) {
+          double lane[kLanes] = {};
           for (int64_t n = 0; n < g.n; ++n) {
-            const T* p = grad + (n * g.cout + c) * g.plane();
-            for (int64_t i = 0; i < g.plane(); ++i) s[c - c0] += static_cast<double>(p[i]);
+            const T* p = grad + (n * g.cout + c) * plane;
+            for (int64_t i = 0; i < body; i += kLanes)
+              for (int64_t j = 0; j < kLanes; ++j) lane[j] += static_cast<double>(p[i + j]);
+            for (int64_t i = body; i < plane; ++i) lane[i - body] += static_cast<double>(p[i]);
           }
+          for (int64_t j = 0; j < kLanes; ++j) s[c - c0] += lane[j];
+        }
       }
       for (int64_t c = c0; c < c1; ++c) gb[c] = static_cast<T>(s[c - c0]);
     }
@@ -568,7 +628,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward_cpu(
   const bool cl = checks::roi_channels_last(input);
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   // Channels-last: grad_input and grad_weight channels-last, as ATen returns them.
-  at::Tensor gin = mask[0] ? at::empty(input.sizes(), input.options().dtype(ct).memory_format(fmt))
+  at::Tensor gin = mask[0] ? cpu::advise_huge_pages(at::empty(input.sizes(), input.options().dtype(ct).memory_format(fmt)))
                            : at::empty({0}, input.options());
   at::Tensor gw = mask[1] ? at::empty(weight.sizes(), weight.options().dtype(ct).memory_format(fmt))
                           : at::empty({0}, weight.options());
