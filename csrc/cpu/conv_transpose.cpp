@@ -266,26 +266,51 @@ void forward_large_kernel(const Geom& g, const T* x, const T* wt, const T* bias,
 }
 
 // Sub-pixel ("phase") form, dilation 1: output u = q * stride + r (uncropped) takes taps
-// t = r + j * stride from inputs q - j, j < ceil(k / stride). One GEMM per task computes every
-// output once: rows = the q grid, K = (c_in, jy, jx), columns = (c_out, ry, rx); then a copy
-// into place. For FCN's k = 2 * stride this does the arithmetic with K = 4 * C_in instead of
-// C_in and no overlapping adds (the cost of the other paths' col2im).
+// t = r + j * stride from inputs q - j, j < ceil(k / stride). GEMMs compute every output once:
+// rows = the q grid, K = (c_in, jy, jx), columns = (c_out, ry, rx); then a copy into place.
+// For FCN's k = 2 * stride this does the arithmetic with K = 4 * C_in instead of C_in and no
+// overlapping adds (the cost of the other paths' col2im). The weight is packed once (in
+// parallel); tasks are (image, group, output channel block, band of q rows) with the GEMM
+// output sized for L2, enough of them to balance two threads on FCN's single image.
 template <typename T>
 void forward_phase(const Geom& g, const T* x, const T* wt, const T* bias, T* out) {
   const int64_t jy = (g.kh + g.sh - 1) / g.sh, jx = (g.kw + g.sw - 1) / g.sw, ss = g.sh * g.sw;
   const int64_t q0y = g.ph / g.sh, qy_n = (g.ph + g.ho - 1) / g.sh + 1 - q0y;
   const int64_t q0x = g.pw / g.sw, qx_n = (g.pw + g.wo - 1) / g.sw + 1 - q0x;
-  const int64_t Q = qy_n * qx_n, K = g.cig * jy * jx, HW = g.hw(), plane = g.plane(), kk = g.kh * g.kw;
-  const int64_t cb = rows_for(Q * ss, g.cog), nblk = (g.cog + cb - 1) / cb;
-  at::parallel_for(0, g.n * g.groups * nblk, 1, [&](int64_t begin, int64_t end) {
-    auto a = scratch<T>(Q * K), wp = scratch<T>(K * cb * ss), c = scratch<T>(Q * cb * ss);
+  const int64_t K = g.cig * jy * jx, HW = g.hw(), plane = g.plane(), kk = g.kh * g.kw, ldw = g.cog * ss;
+  const int64_t cb = rows_for(qy_n * qx_n * ss, g.cog, l2_elems()), nblk = (g.cog + cb - 1) / cb;
+  const int64_t qb = rows_for(qx_n * cb * ss, qy_n, l2_elems()), nq = (qy_n + qb - 1) / qb;
+  // wp[gi][(ci, ay, ax), (co, ry, rx)] = W[gi * cig + ci, co, ry + ay * sh, rx + ax * sw] (0 past the kernel)
+  const auto wp_buf = scratch<T>(g.groups * K * ldw);  // fully written below: no zero-fill pass
+  T* const wpk = wp_buf.get();
+  at::parallel_for(0, g.groups * g.cig, 1, [&](int64_t b, int64_t e) {
+    for (int64_t gci = b; gci < e; ++gci)
+      for (int64_t ay = 0; ay < jy; ++ay)
+        for (int64_t ax = 0; ax < jx; ++ax) {
+          T* dst = wpk + ((gci * jy + ay) * jx + ax) * ldw;
+          for (int64_t co = 0; co < g.cog; ++co) {
+            const T* wk = wt + (gci * g.cog + co) * kk;
+            for (int64_t ry = 0; ry < g.sh; ++ry) {
+              const int64_t ky = ry + ay * g.sh;
+              T* d = dst + (co * g.sh + ry) * g.sw;
+              for (int64_t rx = 0; rx < g.sw; ++rx) {
+                const int64_t kx = rx + ax * g.sw;
+                d[rx] = (ky < g.kh && kx < g.kw) ? wk[ky * g.kw + kx] : T(0);
+              }
+            }
+          }
+        }
+  });
+  at::parallel_for(0, g.n * g.groups * nblk * nq, 1, [&](int64_t begin, int64_t end) {
+    auto a = scratch<T>(qb * qx_n * K), c = scratch<T>(qb * qx_n * cb * ss);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / (g.groups * nblk), gi = (task / nblk) % g.groups;
-      const int64_t co0 = (task % nblk) * cb, co1 = std::min(g.cog, co0 + cb), ncol = (co1 - co0) * ss;
+      const int64_t n = task / (g.groups * nblk * nq), gi = (task / (nblk * nq)) % g.groups;
+      const int64_t co0 = (task / nq % nblk) * cb, co1 = std::min(g.cog, co0 + cb), ncol = (co1 - co0) * ss;
+      const int64_t qy0 = (task % nq) * qb, qy1 = std::min(qy_n, qy0 + qb);
       const T* xg = x + (n * g.cin + gi * g.cig) * HW;
-      for (int64_t qy = 0; qy < qy_n; ++qy)
+      for (int64_t qy = qy0; qy < qy1; ++qy)
         for (int64_t qx = 0; qx < qx_n; ++qx) {
-          T* row = a.get() + (qy * qx_n + qx) * K;
+          T* row = a.get() + ((qy - qy0) * qx_n + qx) * K;
           for (int64_t ci = 0; ci < g.cig; ++ci)
             for (int64_t ay = 0; ay < jy; ++ay)
               for (int64_t ax = 0; ax < jx; ++ax) {
@@ -294,29 +319,17 @@ void forward_phase(const Geom& g, const T* x, const T* wt, const T* bias, T* out
                     (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) ? xg[ci * HW + iy * g.w + ix] : T(0);
               }
         }
-      for (int64_t ci = 0; ci < g.cig; ++ci)
-        for (int64_t ay = 0; ay < jy; ++ay)
-          for (int64_t ax = 0; ax < jx; ++ax) {
-            T* dst = wp.get() + ((ci * jy + ay) * jx + ax) * ncol;
-            for (int64_t co = co0; co < co1; ++co) {
-              const T* wk = wt + ((gi * g.cig + ci) * g.cog + co) * kk;
-              for (int64_t ry = 0; ry < g.sh; ++ry) {
-                const int64_t ky = ry + ay * g.sh;
-                T* d = dst + ((co - co0) * g.sh + ry) * g.sw;
-                for (int64_t rx = 0; rx < g.sw; ++rx) {
-                  const int64_t kx = rx + ax * g.sw;
-                  d[rx] = (ky < g.kh && kx < g.kw) ? wk[ky * g.kw + kx] : T(0);
-                }
-              }
-            }
-          }
-      gemm_rm<T>(false, false, Q, ncol, K, a.get(), K, wp.get(), ncol, false, c.get(), ncol);
+      gemm_rm<T>(false, false, (qy1 - qy0) * qx_n, ncol, K, a.get(), K, wpk + gi * K * ldw + co0 * ss, ldw,
+                 false, c.get(), ncol);
+      // Output rows whose q row lies in [qy0, qy1).
+      const int64_t oy0 = std::max<int64_t>(0, (q0y + qy0) * g.sh - g.ph);
+      const int64_t oy1 = std::min(g.ho, (q0y + qy1) * g.sh - g.ph);
       for (int64_t co = co0; co < co1; ++co) {
         T* pl = out + (n * g.cout + gi * g.cog + co) * plane;
         const T b = bias ? bias[gi * g.cog + co] : T(0);
-        for (int64_t oy = 0; oy < g.ho; ++oy) {
+        for (int64_t oy = oy0; oy < oy1; ++oy) {
           const int64_t u = oy + g.ph;
-          const T* src = c.get() + (u / g.sh - q0y) * qx_n * ncol + ((co - co0) * g.sh + u % g.sh) * g.sw;
+          const T* src = c.get() + (u / g.sh - q0y - qy0) * qx_n * ncol + ((co - co0) * g.sh + u % g.sh) * g.sw;
           T* orow = pl + oy * g.wo;
           for (int64_t qx = 0; qx < qx_n; ++qx) {
             const int64_t base = (q0x + qx) * g.sw - g.pw;
