@@ -340,8 +340,8 @@ def test_thread_count_determinism(path):
 
 @pytest.mark.parametrize("isa", ["default", "avx2"])
 def test_general_path_per_isa(isa):
-    # the general path's stride-2 scatter-add is vector code compiled per ISA; force the others
-    # (widths 21 and 6: full vectors plus tails, and tails only)
+    # the general path's stride-2 scatter-add and the backward's stride-2 gather are vector code
+    # compiled per ISA; force the others (widths 21 and 6: full vectors plus tails, tails only)
     import subprocess
     import sys
 
@@ -356,6 +356,12 @@ def test_general_path_per_isa(isa):
         "    got = torch.ops.detseg._conv_transpose2d_path(x, wt, b, *a, 'general')\n"
         "    want = F.conv_transpose2d(x.double(), wt.double(), b.double(), 2, 1, 1)\n"
         "    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)\n"
+        "    gy = torch.randn(got.shape, generator=g)\n"
+        "    gin, gw, _ = torch.ops.detseg._conv_transpose2d_backward(gy, x, wt, *a, [True, True, False])\n"
+        "    xd, wd = x.double().requires_grad_(), wt.double().requires_grad_()\n"
+        "    ein, ew = torch.autograd.grad(F.conv_transpose2d(xd, wd, None, 2, 1, 1), (xd, wd), gy.double())\n"
+        "    torch.testing.assert_close(gin.double(), ein, rtol=1e-5, atol=1e-5)\n"
+        "    torch.testing.assert_close(gw.double(), ew, rtol=1e-5, atol=1e-4)\n"
         "print(detseg.build_info()['cpu_isa'])\n")
     r = subprocess.run([sys.executable, "-c", code], env=B.subprocess_env(ATEN_CPU_CAPABILITY=isa),
                        capture_output=True, text=True, timeout=120)

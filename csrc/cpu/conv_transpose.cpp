@@ -510,7 +510,7 @@ void im2col(const Geom& g, const T* grad, int64_t n, int64_t gi, int64_t iy0, in
           }
           const T* grow = gp + oy * g.wo + (kx * g.dw - g.pw);
           std::fill(d, d + jlo, T(0));
-          for (int64_t j = jlo; j < jhi; ++j) d[j] = grow[j * g.sw];
+          if (jhi > jlo) DETSEG_ISA_CALL(conv_gather, d + jlo, grow + jlo * g.sw, jhi - jlo, g.sw);
           std::fill(d + jhi, d + g.w, T(0));
         }
       }
