@@ -285,13 +285,14 @@ void forward_phase(const Geom& g, const T* x, const T* wt, const T* bias, T* out
           T* dst = wpk + ((gci * jy + ay) * jx + ax) * ldw;
           for (int64_t co = 0; co < g.cog; ++co) {
             const T* wk = wt + (gci * g.cog + co) * kk;
+            // (a run of sw taps of one kernel row: a copy, zeros past the kernel)
+            const int64_t kx0 = ax * g.sw, nx = std::clamp<int64_t>(g.kw - kx0, 0, g.sw);
             for (int64_t ry = 0; ry < g.sh; ++ry) {
               const int64_t ky = ry + ay * g.sh;
               T* d = dst + (co * g.sh + ry) * g.sw;
-              for (int64_t rx = 0; rx < g.sw; ++rx) {
-                const int64_t kx = rx + ax * g.sw;
-                d[rx] = (ky < g.kh && kx < g.kw) ? wk[ky * g.kw + kx] : T(0);
-              }
+              const int64_t n = ky < g.kh ? nx : 0;
+              if (n > 0) std::copy(wk + ky * g.kw + kx0, wk + ky * g.kw + kx0 + n, d);
+              std::fill(d + n, d + g.sw, T(0));
             }
           }
         }
