@@ -27,6 +27,9 @@
 
 #include "checks.h"
 #include "conv_transpose_host.h"
+#include "cpu/alloc.h"
+#include "cpu/isa.h"
+#include "cpu/vec/conv_scatter_vec.h"
 #include "detseg/conv_transpose.h"
 
 namespace detseg {
@@ -81,9 +84,15 @@ Bands row_bands(const Geom& g, int64_t in_rows) {
   return b;
 }
 
-int64_t rows_for(int64_t per_row, int64_t limit) {
-  return std::clamp<int64_t>(kBufElems / std::max<int64_t>(per_row, 1), 1, limit);
+int64_t rows_for(int64_t per_row, int64_t limit, int64_t elems = kBufElems) {
+  return std::clamp<int64_t>(elems / std::max<int64_t>(per_row, 1), 1, limit);
 }
+
+// Buffer elements of a GEMM whose output is read back by a scatter (col2im): small enough to
+// stay in L2 between the GEMM and the scatter (MKL runs as fast on such tiles).
+// Measured on the 3x3 decoder: 1 MiB of float runs as fast as 4 MiB without the recomputed
+// input rows of output-row bands.
+constexpr int64_t kL2Elems = int64_t(1) << 18;
 
 // One output row of the non-overlapping path: output ox takes tap kx of input ix (or bias).
 template <typename T>
@@ -111,9 +120,13 @@ void write_row_direct(const Geom& g, T* orow, const T* src, int64_t kstride, T b
   }
 }
 
-// NCHW forward, GEMM rows (c_out, ky, kx) x input pixels; direct: the non-overlapping path.
+// Tasks of (image, group, block of output channels): at least this many when the shape allows.
+constexpr int64_t kMinTasks = 8;
+
+// NCHW non-overlapping path (kernel footprint <= stride): output row bands, each output written
+// once from the GEMM columns of the input rows that reach the band.
 template <typename T>
-void forward_nchw(const Geom& g, const T* x, const T* wt, const T* bias, T* out, bool direct) {
+void forward_direct(const Geom& g, const T* x, const T* wt, const T* bias, T* out) {
   const int64_t R = g.rows(), HW = g.hw(), plane = g.plane();
   const Bands bands = row_bands(g, rows_for(R * g.w, g.h));
   at::parallel_for(0, g.n * g.groups * bands.count, 1, [&](int64_t begin, int64_t end) {
@@ -132,38 +145,69 @@ void forward_nchw(const Geom& g, const T* x, const T* wt, const T* bias, T* out,
         T* pl = out + (n * g.cout + gi * g.cog + co) * plane;
         const T b = bias ? bias[gi * g.cog + co] : T(0);
         const T* src_c = cols + co * g.kh * g.kw * P;
-        if (direct) {
-          for (int64_t oy = oy0; oy < oy1; ++oy) {
-            const int64_t u = oy + g.ph, iy = u / g.sh, r = u % g.sh;
-            T* orow = pl + oy * g.wo;
-            if (iy >= g.h || r % g.dh != 0 || r / g.dh >= g.kh) {
-              std::fill(orow, orow + g.wo, b);
-              continue;
-            }
-            write_row_direct<T>(g, orow, src_c + (r / g.dh) * g.kw * P + (iy - iy0) * g.w, P, b);
+        for (int64_t oy = oy0; oy < oy1; ++oy) {
+          const int64_t u = oy + g.ph, iy = u / g.sh, r = u % g.sh;
+          T* orow = pl + oy * g.wo;
+          if (iy >= g.h || r % g.dh != 0 || r / g.dh >= g.kh) {
+            std::fill(orow, orow + g.wo, b);
+            continue;
           }
-          continue;
+          write_row_direct<T>(g, orow, src_c + (r / g.dh) * g.kw * P + (iy - iy0) * g.w, P, b);
         }
-        std::fill(pl + oy0 * g.wo, pl + oy1 * g.wo, b);
-        for (int64_t ky = 0; ky < g.kh; ++ky) {
-          int64_t ilo, ihi;
-          conv_transpose_tap_inputs(ky, oy0, oy1, g.h, g.sh, g.ph, g.dh, &ilo, &ihi);
-          for (int64_t kx = 0; kx < g.kw; ++kx) {
-            int64_t jlo, jhi;
-            conv_transpose_tap_inputs(kx, 0, g.wo, g.w, g.sw, g.pw, g.dw, &jlo, &jhi);
-            const T* src = src_c + (ky * g.kw + kx) * P;
-            for (int64_t iy = ilo; iy < ihi; ++iy) {
-              T* orow = pl + (iy * g.sh - g.ph + ky * g.dh) * g.wo + (kx * g.dw - g.pw);
-              const T* s = src + (iy - iy0) * g.w;
-              if (g.sw == 1) {
-                for (int64_t j = jlo; j < jhi; ++j) orow[j] += s[j];
-              } else {
-                for (int64_t j = jlo; j < jhi; ++j) orow[j * g.sw] += s[j];
+      }
+    }
+  });
+}
+
+// NCHW general path. A task owns the output planes of (image, group, block of output channels)
+// and walks the input in bands of rows: one GEMM per band (rows (c_out, ky, kx) of the block x
+// the band's pixels, sized to stay in L2 until the scatter reads it), each input row computed
+// once. Output rows are bias-filled just before the first band that reaches them, so the
+// planes are swept in one pass while hot.
+template <typename T>
+void forward_general(const Geom& g, const T* x, const T* wt, const T* bias, T* out) {
+  const int64_t R = g.rows(), HW = g.hw(), plane = g.plane(), kk = g.kh * g.kw;
+  int64_t cb = g.cog;
+  while (cb > 1 && g.n * g.groups * ((g.cog + cb - 1) / cb) < kMinTasks) cb = (cb + 1) / 2;
+  const int64_t nblk = (g.cog + cb - 1) / cb, in_rows = rows_for(cb * kk * g.w, g.h, kL2Elems);
+  at::parallel_for(0, g.n * g.groups * nblk, 1, [&](int64_t begin, int64_t end) {
+    auto buf = scratch<T>(cb * kk * in_rows * g.w);
+    T* cols = buf.get();
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / (g.groups * nblk), gi = (task / nblk) % g.groups;
+      const int64_t co0 = (task % nblk) * cb, co1 = std::min(g.cog, co0 + cb);
+      T* pl0 = out + (n * g.cout + gi * g.cog) * plane;
+      auto fill = [&](int64_t r0, int64_t r1) {
+        for (int64_t co = co0; co < co1; ++co)
+          std::fill(pl0 + co * plane + r0 * g.wo, pl0 + co * plane + r1 * g.wo, bias ? bias[gi * g.cog + co] : T(0));
+      };
+      int64_t filled = 0;
+      for (int64_t iy0 = 0; iy0 < g.h; iy0 += in_rows) {
+        const int64_t iy1 = std::min(g.h, iy0 + in_rows), P = (iy1 - iy0) * g.w;
+        const int64_t reach = std::clamp<int64_t>((iy1 - 1) * g.sh - g.ph + (g.kh - 1) * g.dh + 1, 0, g.ho);
+        if (reach > filled) fill(filled, reach), filled = reach;
+        gemm_rm<T>(true, false, (co1 - co0) * kk, P, g.cig, wt + gi * g.cig * R + co0 * kk, R,
+                   x + (n * g.cin + gi * g.cig) * HW + iy0 * g.w, HW, false, cols, P);
+        for (int64_t co = co0; co < co1; ++co) {
+          T* pl = pl0 + co * plane;
+          for (int64_t ky = 0; ky < g.kh; ++ky) {
+            int64_t ilo, ihi;
+            conv_transpose_tap_inputs(ky, 0, g.ho, g.h, g.sh, g.ph, g.dh, &ilo, &ihi);
+            ilo = std::max(ilo, iy0), ihi = std::min(ihi, iy1);
+            for (int64_t kx = 0; kx < g.kw; ++kx) {
+              int64_t jlo, jhi;
+              conv_transpose_tap_inputs(kx, 0, g.wo, g.w, g.sw, g.pw, g.dw, &jlo, &jhi);
+              const T* src = cols + (((co - co0) * g.kh + ky) * g.kw + kx) * P;
+              if (jhi <= jlo) continue;
+              for (int64_t iy = ilo; iy < ihi; ++iy) {
+                T* orow = pl + (iy * g.sh - g.ph + ky * g.dh) * g.wo + (kx * g.dw - g.pw);
+                DETSEG_ISA_CALL(conv_scatter_add, orow + jlo * g.sw, src + (iy - iy0) * g.w + jlo, jhi - jlo, g.sw);
               }
             }
           }
         }
       }
+      fill(filled, g.ho);
     }
   });
 }
@@ -217,26 +261,52 @@ void forward_large_kernel(const Geom& g, const T* x, const T* wt, const T* bias,
 }
 
 // Sub-pixel ("phase") form, dilation 1: output u = q * stride + r (uncropped) takes taps
-// t = r + j * stride from inputs q - j, j < ceil(k / stride). One GEMM per task computes every
-// output once: rows = the q grid, K = (c_in, jy, jx), columns = (c_out, ry, rx); then a copy
-// into place. For FCN's k = 2 * stride this does the arithmetic with K = 4 * C_in instead of
-// C_in and no overlapping adds (the cost of the other paths' col2im).
+// t = r + j * stride from inputs q - j, j < ceil(k / stride). GEMMs compute every output once:
+// rows = the q grid, K = (c_in, jy, jx), columns = (c_out, ry, rx); then a copy into place.
+// For FCN's k = 2 * stride this does the arithmetic with K = 4 * C_in instead of C_in and no
+// overlapping adds (the cost of the other paths' col2im). The weight is packed once (in
+// parallel); tasks are (image, group, output channel block, band of q rows) with the GEMM
+// output sized for L2, enough of them to balance two threads on FCN's single image.
 template <typename T>
 void forward_phase(const Geom& g, const T* x, const T* wt, const T* bias, T* out) {
   const int64_t jy = (g.kh + g.sh - 1) / g.sh, jx = (g.kw + g.sw - 1) / g.sw, ss = g.sh * g.sw;
   const int64_t q0y = g.ph / g.sh, qy_n = (g.ph + g.ho - 1) / g.sh + 1 - q0y;
   const int64_t q0x = g.pw / g.sw, qx_n = (g.pw + g.wo - 1) / g.sw + 1 - q0x;
-  const int64_t Q = qy_n * qx_n, K = g.cig * jy * jx, HW = g.hw(), plane = g.plane(), kk = g.kh * g.kw;
-  const int64_t cb = rows_for(Q * ss, g.cog), nblk = (g.cog + cb - 1) / cb;
-  at::parallel_for(0, g.n * g.groups * nblk, 1, [&](int64_t begin, int64_t end) {
-    auto a = scratch<T>(Q * K), wp = scratch<T>(K * cb * ss), c = scratch<T>(Q * cb * ss);
+  const int64_t K = g.cig * jy * jx, HW = g.hw(), plane = g.plane(), kk = g.kh * g.kw, ldw = g.cog * ss;
+  const int64_t cb = rows_for(qy_n * qx_n * ss, g.cog, kL2Elems), nblk = (g.cog + cb - 1) / cb;
+  const int64_t qb = rows_for(qx_n * cb * ss, qy_n, kL2Elems), nq = (qy_n + qb - 1) / qb;
+  // wp[gi][(ci, ay, ax), (co, ry, rx)] = W[gi * cig + ci, co, ry + ay * sh, rx + ax * sw] (0 past the kernel)
+  const auto wp_buf = scratch<T>(g.groups * K * ldw);  // fully written below: no zero-fill pass
+  T* const wpk = wp_buf.get();
+  at::parallel_for(0, g.groups * g.cig, 1, [&](int64_t b, int64_t e) {
+    for (int64_t gci = b; gci < e; ++gci)
+      for (int64_t ay = 0; ay < jy; ++ay)
+        for (int64_t ax = 0; ax < jx; ++ax) {
+          T* dst = wpk + ((gci * jy + ay) * jx + ax) * ldw;
+          for (int64_t co = 0; co < g.cog; ++co) {
+            const T* wk = wt + (gci * g.cog + co) * kk;
+            // (a run of sw taps of one kernel row: a copy, zeros past the kernel)
+            const int64_t kx0 = ax * g.sw, nx = std::clamp<int64_t>(g.kw - kx0, 0, g.sw);
+            for (int64_t ry = 0; ry < g.sh; ++ry) {
+              const int64_t ky = ry + ay * g.sh;
+              T* d = dst + (co * g.sh + ry) * g.sw;
+              const int64_t n = ky < g.kh ? nx : 0;
+              if (n > 0) std::copy(wk + ky * g.kw + kx0, wk + ky * g.kw + kx0 + n, d);
+              std::fill(d + n, d + g.sw, T(0));
+            }
+          }
+        }
+  });
+  at::parallel_for(0, g.n * g.groups * nblk * nq, 1, [&](int64_t begin, int64_t end) {
+    auto a = scratch<T>(qb * qx_n * K), c = scratch<T>(qb * qx_n * cb * ss);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / (g.groups * nblk), gi = (task / nblk) % g.groups;
-      const int64_t co0 = (task % nblk) * cb, co1 = std::min(g.cog, co0 + cb), ncol = (co1 - co0) * ss;
+      const int64_t n = task / (g.groups * nblk * nq), gi = (task / (nblk * nq)) % g.groups;
+      const int64_t co0 = (task / nq % nblk) * cb, co1 = std::min(g.cog, co0 + cb), ncol = (co1 - co0) * ss;
+      const int64_t qy0 = (task % nq) * qb, qy1 = std::min(qy_n, qy0 + qb);
       const T* xg = x + (n * g.cin + gi * g.cig) * HW;
-      for (int64_t qy = 0; qy < qy_n; ++qy)
+      for (int64_t qy = qy0; qy < qy1; ++qy)
         for (int64_t qx = 0; qx < qx_n; ++qx) {
-          T* row = a.get() + (qy * qx_n + qx) * K;
+          T* row = a.get() + ((qy - qy0) * qx_n + qx) * K;
           for (int64_t ci = 0; ci < g.cig; ++ci)
             for (int64_t ay = 0; ay < jy; ++ay)
               for (int64_t ax = 0; ax < jx; ++ax) {
@@ -245,29 +315,17 @@ void forward_phase(const Geom& g, const T* x, const T* wt, const T* bias, T* out
                     (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) ? xg[ci * HW + iy * g.w + ix] : T(0);
               }
         }
-      for (int64_t ci = 0; ci < g.cig; ++ci)
-        for (int64_t ay = 0; ay < jy; ++ay)
-          for (int64_t ax = 0; ax < jx; ++ax) {
-            T* dst = wp.get() + ((ci * jy + ay) * jx + ax) * ncol;
-            for (int64_t co = co0; co < co1; ++co) {
-              const T* wk = wt + ((gi * g.cig + ci) * g.cog + co) * kk;
-              for (int64_t ry = 0; ry < g.sh; ++ry) {
-                const int64_t ky = ry + ay * g.sh;
-                T* d = dst + ((co - co0) * g.sh + ry) * g.sw;
-                for (int64_t rx = 0; rx < g.sw; ++rx) {
-                  const int64_t kx = rx + ax * g.sw;
-                  d[rx] = (ky < g.kh && kx < g.kw) ? wk[ky * g.kw + kx] : T(0);
-                }
-              }
-            }
-          }
-      gemm_rm<T>(false, false, Q, ncol, K, a.get(), K, wp.get(), ncol, false, c.get(), ncol);
+      gemm_rm<T>(false, false, (qy1 - qy0) * qx_n, ncol, K, a.get(), K, wpk + gi * K * ldw + co0 * ss, ldw,
+                 false, c.get(), ncol);
+      // Output rows whose q row lies in [qy0, qy1).
+      const int64_t oy0 = std::max<int64_t>(0, (q0y + qy0) * g.sh - g.ph);
+      const int64_t oy1 = std::min(g.ho, (q0y + qy1) * g.sh - g.ph);
       for (int64_t co = co0; co < co1; ++co) {
         T* pl = out + (n * g.cout + gi * g.cog + co) * plane;
         const T b = bias ? bias[gi * g.cog + co] : T(0);
-        for (int64_t oy = 0; oy < g.ho; ++oy) {
+        for (int64_t oy = oy0; oy < oy1; ++oy) {
           const int64_t u = oy + g.ph;
-          const T* src = c.get() + (u / g.sh - q0y) * qx_n * ncol + ((co - co0) * g.sh + u % g.sh) * g.sw;
+          const T* src = c.get() + (u / g.sh - q0y - qy0) * qx_n * ncol + ((co - co0) * g.sh + u % g.sh) * g.sw;
           T* orow = pl + oy * g.wo;
           for (int64_t qx = 0; qx < qx_n; ++qx) {
             const int64_t base = (q0x + qx) * g.sw - g.pw;
@@ -373,10 +431,15 @@ at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const
               ": the phase path needs dilation (1, 1)");
   TORCH_CHECK_VALUE(path != Path::kLargeKernel || g.dw == 1, "detseg.", op,
               ": the large_kernel path needs dilation[1] == 1");
+  // An empty batch has the layout every non-empty one ends in (the fake kernel's), whatever the path.
+  if (g.n == 0)
+    return at::empty({0, g.cout, g.ho, g.wo}, input.options().memory_format(cl_in ? at::MemoryFormat::ChannelsLast
+                                                                                  : at::MemoryFormat::Contiguous));
   const auto fmt = path == Path::kChannelsLast ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const auto ct = compute_type(input.scalar_type());
-  at::Tensor out = at::empty({g.n, g.cout, g.ho, g.wo}, input.options().dtype(ct).memory_format(fmt));
-  if (g.n == 0) return out.to(input.scalar_type());
+  // Huge pages: the first writes (in the parallel loop) fault 512x less (see cpu/alloc.h).
+  at::Tensor out = cpu::advise_huge_pages(
+      at::empty({g.n, g.cout, g.ho, g.wo}, input.options().dtype(ct).memory_format(fmt)));
   const at::Tensor x = input.to(ct).contiguous(fmt);
   const at::Tensor w = path == Path::kChannelsLast ? weight.to(ct).permute({0, 2, 3, 1}).contiguous()
                                                    : weight.to(ct).contiguous();
@@ -390,7 +453,8 @@ at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const
       case Path::kChannelsLast: forward_channels_last<scalar_t>(g, xp, wp, bp, op_); break;
       case Path::kLargeKernel: forward_large_kernel<scalar_t>(g, xp, wp, bp, op_); break;
       case Path::kPhase: forward_phase<scalar_t>(g, xp, wp, bp, op_); break;
-      default: forward_nchw<scalar_t>(g, xp, wp, bp, op_, path == Path::kNonOverlapping);
+      case Path::kNonOverlapping: forward_direct<scalar_t>(g, xp, wp, bp, op_); break;
+      default: forward_general<scalar_t>(g, xp, wp, bp, op_);
     }
   });
   if (ct != input.scalar_type()) out = out.to(input.scalar_type());
@@ -418,9 +482,11 @@ at::Tensor conv_transpose2d_path_cpu(const at::Tensor& input, const at::Tensor& 
 
 // ------------------------------------------------------------------ backward
 // grad_input = conv2d(grad, weight) (im2col of grad + GEMM), grad_weight = sum over images of
-// X cols^T, grad_bias = the sum of grad over (N, H_out, W_out).
+// X cols^T, grad_bias = the sum of grad over (N, H_out, W_out). Channels-last inputs run natively
+// (no layout copies): cols is then [pixel, (ky, kx, c_out)] and grad_weight comes out in the
+// weight's channels-last layout [C_in, kH, kW, C_out / groups], as ATen returns it.
 
-// cols[(c_out, ky, kx), pixel of input rows [iy0, iy1)] = the grad value each tap sent there.
+// NCHW: cols[(c_out, ky, kx), pixel of input rows [iy0, iy1)] = the grad value each tap sent there.
 template <typename T>
 void im2col(const Geom& g, const T* grad, int64_t n, int64_t gi, int64_t iy0, int64_t iy1, T* cols) {
   const int64_t P = (iy1 - iy0) * g.w;
@@ -440,7 +506,7 @@ void im2col(const Geom& g, const T* grad, int64_t n, int64_t gi, int64_t iy0, in
           }
           const T* grow = gp + oy * g.wo + (kx * g.dw - g.pw);
           std::fill(d, d + jlo, T(0));
-          for (int64_t j = jlo; j < jhi; ++j) d[j] = grow[j * g.sw];
+          if (jhi > jlo) DETSEG_ISA_CALL(conv_gather, d + jlo, grow + jlo * g.sw, jhi - jlo, g.sw);
           std::fill(d + jhi, d + g.w, T(0));
         }
       }
@@ -448,38 +514,47 @@ void im2col(const Geom& g, const T* grad, int64_t n, int64_t gi, int64_t iy0, in
   }
 }
 
+// Channels-last: cols[pixel, (ky, kx, c_out)], each tap a contiguous run of C_out / groups.
+template <typename T>
+void im2col_cl(const Geom& g, const T* grad, int64_t n, int64_t gi, int64_t iy0, int64_t iy1, T* cols) {
+  const int64_t R = g.rows();
+  for (int64_t iy = iy0; iy < iy1; ++iy)
+    for (int64_t ix = 0; ix < g.w; ++ix) {
+      T* d = cols + ((iy - iy0) * g.w + ix) * R;
+      for (int64_t ky = 0; ky < g.kh; ++ky) {
+        const int64_t oy = iy * g.sh - g.ph + ky * g.dh;
+        for (int64_t kx = 0; kx < g.kw; ++kx) {
+          const int64_t ox = ix * g.sw - g.pw + kx * g.dw;
+          T* dd = d + (ky * g.kw + kx) * g.cog;
+          if (oy < 0 || oy >= g.ho || ox < 0 || ox >= g.wo) {
+            std::fill(dd, dd + g.cog, T(0));
+          } else {
+            const T* s = grad + ((n * g.ho + oy) * g.wo + ox) * g.cout + gi * g.cog;
+            std::copy(s, s + g.cog, dd);
+          }
+        }
+      }
+    }
+}
+
 // Per-chunk grad_weight partials, summed in chunk order: at most this many chunks.
 constexpr int64_t kWeightChunks = 8;
 
-template <typename T>
-void backward_impl(const Geom& g, const T* grad, const T* x, const T* wt, T* gin, T* gw, T* gb) {
-  const int64_t R = g.rows(), HW = g.hw(), wsize = g.cin * R;
-  const int64_t in_rows = rows_for(R * g.w, g.h), nbi = (g.h + in_rows - 1) / in_rows;
-  const int64_t ntasks = g.n * g.groups * nbi;
-  const int64_t nchunks = gw ? std::clamp<int64_t>(std::min(kWeightChunks, (int64_t(64) << 20) /
-                                                                                   std::max<int64_t>(wsize * 4, 1)),
-                                                  1, std::max<int64_t>(ntasks, 1))
-                             : std::max<int64_t>(ntasks, 1);
+// Runs task_fn(task, cols buffer, grad_weight partial or nullptr) for tasks [0, ntasks) split
+// into chunks fixed by the shape, then sums the partials into gw in chunk order.
+template <typename T, typename F>
+void backward_tasks(int64_t ntasks, int64_t wsize, int64_t buf_elems, T* gw, const F& task_fn) {
+  const int64_t nchunks =
+      gw ? std::clamp<int64_t>(std::min(kWeightChunks, (int64_t(64) << 20) / std::max<int64_t>(wsize * 4, 1)), 1,
+                               std::max<int64_t>(ntasks, 1))
+         : std::max<int64_t>(ntasks, 1);
   std::vector<T> partial(gw ? static_cast<size_t>(nchunks * wsize) : 0, T(0));
-  if (gin || gw) {
-    at::parallel_for(0, nchunks, 1, [&](int64_t cb, int64_t ce) {
-      auto buf = scratch<T>(R * in_rows * g.w);
-      for (int64_t chunk = cb; chunk < ce; ++chunk) {
-        for (int64_t task = chunk * ntasks / nchunks; task < (chunk + 1) * ntasks / nchunks; ++task) {
-          const int64_t n = task / (g.groups * nbi), gi = (task / nbi) % g.groups;
-          const int64_t iy0 = (task % nbi) * in_rows, iy1 = std::min(g.h, iy0 + in_rows), P = (iy1 - iy0) * g.w;
-          im2col(g, grad, n, gi, iy0, iy1, buf.get());
-          const T* xb = x + (n * g.cin + gi * g.cig) * HW + iy0 * g.w;
-          if (gin)
-            gemm_rm<T>(false, false, g.cig, P, R, wt + gi * g.cig * R, R, buf.get(), P, false,
-                       gin + (n * g.cin + gi * g.cig) * HW + iy0 * g.w, HW);
-          if (gw)
-            gemm_rm<T>(false, true, g.cig, R, P, xb, HW, buf.get(), P, true,
-                       partial.data() + chunk * wsize + gi * g.cig * R, R);
-        }
-      }
-    });
-  }
+  at::parallel_for(0, nchunks, 1, [&](int64_t cb, int64_t ce) {
+    auto buf = scratch<T>(buf_elems);
+    for (int64_t chunk = cb; chunk < ce; ++chunk)
+      for (int64_t task = chunk * ntasks / nchunks; task < (chunk + 1) * ntasks / nchunks; ++task)
+        task_fn(task, buf.get(), gw ? partial.data() + chunk * wsize : nullptr);
+  });
   if (gw) {
     at::parallel_for(0, wsize, 4096, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
@@ -489,18 +564,67 @@ void backward_impl(const Geom& g, const T* grad, const T* x, const T* wt, T* gin
       }
     });
   }
-  if (gb) {
-    at::parallel_for(0, g.cout, 1, [&](int64_t b, int64_t e) {
-      for (int64_t c = b; c < e; ++c) {
-        double s = 0.0;
-        for (int64_t n = 0; n < g.n; ++n) {
-          const T* p = grad + (n * g.cout + c) * g.plane();
-          for (int64_t i = 0; i < g.plane(); ++i) s += static_cast<double>(p[i]);
+}
+
+// grad_bias: per channel, a float64 sum in pixel order (NCHW: planes; channels-last: a column
+// of the [N * H_out * W_out, C_out] matrix, summed for a block of channels at a time).
+template <typename T>
+void bias_grad(const Geom& g, const T* grad, bool cl, T* gb) {
+  constexpr int64_t kBlock = 16;
+  at::parallel_for(0, (g.cout + kBlock - 1) / kBlock, 1, [&](int64_t b, int64_t e) {
+    for (int64_t blk = b; blk < e; ++blk) {
+      const int64_t c0 = blk * kBlock, c1 = std::min(g.cout, c0 + kBlock);
+      double s[kBlock] = {};
+      if (cl) {
+        const int64_t pixels = g.n * g.plane();
+        for (int64_t p = 0; p < pixels; ++p) {
+          const T* row = grad + p * g.cout;
+          for (int64_t c = c0; c < c1; ++c) s[c - c0] += static_cast<double>(row[c]);
         }
-        gb[c] = static_cast<T>(s);
+      } else {
+        // kLanes interleaved partial sums (vectorisable), combined in a fixed order.
+        constexpr int64_t kLanes = 8;
+        const int64_t plane = g.plane(), body = plane / kLanes * kLanes;
+        for (int64_t c = c0; c < c1; ++c) {
+          double lane[kLanes] = {};
+          for (int64_t n = 0; n < g.n; ++n) {
+            const T* p = grad + (n * g.cout + c) * plane;
+            for (int64_t i = 0; i < body; i += kLanes)
+              for (int64_t j = 0; j < kLanes; ++j) lane[j] += static_cast<double>(p[i + j]);
+            for (int64_t i = body; i < plane; ++i) lane[i - body] += static_cast<double>(p[i]);
+          }
+          for (int64_t j = 0; j < kLanes; ++j) s[c - c0] += lane[j];
+        }
+      }
+      for (int64_t c = c0; c < c1; ++c) gb[c] = static_cast<T>(s[c - c0]);
+    }
+  });
+}
+
+// wt: the weight as [C_in, R] rows, (c_out, ky, kx) for NCHW, (ky, kx, c_out) for channels-last;
+// gw comes out in the same order.
+template <typename T>
+void backward_impl(const Geom& g, bool cl, const T* grad, const T* x, const T* wt, T* gin, T* gw, T* gb) {
+  const int64_t R = g.rows(), HW = g.hw(), wsize = g.cin * R;
+  const int64_t in_rows = rows_for(R * g.w, g.h), nbi = (g.h + in_rows - 1) / in_rows;
+  if (gin || gw) {
+    backward_tasks<T>(g.n * g.groups * nbi, wsize, R * in_rows * g.w, gw, [&](int64_t task, T* cols, T* partial) {
+      const int64_t n = task / (g.groups * nbi), gi = (task / nbi) % g.groups;
+      const int64_t iy0 = (task % nbi) * in_rows, iy1 = std::min(g.h, iy0 + in_rows), P = (iy1 - iy0) * g.w;
+      if (cl) {
+        im2col_cl(g, grad, n, gi, iy0, iy1, cols);
+        const int64_t off = (n * HW + iy0 * g.w) * g.cin + gi * g.cig;
+        if (gin) gemm_rm<T>(false, true, P, g.cig, R, cols, R, wt + gi * g.cig * R, R, false, gin + off, g.cin);
+        if (partial) gemm_rm<T>(true, false, g.cig, R, P, x + off, g.cin, cols, R, true, partial + gi * g.cig * R, R);
+      } else {
+        im2col(g, grad, n, gi, iy0, iy1, cols);
+        const int64_t off = (n * g.cin + gi * g.cig) * HW + iy0 * g.w;
+        if (gin) gemm_rm<T>(false, false, g.cig, P, R, wt + gi * g.cig * R, R, cols, P, false, gin + off, HW);
+        if (partial) gemm_rm<T>(false, true, g.cig, R, P, x + off, HW, cols, P, true, partial + gi * g.cig * R, R);
       }
     });
   }
+  if (gb) bias_grad(g, grad, cl, gb);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward_cpu(
@@ -510,23 +634,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward_cpu(
   const Geom g =
       conv_transpose2d_backward_geom(grad, input, weight, stride, padding, output_padding, groups, dilation);
   const auto dt = input.scalar_type(), ct = compute_type(dt);
-  const auto in_fmt = checks::roi_channels_last(input) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  at::Tensor gin = mask[0] ? at::empty(input.sizes(), input.options().dtype(ct)) : at::empty({0}, input.options());
-  at::Tensor gw = mask[1] ? at::empty(weight.sizes(), weight.options().dtype(ct)) : at::empty({0}, weight.options());
+  const bool cl = checks::roi_channels_last(input);
+  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  // Channels-last: grad_input and grad_weight channels-last, as ATen returns them.
+  at::Tensor gin = mask[0] ? cpu::advise_huge_pages(at::empty(input.sizes(), input.options().dtype(ct).memory_format(fmt)))
+                           : at::empty({0}, input.options());
+  at::Tensor gw = mask[1] ? at::empty(weight.sizes(), weight.options().dtype(ct).memory_format(fmt))
+                          : at::empty({0}, weight.options());
   at::Tensor gb = mask[2] ? at::empty({g.cout}, weight.options().dtype(ct)) : at::empty({0}, weight.options());
   if (g.n == 0) {
     if (mask[1]) gw.zero_();
     if (mask[2]) gb.zero_();
   } else {
-    const at::Tensor go = grad.to(ct).contiguous(), x = input.to(ct).contiguous(), w = weight.to(ct).contiguous();
+    const at::Tensor go = grad.to(ct).contiguous(fmt), x = input.to(ct).contiguous(fmt);
+    const at::Tensor w = cl ? weight.to(ct).permute({0, 2, 3, 1}).contiguous() : weight.to(ct).contiguous();
     AT_DISPATCH_FLOATING_TYPES(ct, "detseg_conv_transpose2d_backward", [&] {
-      backward_impl<scalar_t>(g, go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+      backward_impl<scalar_t>(g, cl, go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
                               w.const_data_ptr<scalar_t>(), mask[0] ? gin.mutable_data_ptr<scalar_t>() : nullptr,
                               mask[1] ? gw.mutable_data_ptr<scalar_t>() : nullptr,
                               mask[2] ? gb.mutable_data_ptr<scalar_t>() : nullptr);
     });
   }
-  if (mask[0]) gin = gin.to(dt).contiguous(in_fmt);
+  if (mask[0]) gin = gin.to(dt);
   if (mask[1]) gw = gw.to(dt);
   if (mask[2]) gb = gb.to(dt);
   return {gin, gw, gb};

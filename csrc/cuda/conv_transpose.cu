@@ -159,7 +159,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward_cuda(
       DETSEG_CUDA_LAUNCH_CHECK();
     }
   });
-  if (mask[0] && checks::roi_channels_last(input)) gin = gin.contiguous(at::MemoryFormat::ChannelsLast);
+  // Channels-last input: grad_input and grad_weight channels-last (ATen's layouts, the fake kernel's).
+  if (checks::roi_channels_last(input)) {
+    if (mask[0]) gin = gin.contiguous(at::MemoryFormat::ChannelsLast);
+    if (mask[1]) gw = gw.contiguous(at::MemoryFormat::ChannelsLast);
+  }
   return {gin, gw, gb};
 }
 

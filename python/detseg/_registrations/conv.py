@@ -42,7 +42,9 @@ def _conv_transpose2d_backward_fake(grad, input, weight, stride, padding, output
     _checks.conv_transpose2d_backward(grad, input, weight, stride, padding, output_padding, groups, dilation)
     gin = torch.empty(input.shape, dtype=input.dtype, device=input.device, memory_format=_fmt(input)) \
         if output_mask[0] else input.new_empty(0)
-    gw = torch.empty_like(weight, memory_format=torch.contiguous_format) if output_mask[1] else weight.new_empty(0)
+    # grad_weight follows the input's layout (ATen's rule: channels-last input, channels-last grad_weight).
+    gw = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device, memory_format=_fmt(input)) \
+        if output_mask[1] else weight.new_empty(0)
     gb = weight.new_empty(weight.shape[1] * groups) if output_mask[2] else weight.new_empty(0)
     return gin, gw, gb
 
@@ -73,7 +75,9 @@ def _conv_setup(ctx, inputs, output):
 def _conv_backward(ctx, grad):
     input, weight = ctx.saved_tensors
     mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-    gin, gw, gb = torch.ops.detseg._conv_transpose2d_backward(grad.contiguous(), input, weight, *ctx.args, mask)
+    # grad in the input's layout: the kernel runs channels-last inputs natively.
+    gin, gw, gb = torch.ops.detseg._conv_transpose2d_backward(grad.contiguous(memory_format=_fmt(input)), input,
+                                                              weight, *ctx.args, mask)
     return (gin if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None) + (None,) * 5
 
 

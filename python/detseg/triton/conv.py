@@ -154,6 +154,8 @@ def _conv_transpose2d_backward(grad, input, weight, stride, padding, output_padd
         blk = _block(gw)
         launch(_grad_weight_kernel, (triton.cdiv(gw.numel(), blk),), g, x, gw, gw.numel(), x.shape[0], *geom, *tail,
                BLOCK=blk)
+        if _checks.roi_channels_last(input):  # ATen's layout (and the C++ kernels')
+            gw = gw.contiguous(memory_format=torch.channels_last)
     if output_mask[2]:
         gb = g.to(compute_dtype(g)).sum(dim=(0, 2, 3)).to(grad.dtype)
     return gin, gw, gb
