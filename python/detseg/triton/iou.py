@@ -246,80 +246,78 @@ def _iou_matrix_kernel(b1_ptr, s1b, s1n, s1c, b2_ptr, s2b, s2m, s2c, eps_ptr, ou
 
 
 @triton.jit
-def _iou_matrix_bwd_rows_kernel(g_ptr, sgb, sgn, sgm, b1_ptr, s1b, s1n, s1c, b2_ptr, s2b, s2m, s2c, eps_ptr,
-                                out_ptr, N, M, KIND: tl.constexpr, CT: tl.constexpr,
-                                BN: tl.constexpr, BM: tl.constexpr):
-    # grad_boxes1[b, i] = sum over j of the a-partials: one program owns BN rows and walks
-    # all columns, so the sum has a fixed order (deterministic, no atomics).
-    pid_n = tl.program_id(0)
+def _iou_matrix_bwd_kernel(g_ptr, sgb, sgn, sgm, b1_ptr, s1b, s1n, s1c, b2_ptr, s2b, s2m, s2c, eps_ptr,
+                           out_ptr, N, M, KIND: tl.constexpr, CT: tl.constexpr,
+                           BN: tl.constexpr, BM: tl.constexpr, COLS: tl.constexpr):
+    # grad_boxes1[b, i] = sum over j of the a-partials (or, with COLS, grad_boxes2[b, j] = sum
+    # over i of the b-partials): one program owns a block of its side and walks all of the
+    # other, so every sum has a fixed order (deterministic, no atomics).
+    pid = tl.program_id(0).to(tl.int64)
     bat = tl.program_id(1).to(tl.int64)
-    rows = pid_n.to(tl.int64) * BN + tl.arange(0, BN)
-    mr = rows < N
     eps = tl.load(eps_ptr)
-    ax1, ay1, ax2, ay2 = _load_cols(b1_ptr + bat * s1b, rows, s1n, s1c, mr, CT)
-    ax1 = ax1[:, None]
-    ay1 = ay1[:, None]
-    ax2 = ax2[:, None]
-    ay2 = ay2[:, None]
-    acc0 = tl.zeros([BN], CT)
-    acc1 = tl.zeros([BN], CT)
-    acc2 = tl.zeros([BN], CT)
-    acc3 = tl.zeros([BN], CT)
-    for start in range(0, M, BM):
-        cols = start + tl.arange(0, BM).to(tl.int64)
-        mc = cols < M
-        bx1, by1, bx2, by2 = _load_cols(b2_ptr + bat * s2b, cols, s2m, s2c, mc, CT)
+    if COLS:
+        own = pid * BM + tl.arange(0, BM)
+        m_own = own < M
+        ox1, oy1, ox2, oy2 = _load_cols(b2_ptr + bat * s2b, own, s2m, s2c, m_own, CT)
+        acc0 = tl.zeros([BM], CT)
+        n_other = N
+        B_OTHER: tl.constexpr = BN
+    else:
+        own = pid * BN + tl.arange(0, BN)
+        m_own = own < N
+        ox1, oy1, ox2, oy2 = _load_cols(b1_ptr + bat * s1b, own, s1n, s1c, m_own, CT)
+        acc0 = tl.zeros([BN], CT)
+        n_other = M
+        B_OTHER: tl.constexpr = BM
+    acc1 = acc0
+    acc2 = acc0
+    acc3 = acc0
+    for start in range(0, n_other, B_OTHER):
+        idx = start + tl.arange(0, B_OTHER).to(tl.int64)
+        m_idx = idx < n_other
+        if COLS:
+            rows = idx
+            cols = own
+            mr = m_idx
+            mc = m_own
+            ax1, ay1, ax2, ay2 = _load_cols(b1_ptr + bat * s1b, rows, s1n, s1c, mr, CT)
+            bx1 = ox1
+            by1 = oy1
+            bx2 = ox2
+            by2 = oy2
+        else:
+            rows = own
+            cols = idx
+            mr = m_own
+            mc = m_idx
+            ax1 = ox1
+            ay1 = oy1
+            ax2 = ox2
+            ay2 = oy2
+            bx1, by1, bx2, by2 = _load_cols(b2_ptr + bat * s2b, cols, s2m, s2c, mc, CT)
         msk = mr[:, None] & mc[None, :]
         g = tl.load(g_ptr + bat * sgb + rows[:, None] * sgn + cols[None, :] * sgm, mask=msk, other=0).to(CT)
         ga0, ga1, ga2, ga3, gb0, gb1, gb2, gb3 = pair_iou_backward(
-            ax1, ay1, ax2, ay2, bx1[None, :], by1[None, :], bx2[None, :], by2[None, :], eps, g, KIND, False)
-        acc0 += tl.sum(tl.where(msk, ga0, 0.0), 1)
-        acc1 += tl.sum(tl.where(msk, ga1, 0.0), 1)
-        acc2 += tl.sum(tl.where(msk, ga2, 0.0), 1)
-        acc3 += tl.sum(tl.where(msk, ga3, 0.0), 1)
-    o = out_ptr + bat * N * 4 + rows * 4
-    store_as(o, acc0, mr)
-    store_as(o + 1, acc1, mr)
-    store_as(o + 2, acc2, mr)
-    store_as(o + 3, acc3, mr)
-
-
-@triton.jit
-def _iou_matrix_bwd_cols_kernel(g_ptr, sgb, sgn, sgm, b1_ptr, s1b, s1n, s1c, b2_ptr, s2b, s2m, s2c, eps_ptr,
-                                out_ptr, N, M, KIND: tl.constexpr, CT: tl.constexpr,
-                                BN: tl.constexpr, BM: tl.constexpr):
-    # grad_boxes2[b, j] = sum over i of the b-partials, one program per BM columns.
-    pid_m = tl.program_id(0)
-    bat = tl.program_id(1).to(tl.int64)
-    cols = pid_m.to(tl.int64) * BM + tl.arange(0, BM)
-    mc = cols < M
-    eps = tl.load(eps_ptr)
-    bx1, by1, bx2, by2 = _load_cols(b2_ptr + bat * s2b, cols, s2m, s2c, mc, CT)
-    bx1 = bx1[None, :]
-    by1 = by1[None, :]
-    bx2 = bx2[None, :]
-    by2 = by2[None, :]
-    acc0 = tl.zeros([BM], CT)
-    acc1 = tl.zeros([BM], CT)
-    acc2 = tl.zeros([BM], CT)
-    acc3 = tl.zeros([BM], CT)
-    for start in range(0, N, BN):
-        rows = start + tl.arange(0, BN).to(tl.int64)
-        mr = rows < N
-        ax1, ay1, ax2, ay2 = _load_cols(b1_ptr + bat * s1b, rows, s1n, s1c, mr, CT)
-        msk = mr[:, None] & mc[None, :]
-        g = tl.load(g_ptr + bat * sgb + rows[:, None] * sgn + cols[None, :] * sgm, mask=msk, other=0).to(CT)
-        ga0, ga1, ga2, ga3, gb0, gb1, gb2, gb3 = pair_iou_backward(
-            ax1[:, None], ay1[:, None], ax2[:, None], ay2[:, None], bx1, by1, bx2, by2, eps, g, KIND, False)
-        acc0 += tl.sum(tl.where(msk, gb0, 0.0), 0)
-        acc1 += tl.sum(tl.where(msk, gb1, 0.0), 0)
-        acc2 += tl.sum(tl.where(msk, gb2, 0.0), 0)
-        acc3 += tl.sum(tl.where(msk, gb3, 0.0), 0)
-    o = out_ptr + bat * M * 4 + cols * 4
-    store_as(o, acc0, mc)
-    store_as(o + 1, acc1, mc)
-    store_as(o + 2, acc2, mc)
-    store_as(o + 3, acc3, mc)
+            ax1[:, None], ay1[:, None], ax2[:, None], ay2[:, None],
+            bx1[None, :], by1[None, :], bx2[None, :], by2[None, :], eps, g, KIND, False)
+        if COLS:
+            acc0 += tl.sum(tl.where(msk, gb0, 0.0), 0)
+            acc1 += tl.sum(tl.where(msk, gb1, 0.0), 0)
+            acc2 += tl.sum(tl.where(msk, gb2, 0.0), 0)
+            acc3 += tl.sum(tl.where(msk, gb3, 0.0), 0)
+        else:
+            acc0 += tl.sum(tl.where(msk, ga0, 0.0), 1)
+            acc1 += tl.sum(tl.where(msk, ga1, 0.0), 1)
+            acc2 += tl.sum(tl.where(msk, ga2, 0.0), 1)
+            acc3 += tl.sum(tl.where(msk, ga3, 0.0), 1)
+    if COLS:
+        o = out_ptr + bat * M * 4 + own * 4
+    else:
+        o = out_ptr + bat * N * 4 + own * 4
+    store_as(o, acc0, m_own)
+    store_as(o + 1, acc1, m_own)
+    store_as(o + 2, acc2, m_own)
+    store_as(o + 3, acc3, m_own)
 
 
 def _as3(t: torch.Tensor) -> torch.Tensor:
@@ -363,8 +361,8 @@ def _iou_matrix_backward(grad, boxes1, boxes2, kind: str, eps: float):
         bn, bm = _matrix_blocks(b1, n, m)
         args = (g, *g.stride(), b1, *b1.stride(), b2, *b2.stride(), eps_t)
         meta = dict(KIND=_KINDS[kind], CT=tl_dtype(ct), BN=bn, BM=bm)
-        launch(_iou_matrix_bwd_rows_kernel, (triton.cdiv(n, bn), bsz), *args, g1, n, m, **meta)
-        launch(_iou_matrix_bwd_cols_kernel, (triton.cdiv(m, bm), bsz), *args, g2, n, m, **meta)
+        launch(_iou_matrix_bwd_kernel, (triton.cdiv(n, bn), bsz), *args, g1, n, m, COLS=False, **meta)
+        launch(_iou_matrix_bwd_kernel, (triton.cdiv(m, bm), bsz), *args, g2, n, m, COLS=True, **meta)
     if boxes1.dim() == 2:
         g1, g2 = g1[0], g2[0]
     return g1, g2
