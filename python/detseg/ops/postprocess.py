@@ -65,7 +65,9 @@ def multiclass_nms(boxes: torch.Tensor, scores: torch.Tensor, *, anchors: torch.
     scores Tensor[B, K], classes int64 Tensor[B, K], indices int64 Tensor[B, K])``; indices are
     anchor indices n. Detections are ordered by score descending, ties by (anchor, class)
     ascending; padding is 0 for boxes and scores, -1 for classes and indices. Equal to
-    ``detseg.reference.postprocess.compose`` (the separate steps) bitwise. Half / bfloat16
+    ``detseg.reference.postprocess.compose`` (the separate steps) bitwise, given the same ``exp``
+    (Triton and CUDA use the device's ``exp``, so where an activation or a decode evaluates it
+    they can differ from the C++ kernel in the last bit). Half / bfloat16
     inputs are computed in float32; boxes and scores come back in their input dtypes.
     """
     _checks.tensor("multiclass_nms", "boxes", boxes)

@@ -148,7 +148,7 @@ def _detseg_mc(backend: str):
         import detseg
 
         if backend in ("triton", "cuda"):
-            raise Unavailable("multiclass_nms has no Triton / CUDA kernel yet")
+            raise Unavailable("multiclass_nms: Triton / CUDA rows are not wired into this CPU bench yet")
         boxes, scores, opts = inputs["boxes"], inputs["scores"], inputs["options"]
         return Prepared(lambda: detseg.ops.multiclass_nms(boxes, scores, backend=backend, **opts), _mc_result)
     return prepare
