@@ -28,6 +28,7 @@
 #include "cpu/nms_common.h"
 #include "detseg/box_coder.h"
 #include "detseg/postprocess.h"
+#include "multiclass_nms_host.h"
 
 namespace detseg::cpu {
 namespace {
@@ -42,32 +43,6 @@ template <typename T>
 using KeyOf = decltype(cand_key(T(0), 0u));
 
 // Strided read-only 4-vectors: boxes [B, N, 4] / [B, N, C, 4], anchors [N, 4] / [B, N, 4].
-template <typename T>
-struct Quad {
-  const T* p = nullptr;
-  int64_t sb = 0, sn = 0, sc = 0, s4 = 0;  // sb = 0 for anchors shared by the batch
-  const T* at(int64_t b, int64_t n, int64_t c) const { return p + b * sb + n * sn + c * sc; }
-};
-
-template <typename T>
-Quad<T> quad_of(const at::Tensor& t, bool batched) {
-  Quad<T> q;
-  q.p = t.const_data_ptr<T>();
-  const int64_t d = t.dim();
-  q.s4 = t.stride(d - 1);
-  if (d == 4) {
-    q.sb = t.stride(0);
-    q.sn = t.stride(1);
-    q.sc = t.stride(2);
-  } else if (batched) {
-    q.sb = t.stride(0);
-    q.sn = t.stride(1);
-  } else {
-    q.sn = t.stride(0);
-  }
-  return q;
-}
-
 struct Options {
   double weights[4];
   double clip;

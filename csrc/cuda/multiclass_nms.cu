@@ -47,6 +47,7 @@
 #include "detseg/box_coder.h"
 #include "detseg/nms.h"
 #include "detseg/postprocess.h"
+#include "multiclass_nms_host.h"
 
 namespace detseg::cuda {
 namespace {
@@ -79,21 +80,6 @@ __global__ void softmax_kernel(const T* __restrict__ s, T* __restrict__ key, int
     for (int64_t k = 0; k < c; ++k) out[k] = (out[k] > thr && k != bg) ? out[k] : neg_inf<T>();
   });
 }
-
-// Strided 4-vectors: boxes [B, N, 4] / [B, N, C, 4] (sc = 0 when shared by the classes),
-// anchors [N, 4] (sb = 0) / [B, N, 4].
-template <typename T>
-struct Quad {
-  const T* p = nullptr;
-  int64_t sb = 0, sn = 0, sc = 0, s4 = 0;
-  __device__ void load(int64_t b, int64_t n, int64_t c, T* v) const {
-    const T* q = p + b * sb + n * sn + c * sc;
-    v[0] = q[0];
-    v[1] = q[s4];
-    v[2] = q[2 * s4];
-    v[3] = q[3 * s4];
-  }
-};
 
 struct DecodeParams {
   double weights[4];
@@ -167,24 +153,6 @@ __global__ void scatter_kernel(const bool* __restrict__ keep, const T* __restric
   });
 }
 
-template <typename T>
-Quad<T> quad_of(const at::Tensor& t, bool batched) {
-  Quad<T> q;
-  q.p = t.const_data_ptr<T>();
-  const int64_t d = t.dim();
-  q.s4 = t.stride(d - 1);
-  if (d == 4) {
-    q.sb = t.stride(0);
-    q.sn = t.stride(1);
-    q.sc = t.stride(2);
-  } else if (batched) {
-    q.sb = t.stride(0);
-    q.sn = t.stride(1);
-  } else {
-    q.sn = t.stride(0);
-  }
-  return q;
-}
 
 // Order of candidates (held in (image, flat index) order) by (segment ascending, score
 // descending, position ascending): two stable sorts. Returns (order, the ordered segments,
