@@ -1,0 +1,56 @@
+// Host-side pieces shared by the CPU transposed-convolution forward (conv_transpose.cpp) and
+// backward (conv_transpose_backward.cpp): BLAS on raw row-major buffers, task buffers, the
+// compute type. Internal to those two files.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <memory>
+
+#include "conv_transpose_host.h"
+
+namespace detseg::conv_cpu {
+
+// Elements of one task's GEMM buffer (4 MiB of float): wide enough that each single-threaded
+// GEMM runs at the full-matrix rate (measured against 1 MiB tiles on the U-Net shapes).
+constexpr int64_t kBufElems = int64_t(1) << 20;
+
+using Geom = ConvGeom;
+
+// Row-major C[m, n] = op(A)[m, k] op(B)[k, n] (+ C when accumulate) on raw buffers with leading
+// dimensions. Through at::mm_out / addmm_ (ATen's BLAS, MKL here: cpublas is not exported);
+// inside at::parallel_for it runs single-threaded, which is what keeps results independent of
+// the thread count.
+template <typename T>
+at::Tensor rm_view(const T* p, int64_t rows, int64_t cols, int64_t ld, bool transposed) {
+  auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  void* q = const_cast<T*>(p);
+  return transposed ? at::from_blob(q, {rows, cols}, {1, ld}, opts) : at::from_blob(q, {rows, cols}, {ld, 1}, opts);
+}
+
+template <typename T>
+void gemm_rm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb,
+             bool accumulate, T* c, int64_t ldc) {
+  at::Tensor C = rm_view<T>(c, m, n, ldc, false);
+  const at::Tensor A = rm_view<T>(a, m, k, lda, ta), B = rm_view<T>(b, k, n, ldb, tb);
+  if (accumulate)
+    C.addmm_(A, B);
+  else
+    at::mm_out(C, A, B);
+}
+
+template <typename T>
+std::unique_ptr<T[]> scratch(int64_t elems) {
+  return std::unique_ptr<T[]>(new T[std::max<int64_t>(elems, 1)]);
+}
+
+// Rows of `per_row` elements that fill a task buffer, in [1, limit].
+inline int64_t rows_for(int64_t per_row, int64_t limit, int64_t elems = kBufElems) {
+  return std::clamp<int64_t>(elems / std::max<int64_t>(per_row, 1), 1, limit);
+}
+
+// Half types accumulate in float32.
+inline at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+}  // namespace detseg::conv_cpu
