@@ -282,9 +282,21 @@ def test_every_isa():
             "assert torch.equal(detseg.masks_to_boxes(m1 * 3, backend='cpp'), detseg.masks_to_boxes(m1, "
             "backend='reference'))\n"
             "p = torch.randint(0, 9, (3, 50, 61), generator=g)\n"
-            "for dt in (torch.uint8, torch.int16, torch.int64):\n"
-            "    assert torch.equal(detseg.confusion_matrix(p.to(dt), p.flip(2).to(dt), 9, 2, backend='cpp'),\n"
-            "                       detseg.confusion_matrix(p, p.flip(2), 9, 2, backend='reference'))\n")
+            "for dt in (torch.uint8, torch.int16, torch.int32, torch.int64):\n"
+            "    for ig in (2, None):\n"
+            "        assert torch.equal(detseg.confusion_matrix(p.to(dt), p.flip(2).to(dt), 9, ig, backend='cpp'),\n"
+            "                           detseg.confusion_matrix(p, p.flip(2), 9, ig, backend='reference'))\n"
+            # Out-of-range labels, some equal to a valid class modulo 2^32 (the wide kernels' bins
+            # are 32-bit lanes, their range test must use the label's own width), any group offset.
+            "q = p.clone().reshape(-1); q[::7] = 2 ** 32 + 3; q[3::11] = -1; q[5::13] = 9; q[6::17] = -2 ** 40\n"
+            "for dt in (torch.int32, torch.int64):\n"
+            "    qq = q.to(dt)\n"
+            "    for off in (0, 5):\n"
+            "        a, b = qq[off:], p.reshape(-1).flip(0)[off:]\n"
+            "        for x, y in ((a, b), (b, a)):\n"
+            "            r = detseg.confusion_matrix(x, y, 9, 2, invalid='count', backend='cpp')\n"
+            "            e = detseg.confusion_matrix(x, y, 9, 2, invalid='count', backend='reference')\n"
+            "            assert torch.equal(r[0], e[0]) and torch.equal(r[1], e[1]), (dt, off)\n")
     B.require("cpp")
     procs = {isa: subprocess.Popen([sys.executable, "-c", code], env=B.subprocess_env(ATEN_CPU_CAPABILITY=isa),
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
