@@ -307,9 +307,6 @@ def test_threads_bitwise():
 @pytest.mark.parametrize("isa", ["default", "avx2"])
 def test_decode_vector_path_per_isa(isa):
     # the K = 1 float32 / float64 decode runs vector code compiled per ISA; force the others
-    import subprocess
-    import sys
-
     B.require("cpp")
     code = (
         "import math, torch, detseg\n"
@@ -324,19 +321,13 @@ def test_decode_vector_path_per_isa(isa):
         "    tol = dict(rtol=1e-6, atol=1e-4) if dt == torch.float32 else dict(rtol=1e-13, atol=1e-10)\n"
         "    torch.testing.assert_close(got, want, equal_nan=True, **tol)\n"
         "print(detseg.build_info()['cpu_isa'])\n")
-    r = subprocess.run([sys.executable, "-c", code], env=B.subprocess_env(ATEN_CPU_CAPABILITY=isa),
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip() == isa.upper()
+    assert B.run_at_isa(isa, code).strip() == isa.upper()
 
 
 def test_decode_vector_exp_is_sleefs_on_avx2_and_avx512(tmp_path):
     # vec_math.h restates SLEEF's expf u10 inline (same operations, same bits): the AVX2 and
     # AVX512 builds, 8 and 16 lanes, must agree bit for bit over the whole exp range, tails
     # (n % 16 != 0) and non-finite values included.
-    import subprocess
-    import sys
-
     B.require("cpp")
     code = (
         "import sys, torch, detseg\n"
@@ -346,13 +337,7 @@ def test_decode_vector_exp_is_sleefs_on_avx2_and_avx512(tmp_path):
         "d = torch.stack([torch.randn(s.numel(), generator=g), torch.randn(s.numel(), generator=g), s, s.flip(0)], 1)\n"
         "b = torch.rand(s.numel(), 4, generator=g) * 50; b[:, 2:] += b[:, :2] + 1\n"
         "torch.save(detseg.decode_boxes(d, b, (1., 1., 1., 1.), float('inf'), backend='cpp'), sys.argv[1])\n")
-    outs = []
-    for isa in ("avx2", "avx512"):
-        path = str(tmp_path / f"decode_{isa}.pt")
-        r = subprocess.run([sys.executable, "-c", code, path], env=B.subprocess_env(ATEN_CPU_CAPABILITY=isa),
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr[-2000:]
-        outs.append(torch.load(path))
+    outs = B.outputs_at_isas(code, tmp_path, "decode")
     assert bool(torch.isinf(outs[0]).any()) and bool(torch.isnan(outs[0]).any())
     assert_bitwise(outs[0], outs[1])
 

@@ -256,6 +256,22 @@ def test_iou_loss_gradcheck(kind, target):
                                         eps=1e-6, atol=1e-7, fast_mode=backend == "triton")
 
 
+def _grad_case(inputs: str, n: int, m: int, shared: int, seed: int, dtype, device):
+    """Boxes Tensor[n, 4], Tensor[m, 4] requiring grad: "random"; "ties" (integer boxes, the
+    first `shared` of b copied from a: shared edges, equal and touching boxes); "inverted"
+    (x2 < x1 or y2 < y1 in some rows: negative areas, no NaN)."""
+    if inputs == "random":
+        a, b = _pair(n, m, seed)
+    elif inputs == "ties":
+        a = D.integer_boxes(n, seed + 1, scale=12, max_wh=8)
+        b = torch.cat([a[:shared], D.integer_boxes(m - shared, seed + 2, scale=12, max_wh=8)])
+    else:
+        a, b = _pair(n, m, seed + 3)
+        a[::3] = a[::3][:, [2, 1, 0, 3]]
+        b[1::4] = b[1::4][:, [0, 3, 2, 1]]
+    return a.to(dtype).to(device).requires_grad_(), b.to(dtype).to(device).requires_grad_()
+
+
 def _ref_grads(fn, a, b, g):
     x, y = a.detach().cpu().double().requires_grad_(), b.detach().cpu().double().requires_grad_()
     out = fn(x, y)
@@ -270,16 +286,7 @@ def test_iou_matrix_grad_matches_reference(kind, target, dtype, inputs):
     # "ties": integer boxes with shared edges, equal boxes and touching boxes; the kernels'
     # hand-written backward must pick torch's subgradients there too (boxes.h)
     backend, device = target
-    if inputs == "random":
-        a, b = _pair(13, 9, 60)
-    elif inputs == "ties":
-        a = D.integer_boxes(13, 61, scale=12, max_wh=8)
-        b = torch.cat([a[:5], D.integer_boxes(4, 62, scale=12, max_wh=8)])
-    else:  # inverted boxes (x2 < x1 or y2 < y1): negative areas, no NaN
-        a, b = _pair(13, 9, 63)
-        a[::3] = a[::3][:, [2, 1, 0, 3]]
-        b[1::4] = b[1::4][:, [0, 3, 2, 1]]
-    a, b = a.to(dtype).to(device).requires_grad_(), b.to(dtype).to(device).requires_grad_()
+    a, b = _grad_case(inputs, 13, 9, 5, 60, dtype, device)
     out = _matrix(kind, a, b, backend)
     g = torch.randn(out.shape, dtype=out.dtype, generator=D.gen(1)).to(device)
     ga, gb = torch.autograd.grad(out, (a, b), g)
@@ -295,16 +302,7 @@ def test_iou_matrix_grad_matches_reference(kind, target, dtype, inputs):
 @pytest.mark.parametrize("inputs", ["random", "ties", "inverted"])
 def test_iou_loss_grad_matches_reference(kind, target, dtype, inputs):
     backend, device = target
-    if inputs == "random":
-        a, b = _pair(33, 33, 70)
-    elif inputs == "ties":
-        a = D.integer_boxes(33, 71, scale=12, max_wh=8)
-        b = torch.cat([a[:10], D.integer_boxes(23, 72, scale=12, max_wh=8)])
-    else:
-        a, b = _pair(33, 33, 73)
-        a[::3] = a[::3][:, [2, 1, 0, 3]]
-        b[1::4] = b[1::4][:, [0, 3, 2, 1]]
-    a, b = a.to(dtype).to(device).requires_grad_(), b.to(dtype).to(device).requires_grad_()
+    a, b = _grad_case(inputs, 33, 33, 10, 70, dtype, device)
     out = LOSS[kind](a, b, backend=backend)
     g = torch.randn(out.shape, dtype=out.dtype, generator=D.gen(2)).to(device)
     ga, gb = torch.autograd.grad(out, (a, b), g)

@@ -84,6 +84,15 @@ def ort_nms():
     return run
 
 
+def _assert_same_keep(keep: torch.Tensor, theirs: list[int], n: int):
+    """detseg's kept indices (of n boxes) equal a peer's, order included."""
+    keep = keep.cpu().tolist()
+    assert set(keep) == set(theirs)
+    assert keep == theirs
+    if n >= 257:  # the comparison must include suppressions to mean anything
+        assert len(keep) < n
+
+
 @pytest.mark.parametrize("target", ORACLE_TARGETS)
 @pytest.mark.parametrize("n", [1, 7, 33, 257])
 @pytest.mark.parametrize("thr", [0.3, 0.5, 0.7])
@@ -92,12 +101,9 @@ def test_nms_vs_onnxruntime(target, n, thr, ort_nms):
     if B.interpreted(*target) and n > 33:
         pytest.skip("interpreted Triton: small inputs only")
     boxes, scores = _inputs(n, n, thr)
-    keep = detseg.nms(boxes.to(device), scores.to(device), thr, backend=backend).cpu().tolist()
-    theirs = ort_nms(boxes, scores, thr)
-    assert set(keep) == set(theirs)
-    assert keep == theirs  # distinct scores: ORT selects in score order too
-    if n >= 257:  # the comparison must include suppressions to mean anything
-        assert len(keep) < n
+    # distinct scores: ORT selects in score order too
+    _assert_same_keep(detseg.nms(boxes.to(device), scores.to(device), thr, backend=backend),
+                      ort_nms(boxes, scores, thr), n)
 
 
 @pytest.mark.parametrize("target", ORACLE_TARGETS)
@@ -126,12 +132,9 @@ def test_nms_vs_opencv(target, n, thr):
     if B.interpreted(*target) and n > 33:
         pytest.skip("interpreted Triton: small inputs only")
     boxes, scores = _inputs(n, n + 7, thr, integer=True)
-    keep = detseg.nms(boxes.to(device), scores.to(device), thr, backend=backend).cpu().tolist()
-    theirs = _cv2_nms(boxes, scores, thr)
-    assert set(keep) == set(theirs)
-    assert keep == theirs  # both sort scores descending (stable) and keep that order
-    if n >= 257:  # the comparison must include suppressions to mean anything
-        assert len(keep) < n
+    # both sort scores descending (stable) and keep that order
+    _assert_same_keep(detseg.nms(boxes.to(device), scores.to(device), thr, backend=backend),
+                      _cv2_nms(boxes, scores, thr), n)
 
 
 @pytest.mark.parametrize("target", ORACLE_TARGETS)
