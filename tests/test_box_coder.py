@@ -221,31 +221,41 @@ def test_internal_op_errors(backend):
 
 # ---------------------------------------------------------------- autograd
 
-@pytest.mark.parametrize("backend", ["cpp", "reference"])
-def test_decode_gradcheck(backend):
-    codes = _deltas(6, 2, 3).requires_grad_()
-    an = _anchors(6, 4).requires_grad_()
+@pytest.mark.parametrize("target", B.targets())
+def test_decode_gradcheck(target):
+    backend, device = target
+    codes = _deltas(6, 2, 3).to(device).requires_grad_()
+    an = _anchors(6, 4).to(device).requires_grad_()
     codes.data[0, 2] = 9.0  # above the clip: no gradient through dw
+    # the Triton interpreter pays per call: random-projection (fast) mode there
+    fast = backend == "triton"
     fn = lambda d, b: detseg.decode_boxes(d, b, (10.0, 10.0, 5.0, 5.0), 1.5, backend=backend)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (codes, an), eps=1e-6, atol=1e-7)
+    assert torch.autograd.gradcheck(fn, (codes, an), eps=1e-6, atol=1e-7, fast_mode=fast)
     lin = lambda d, b: detseg.BoxLinearCoder(True, backend=backend).decode(d, b)  # noqa: E731
-    assert torch.autograd.gradcheck(lin, (_deltas(5, 1, 5).requires_grad_(), _anchors(5, 6).requires_grad_()),
-                                    eps=1e-6, atol=1e-7)
+    ld, la = _deltas(5, 1, 5).to(device).requires_grad_(), _anchors(5, 6).to(device).requires_grad_()
+    assert torch.autograd.gradcheck(lin, (ld, la), eps=1e-6, atol=1e-7, fast_mode=fast)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_decode_backward_matches_reference(dtype):
-    codes = _deltas(257, 3, 7).to(dtype)
+@pytest.mark.parametrize("target", B.targets(["cpp", "triton"]))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+def test_decode_backward_matches_reference(target, dtype):
+    # the kernels' hand-written backward (detseg::decode_box_backward) against autograd through
+    # the reference, clamped (dw, dh above the clip), NaN and infinite deltas included
+    backend, device = target
+    codes = _deltas(257, 3, 7)
+    codes[3, 2], codes[4, 7], codes[5, 1], codes[6, 10] = 9.0, 9.0, math.nan, math.inf
+    codes = codes.to(dtype)
     an = _anchors(257, 8).float()
     g = torch.randn(257, 12, generator=D.gen(9)).to(dtype)
     out = []
-    for backend in ("cpp", "reference"):
-        c, a = codes.clone().requires_grad_(), an.clone().requires_grad_()
-        y = detseg.decode_boxes(c, a, (10.0, 10.0, 5.0, 5.0), backend=backend)
-        out.append(torch.autograd.grad(y, (c, a), g))
+    for bk, dev in ((backend, device), ("reference", "cpu")):
+        c, a = codes.to(dev).requires_grad_(), an.to(dev).requires_grad_()
+        y = detseg.decode_boxes(c, a, (10.0, 10.0, 5.0, 5.0), backend=bk)
+        out.append(torch.autograd.grad(y, (c, a), g.to(dev)))
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {}
     for x, y in zip(*out):
-        assert x.dtype == y.dtype
-        assert_close(x, y.double(), what="grad", **({"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {}))
+        assert x.dtype == y.dtype and x.device.type == device
+        assert_close(x, y.double(), what="grad", **tol)
 
 
 # ---------------------------------------------------------------- opcheck / compile / threads
