@@ -278,6 +278,17 @@ def _ref_grads(fn, a, b, g):
     return torch.autograd.grad(out, (x, y), g.cpu().double())
 
 
+def _grads_match_reference(out, a, b, ref_fn, seed: int):
+    """The gradients of `out` (computed from a, b) for a random upstream gradient equal, in the
+    boxes' dtype, autograd's through `ref_fn` in float64."""
+    g = torch.randn(out.shape, dtype=out.dtype, generator=D.gen(seed)).to(out.device)
+    ga, gb = torch.autograd.grad(out, (a, b), g)
+    ra, rb = _ref_grads(ref_fn, a, b, g)
+    assert ga.dtype == a.dtype and gb.dtype == b.dtype
+    assert_close(ga, ra, what="grad")
+    assert_close(gb, rb, what="grad")
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("target", B.targets(["cpp", "triton"]))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -287,13 +298,7 @@ def test_iou_matrix_grad_matches_reference(kind, target, dtype, inputs):
     # hand-written backward must pick torch's subgradients there too (boxes.h)
     backend, device = target
     a, b = _grad_case(inputs, 13, 9, 5, 60, dtype, device)
-    out = _matrix(kind, a, b, backend)
-    g = torch.randn(out.shape, dtype=out.dtype, generator=D.gen(1)).to(device)
-    ga, gb = torch.autograd.grad(out, (a, b), g)
-    ra, rb = _ref_grads(lambda x, y: R.box_iou_matrix(x, y, kind, _eps(kind)), a, b, g)
-    assert ga.dtype == dtype and gb.dtype == dtype
-    assert_close(ga, ra, what="grad")
-    assert_close(gb, rb, what="grad")
+    _grads_match_reference(_matrix(kind, a, b, backend), a, b, lambda x, y: R.box_iou_matrix(x, y, kind, _eps(kind)), 1)
 
 
 @pytest.mark.parametrize("kind", list(LOSS))
@@ -303,12 +308,7 @@ def test_iou_matrix_grad_matches_reference(kind, target, dtype, inputs):
 def test_iou_loss_grad_matches_reference(kind, target, dtype, inputs):
     backend, device = target
     a, b = _grad_case(inputs, 33, 33, 10, 70, dtype, device)
-    out = LOSS[kind](a, b, backend=backend)
-    g = torch.randn(out.shape, dtype=out.dtype, generator=D.gen(2)).to(device)
-    ga, gb = torch.autograd.grad(out, (a, b), g)
-    ra, rb = _ref_grads(lambda x, y: R.box_iou_loss(x, y, kind, EPS), a, b, g)
-    assert_close(ga, ra, what="grad")
-    assert_close(gb, rb, what="grad")
+    _grads_match_reference(LOSS[kind](a, b, backend=backend), a, b, lambda x, y: R.box_iou_loss(x, y, kind, EPS), 2)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -84,11 +84,18 @@ def ort_nms():
     return run
 
 
-def _assert_same_keep(keep: torch.Tensor, theirs: list[int], n: int):
-    """detseg's kept indices (of n boxes) equal a peer's, order included."""
-    keep = keep.cpu().tolist()
+def _skip_large_interpreted(target, n: int):
+    if B.interpreted(*target) and n > 33:
+        pytest.skip("interpreted Triton: small inputs only")
+
+
+def _nms_equals(target, boxes: torch.Tensor, scores: torch.Tensor, thr: float, theirs: list[int]):
+    """detseg.nms on `target` keeps a peer's indices, order included."""
+    backend, device = target
+    keep = detseg.nms(boxes.to(device), scores.to(device), thr, backend=backend).cpu().tolist()
     assert set(keep) == set(theirs)
     assert keep == theirs
+    n = boxes.shape[0]
     if n >= 257:  # the comparison must include suppressions to mean anything
         assert len(keep) < n
 
@@ -97,13 +104,9 @@ def _assert_same_keep(keep: torch.Tensor, theirs: list[int], n: int):
 @pytest.mark.parametrize("n", [1, 7, 33, 257])
 @pytest.mark.parametrize("thr", [0.3, 0.5, 0.7])
 def test_nms_vs_onnxruntime(target, n, thr, ort_nms):
-    backend, device = target
-    if B.interpreted(*target) and n > 33:
-        pytest.skip("interpreted Triton: small inputs only")
+    _skip_large_interpreted(target, n)
     boxes, scores = _inputs(n, n, thr)
-    # distinct scores: ORT selects in score order too
-    _assert_same_keep(detseg.nms(boxes.to(device), scores.to(device), thr, backend=backend),
-                      ort_nms(boxes, scores, thr), n)
+    _nms_equals(target, boxes, scores, thr, ort_nms(boxes, scores, thr))  # ORT selects in score order too
 
 
 @pytest.mark.parametrize("target", ORACLE_TARGETS)
@@ -128,13 +131,10 @@ def _cv2_nms(boxes: torch.Tensor, scores: torch.Tensor, thr: float) -> list[int]
 @pytest.mark.parametrize("n", [1, 7, 33, 257])
 @pytest.mark.parametrize("thr", [0.3, 0.5, 0.7])
 def test_nms_vs_opencv(target, n, thr):
-    backend, device = target
-    if B.interpreted(*target) and n > 33:
-        pytest.skip("interpreted Triton: small inputs only")
+    _skip_large_interpreted(target, n)
     boxes, scores = _inputs(n, n + 7, thr, integer=True)
     # both sort scores descending (stable) and keep that order
-    _assert_same_keep(detseg.nms(boxes.to(device), scores.to(device), thr, backend=backend),
-                      _cv2_nms(boxes, scores, thr), n)
+    _nms_equals(target, boxes, scores, thr, _cv2_nms(boxes, scores, thr))
 
 
 @pytest.mark.parametrize("target", ORACLE_TARGETS)

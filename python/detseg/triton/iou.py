@@ -22,12 +22,22 @@ _KINDS = {"iou": 0, "giou": 1, "diou": 2, "ciou": 3}
 # ================================================================ IoU family: the math
 
 @triton.jit
+def _extent(lo_a, lo_b, hi_a, hi_b, ENCLOSING: tl.constexpr):
+    """Extent along one axis of the enclosing box, max(hi) - min(lo) (ENCLOSING), or of the
+    intersection, min(hi) - max(lo) (negative when the boxes do not meet)."""
+    if ENCLOSING:
+        return dmax(hi_a, hi_b) - dmin(lo_a, lo_b)
+    else:
+        return dmin(hi_a, hi_b) - dmax(lo_a, lo_b)
+
+
+@triton.jit
 def pair_iou(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2, eps, KIND: tl.constexpr, LOSS: tl.constexpr):
     """detseg::pair_iou<KIND, LOSS ? kLoss : kMatrix> (csrc/include/detseg/boxes.h)."""
     area_a = (ax2 - ax1) * (ay2 - ay1)
     area_b = (bx2 - bx1) * (by2 - by1)
-    iw = dmin(ax2, bx2) - dmax(ax1, bx1)
-    ih = dmin(ay2, by2) - dmax(ay1, by1)
+    iw = _extent(ax1, bx1, ax2, bx2, False)
+    ih = _extent(ay1, by1, ay2, by2, False)
     if LOSS:
         inter = tl.where((iw > 0) & (ih > 0), iw * ih, 0.0)
     else:
@@ -40,8 +50,8 @@ def pair_iou(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2, eps, KIND: tl.constexpr, LO
     if KIND == 0:
         return iou
     else:
-        ew = dmax(ax2, bx2) - dmin(ax1, bx1)
-        eh = dmax(ay2, by2) - dmin(ay1, by1)
+        ew = _extent(ax1, bx1, ax2, bx2, True)
+        eh = _extent(ay1, by1, ay2, by2, True)
         if not LOSS:
             ew = clamp_min0(ew)
             eh = clamp_min0(eh)
@@ -98,12 +108,8 @@ def pair_iou_backward(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2, eps, g, KIND: tl.c
     hb = by2 - by1
     area_a = wa * ha
     area_b = wb * hb
-    ix1 = dmax(ax1, bx1)
-    ix2 = dmin(ax2, bx2)
-    iy1 = dmax(ay1, by1)
-    iy2 = dmin(ay2, by2)
-    iw_raw = ix2 - ix1
-    ih_raw = iy2 - iy1
+    iw_raw = _extent(ax1, bx1, ax2, bx2, False)
+    ih_raw = _extent(ay1, by1, ay2, by2, False)
     if LOSS:
         msk = (iw_raw > 0) & (ih_raw > 0)
         iw = tl.where(msk, iw_raw, 0.0)
@@ -126,12 +132,8 @@ def pair_iou_backward(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2, eps, g, KIND: tl.c
     g_iou = g
     g_uni = zero
     if KIND != 0:
-        ex1 = dmin(ax1, bx1)
-        ex2 = dmax(ax2, bx2)
-        ey1 = dmin(ay1, by1)
-        ey2 = dmax(ay2, by2)
-        ew = ex2 - ex1
-        eh = ey2 - ey1
+        ew = _extent(ax1, bx1, ax2, bx2, True)
+        eh = _extent(ay1, by1, ay2, by2, True)
         if LOSS:
             gate_ew = 1.0
             gate_eh = 1.0
