@@ -258,13 +258,13 @@ void roi_gather(const Op& op, const at::Tensor& buckets, const GatherPlan& plan,
 // ---------------------------------------------------------------- position-sensitive host side
 
 // ps_roi_align / ps_roi_pool forward once their checks have passed: the output and the
-// channel map [K, Cout, ph, pw], the checked RoI rows, then for the dtype of input
-// `launch(scalar_t* tag, const scalar_t* x, const acc_t* rows, total, scalar_t* out, int64_t* map,
-// stream)`, which launches the op's kernel (NCHW contiguous).
-template <class Launch>
+// channel map [K, Cout, ph, pw], the checked RoI rows, then the op's kernel for the dtype of
+// input, `kernel_of(scalar_t* tag)`, one thread per output element over NCHW input:
+// kernel(x, rows, total, C, Cout, args, scale, out, map).
+template <class Args, class KernelOf>
 std::tuple<at::Tensor, at::Tensor> ps_roi_forward_cuda(const char* op, const at::Tensor& input, const at::Tensor& rois,
-                                                       int64_t N, int64_t Cout, int64_t ph, int64_t pw,
-                                                       Launch&& launch) {
+                                                       int64_t N, int64_t C, int64_t Cout, int64_t ph, int64_t pw,
+                                                       double spatial_scale, const Args& a, KernelOf&& kernel_of) {
   DeviceScope scope(input);
   const int64_t K = rois.size(0);
   at::Tensor out = at::empty({K, Cout, ph, pw}, input.options());
@@ -275,21 +275,23 @@ std::tuple<at::Tensor, at::Tensor> ps_roi_forward_cuda(const char* op, const at:
   const at::Tensor x = input.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "detseg_ps_roi_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    launch(static_cast<scalar_t*>(nullptr), x.const_data_ptr<scalar_t>(), r.dev.const_data_ptr<acc_t>(), total,
-           out.mutable_data_ptr<scalar_t>(), map.mutable_data_ptr<int64_t>(), scope.stream);
+    kernel_of(static_cast<scalar_t*>(nullptr))<<<grid_1d(total), kThreads, 0, scope.stream>>>(
+        x.const_data_ptr<scalar_t>(), r.dev.const_data_ptr<acc_t>(), total, C, Cout, a,
+        static_cast<acc_t>(spatial_scale), out.mutable_data_ptr<scalar_t>(), map.mutable_data_ptr<int64_t>());
     DETSEG_CUDA_LAUNCH_CHECK();
   });
   return {out, map};
 }
 
 // ps_roi_align / ps_roi_pool backward (NCHW) once their checks have passed: the scattering
-// kernel launched by `scatter(scalar_t* tag, const scalar_t* g, const acc_t* rows, total, acc_t scale, acc_t* gin,
-// stream)`, or under torch.use_deterministic_algorithms the gather of the Op that
-// `gather_op(scalar_t* tag, const acc_t* rows, const scalar_t* g, Strides4, acc_t scale)` builds.
-template <class Scatter, class GatherOp>
+// kernel `scatter_of(scalar_t* tag)`, one thread per grad element,
+// scatter(grad, rows, total, C, Cout, args, scale, gin), or under
+// torch.use_deterministic_algorithms the gather of the Op that
+// `gather_op(scalar_t* tag, const acc_t* rows, const scalar_t* grad, Strides4, acc_t scale)` builds.
+template <class Args, class ScatterOf, class GatherOp>
 at::Tensor ps_roi_backward_cuda(const char* op, const at::Tensor& grad, const at::Tensor& rois, int64_t N, int64_t C,
-                                int64_t H, int64_t W, bool nothing_to_do, double spatial_scale, Scatter&& scatter,
-                                GatherOp&& gather_op) {
+                                int64_t H, int64_t W, int64_t Cout, bool nothing_to_do, double spatial_scale,
+                                const Args& a, ScatterOf&& scatter_of, GatherOp&& gather_op) {
   return roi_backward_cuda(op, grad, rois, N, C, H, W, false, nothing_to_do, [&](auto* tag, RoiLaunch& l) {
     using scalar_t = std::remove_pointer_t<decltype(tag)>;
     using acc_t = at::opmath_type<scalar_t>;
@@ -297,7 +299,9 @@ at::Tensor ps_roi_backward_cuda(const char* op, const at::Tensor& grad, const at
     const acc_t* rp = l.r.dev.const_data_ptr<acc_t>();
     const scalar_t* g = l.g.const_data_ptr<scalar_t>();
     if (!l.deterministic) {
-      scatter(tag, g, rp, l.g.numel(), scale, l.gin.mutable_data_ptr<acc_t>(), l.stream);
+      const int64_t total = l.g.numel();
+      scatter_of(tag)<<<grid_1d(total), kThreads, 0, l.stream>>>(g, rp, total, C, Cout, a, scale,
+                                                                  l.gin.mutable_data_ptr<acc_t>());
       DETSEG_CUDA_LAUNCH_CHECK();
       return;
     }

@@ -284,13 +284,9 @@ std::tuple<at::Tensor, at::Tensor> ps_roi_pool_cuda(const at::Tensor& input, con
       roi_forward_begin(op, input, rois, spatial_scale, pooled_height, pooled_width, true);
   const int64_t Cout = C / (pooled_height * pooled_width);
   const PoolArgs a{int(pooled_height), int(pooled_width), H, W, false};
-  return ps_roi_forward_cuda(op, input, rois, N, Cout, pooled_height, pooled_width,
-                             [&](auto* tag, const auto* x, const auto* rp, int64_t total, auto* out, int64_t* map,
-                                 cudaStream_t stream) {
+  return ps_roi_forward_cuda(op, input, rois, N, C, Cout, pooled_height, pooled_width, spatial_scale, a, [](auto* tag) {
     using scalar_t = std::remove_pointer_t<decltype(tag)>;
-    using acc_t = at::opmath_type<scalar_t>;
-    ps_roi_pool_forward_kernel<scalar_t, acc_t><<<grid_1d(total), kThreads, 0, stream>>>(
-        x, rp, total, C, Cout, a, static_cast<acc_t>(spatial_scale), out, map);
+    return ps_roi_pool_forward_kernel<scalar_t, at::opmath_type<scalar_t>>;
   });
 }
 
@@ -305,11 +301,10 @@ at::Tensor ps_roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& r
   const int64_t K = rois.size(0), N = batch_size, C = channels, H = height, W = width;
   const PoolArgs a{int(pooled_height), int(pooled_width), H, W, false};
   return ps_roi_backward_cuda(
-      op, grad, rois, N, C, H, W, K == 0 || Cout == 0 || H * W == 0, spatial_scale,
-      [&](auto* tag, const auto* g, const auto* rp, int64_t total, auto scale, auto* gin, cudaStream_t stream) {
+      op, grad, rois, N, C, H, W, Cout, K == 0 || Cout == 0 || H * W == 0, spatial_scale, a,
+      [](auto* tag) {
         using scalar_t = std::remove_pointer_t<decltype(tag)>;
-        ps_roi_pool_backward_atomic_kernel<scalar_t, decltype(scale)><<<grid_1d(total), kThreads, 0, stream>>>(
-            g, rp, total, C, Cout, a, scale, gin);
+        return ps_roi_pool_backward_atomic_kernel<scalar_t, at::opmath_type<scalar_t>>;
       },
       [&](auto* tag, const auto* rp, const auto* g, Strides4 st, auto scale) {
         return PoolGather<std::remove_pointer_t<decltype(tag)>>{rp, g, nullptr, st, scale, a};
