@@ -1,12 +1,14 @@
 // Host-side view of multiclass_nms's box-like inputs shared by the CPU (csrc/cpu/) and CUDA
 // (csrc/cuda/) kernels: boxes [B, N, 4] or per class [B, N, C, 4], anchors [N, 4] (shared by
-// the batch: sb = 0) or [B, N, 4], read through their strides (no contiguous copies).
+// the batch: sb = 0) or [B, N, 4], read through their strides (no contiguous copies); and the
+// decode-and-clip step that turns a candidate's four values into its output box.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
 
+#include "detseg/box_coder.h"
 #include "detseg/host_device.h"
 
 namespace detseg {
@@ -43,5 +45,49 @@ Quad<T> quad_of(const at::Tensor& t, bool batched) {
   }
   return q;
 }
+
+// The op's decode (weights, bbox_xform_clip) and clip (image_size) arguments.
+struct DecodeClip {
+  double weights[4];
+  double clip;
+  bool has_image;
+  int64_t height, width;
+};
+
+inline DecodeClip decode_clip_of(at::ArrayRef<double> weights, double bbox_xform_clip, at::IntArrayRef image_size) {
+  DecodeClip p{};
+  for (int i = 0; i < 4; ++i) p.weights[i] = weights.empty() ? 1.0 : weights[i];
+  p.clip = bbox_xform_clip;
+  p.has_image = !image_size.empty();
+  p.height = p.has_image ? image_size[0] : 0;
+  p.width = p.has_image ? image_size[1] : 0;
+  return p;
+}
+
+// DecodeClip in the compute type: a candidate's output box d from its four values v, decoded
+// against its anchor ref (detseg::decode_box) when ref is given, then clipped to the image.
+template <typename T>
+struct CandidateBox {
+  T wx, wy, ww, wh, clip, hgt, wid;
+  bool has_image;
+  DETSEG_HOST_DEVICE explicit CandidateBox(const DecodeClip& p)
+      : wx(static_cast<T>(p.weights[0])), wy(static_cast<T>(p.weights[1])), ww(static_cast<T>(p.weights[2])),
+        wh(static_cast<T>(p.weights[3])), clip(static_cast<T>(p.clip)), hgt(static_cast<T>(p.height)),
+        wid(static_cast<T>(p.width)), has_image(p.has_image) {}
+  DETSEG_HOST_DEVICE void operator()(const T* v, const T* ref, T* d) const {
+    if (ref) {
+      decode_box(v, ref, wx, wy, ww, wh, clip, d);
+    } else {
+      for (int i = 0; i < 4; ++i) d[i] = v[i];
+    }
+    if (has_image) {
+      // torch.clamp(min=0, max=size): NaN passes through.
+      for (int i = 0; i < 4; ++i) {
+        const T lim = (i & 1) ? hgt : wid;
+        d[i] = d[i] < T(0) ? T(0) : (d[i] > lim ? lim : d[i]);
+      }
+    }
+  }
+};
 
 }  // namespace detseg

@@ -144,3 +144,31 @@ def subprocess_env(**extra) -> dict:
     pkg_parent = str(Path(detseg.__file__).resolve().parents[1])
     path = os.pathsep.join(p for p in (pkg_parent, os.environ.get("PYTHONPATH", "")) if p)
     return dict(os.environ, PYTHONPATH=path, **extra)
+
+
+def run_at_isa(isa: str, code: str, *args: str, timeout: float = 120) -> str:
+    """Runs `python -c code *args` in a child with ATEN_CPU_CAPABILITY=isa (the capability is
+    read once per process); asserts it succeeded and returns its stdout."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", code, *args], env=subprocess_env(ATEN_CPU_CAPABILITY=isa),
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+def isas_here() -> list[str]:
+    """The ATEN_CPU_CAPABILITY values this CPU can run, lowest first."""
+    cap = torch.backends.cpu.get_cpu_capability()
+    return ["default"] + (["avx2"] if cap in ("AVX2", "AVX512") else []) + (["avx512"] if cap == "AVX512" else [])
+
+
+def outputs_at_isas(code: str, tmp_path, name: str, isas=("avx2", "avx512")) -> list:
+    """What `code` torch.saves to sys.argv[1] when run under each ISA in `isas`, in that order."""
+    outs = []
+    for isa in isas:
+        path = str(tmp_path / f"{name}_{isa}.pt")
+        run_at_isa(isa, code, path)
+        outs.append(torch.load(path))
+    return outs

@@ -73,6 +73,16 @@ def tie_scores(n: int, seed: int = 0, levels: int = 3) -> torch.Tensor:
     return torch.randint(0, levels, (n,), generator=gen(seed)).double() / levels
 
 
+def nms_scenario(kind: str, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """1500 (boxes, scores) for NMS: "clustered" (30 dense clusters, distinct scores) or
+    "ties" (integer boxes, shared edges, 3 score levels)."""
+    if kind == "clustered":
+        bx, s = clustered_boxes(1500, 4, clusters=30, jitter=5), distinct_scores(1500, 4)
+    else:
+        bx, s = integer_boxes(1500, 5, scale=100, max_wh=20), tie_scores(1500, 5)
+    return bx.to(dtype), s.to(dtype)
+
+
 def pair_at_iou(ratio_num: int, ratio_den: int, offset: float = 0.0, unit: float = 1.0) -> torch.Tensor:
     """Two boxes with IoU exactly num/den in exact arithmetic: [0, 0, den, 1] and [0, 0, num, 1]
     (scaled by `unit`, a power of two, and shifted by an integer offset: both exact)."""

@@ -49,14 +49,31 @@ bool same_bits(T a, T b) { return std::memcmp(&a, &b, sizeof(T)) == 0; }
 
 int64_t checked = 0;
 
+// One random case: K RoI rows, the position-sensitive bin (pon, qon) (-1 when not ps), an
+// upstream gradient [K, ph, pw] in (-1, 1) and an argmax buffer of -1.
+template <typename T>
+struct Case {
+  std::vector<T> rois, grad;
+  std::vector<int64_t> arg;
+  int pon, qon;
+};
+
+template <typename T>
+Case<T> make_case(int H, int W, int ph, int pw, bool ps, double scale, int K) {
+  Case<T> c;
+  c.rois.resize(5 * K);
+  for (int k = 0; k < K; ++k) make_roi(&c.rois[5 * k], H, W, scale);
+  c.pon = ps ? pick(ph) : -1;
+  c.qon = ps ? pick(pw) : -1;
+  c.grad.resize(size_t(K) * ph * pw);
+  c.arg.assign(c.grad.size(), -1);
+  for (auto& g : c.grad) g = T(uni(-1, 1));
+  return c;
+}
+
 template <typename T>
 bool check_align(int H, int W, int ph, int pw, int sr, bool aligned, bool max_mode, bool ps, double scale, int K) {
-  std::vector<T> rois(5 * K);
-  for (int k = 0; k < K; ++k) make_roi(&rois[5 * k], H, W, scale);
-  const int pon = ps ? pick(ph) : -1, qon = ps ? pick(pw) : -1;
-  std::vector<T> grad(size_t(K) * ph * pw);
-  std::vector<int64_t> arg(grad.size(), -1);
-  for (auto& g : grad) g = T(uni(-1, 1));
+  auto [rois, grad, arg, pon, qon] = make_case<T>(H, W, ph, pw, ps, scale, K);
   // An infinite gradient turns the zero-weight corner terms into NaN: the gather must visit
   // exactly the terms the scatter adds, not only the non-zero ones.
   if (pick(3) == 0) grad[pick(int(grad.size()))] = std::numeric_limits<T>::infinity();
@@ -135,12 +152,7 @@ bool check_align(int H, int W, int ph, int pw, int sr, bool aligned, bool max_mo
 
 template <typename T>
 bool check_pool(int H, int W, int ph, int pw, bool ps, double scale, int K) {
-  std::vector<T> rois(5 * K);
-  for (int k = 0; k < K; ++k) make_roi(&rois[5 * k], H, W, scale);
-  const int pon = ps ? pick(ph) : -1, qon = ps ? pick(pw) : -1;
-  std::vector<T> grad(size_t(K) * ph * pw);
-  std::vector<int64_t> arg(grad.size(), -1);
-  for (auto& g : grad) g = T(uni(-1, 1));
+  auto [rois, grad, arg, pon, qon] = make_case<T>(H, W, ph, pw, ps, scale, K);
   std::vector<RoiPoolGeom<T>> geo(K);
   std::vector<T> plane(size_t(H) * W, T(0));
   for (int k = 0; k < K; ++k) {

@@ -305,9 +305,6 @@ def test_yolo_avx512_cell_path_equals_avx2(tmp_path):
     # AVX-512 decodes one cell's anchors per vector (3 at a time), AVX2 lanes over cells; both
     # use SLEEF's exp, so they must agree bit for bit, for any anchor count (partial groups),
     # non-finite and overflowing predictions included.
-    import subprocess
-    import sys
-
     B.require("cpp")
     code = (
         "import sys, torch, detseg\n"
@@ -320,13 +317,7 @@ def test_yolo_avx512_cell_path_equals_avx2(tmp_path):
         "    out.append(detseg.yolo_decode(p, an, (8, 16), backend='cpp'))\n"
         "    out.append(detseg.yolo_decode(p[:, :, 1:], an, 8, backend='cpp'))\n"
         "torch.save(out, sys.argv[1])\n")
-    outs = []
-    for isa in ("avx2", "avx512"):
-        path = str(tmp_path / f"yolo_{isa}.pt")
-        r = subprocess.run([sys.executable, "-c", code, path], env=B.subprocess_env(ATEN_CPU_CAPABILITY=isa),
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr[-2000:]
-        outs.append(torch.load(path))
+    outs = B.outputs_at_isas(code, tmp_path, "yolo")
     for x, y in zip(*outs):
         assert_bitwise(x, y)
     assert any(bool(torch.isinf(x).any()) for x in outs[0]) and any(bool(torch.isnan(x).any()) for x in outs[0])

@@ -342,9 +342,6 @@ def test_thread_count_determinism(path):
 def test_general_path_per_isa(isa):
     # the general path's stride-2 scatter-add and the backward's stride-2 gather are vector code
     # compiled per ISA; force the others (widths 21 and 6: full vectors plus tails, tails only)
-    import subprocess
-    import sys
-
     B.require("cpp")
     code = (
         "import torch, detseg, torch.nn.functional as F\n"
@@ -363,10 +360,7 @@ def test_general_path_per_isa(isa):
         "    torch.testing.assert_close(gin.double(), ein, rtol=1e-5, atol=1e-5)\n"
         "    torch.testing.assert_close(gw.double(), ew, rtol=1e-5, atol=1e-4)\n"
         "print(detseg.build_info()['cpu_isa'])\n")
-    r = subprocess.run([sys.executable, "-c", code], env=B.subprocess_env(ATEN_CPU_CAPABILITY=isa),
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip() == isa.upper()
+    assert B.run_at_isa(isa, code).strip() == isa.upper()
 
 
 # ---------------------------------------------------------------- max_unpool2d

@@ -256,10 +256,37 @@ def test_iou_loss_gradcheck(kind, target):
                                         eps=1e-6, atol=1e-7, fast_mode=backend == "triton")
 
 
+def _grad_case(inputs: str, n: int, m: int, shared: int, seed: int, dtype, device):
+    """Boxes Tensor[n, 4], Tensor[m, 4] requiring grad: "random"; "ties" (integer boxes, the
+    first `shared` of b copied from a: shared edges, equal and touching boxes); "inverted"
+    (x2 < x1 or y2 < y1 in some rows: negative areas, no NaN)."""
+    if inputs == "random":
+        a, b = _pair(n, m, seed)
+    elif inputs == "ties":
+        a = D.integer_boxes(n, seed + 1, scale=12, max_wh=8)
+        b = torch.cat([a[:shared], D.integer_boxes(m - shared, seed + 2, scale=12, max_wh=8)])
+    else:
+        a, b = _pair(n, m, seed + 3)
+        a[::3] = a[::3][:, [2, 1, 0, 3]]
+        b[1::4] = b[1::4][:, [0, 3, 2, 1]]
+    return a.to(dtype).to(device).requires_grad_(), b.to(dtype).to(device).requires_grad_()
+
+
 def _ref_grads(fn, a, b, g):
     x, y = a.detach().cpu().double().requires_grad_(), b.detach().cpu().double().requires_grad_()
     out = fn(x, y)
     return torch.autograd.grad(out, (x, y), g.cpu().double())
+
+
+def _grads_match_reference(out, a, b, ref_fn, seed: int):
+    """The gradients of `out` (computed from a, b) for a random upstream gradient equal, in the
+    boxes' dtype, autograd's through `ref_fn` in float64."""
+    g = torch.randn(out.shape, dtype=out.dtype, generator=D.gen(seed)).to(out.device)
+    ga, gb = torch.autograd.grad(out, (a, b), g)
+    ra, rb = _ref_grads(ref_fn, a, b, g)
+    assert ga.dtype == a.dtype and gb.dtype == b.dtype
+    assert_close(ga, ra, what="grad")
+    assert_close(gb, rb, what="grad")
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -270,23 +297,8 @@ def test_iou_matrix_grad_matches_reference(kind, target, dtype, inputs):
     # "ties": integer boxes with shared edges, equal boxes and touching boxes; the kernels'
     # hand-written backward must pick torch's subgradients there too (boxes.h)
     backend, device = target
-    if inputs == "random":
-        a, b = _pair(13, 9, 60)
-    elif inputs == "ties":
-        a = D.integer_boxes(13, 61, scale=12, max_wh=8)
-        b = torch.cat([a[:5], D.integer_boxes(4, 62, scale=12, max_wh=8)])
-    else:  # inverted boxes (x2 < x1 or y2 < y1): negative areas, no NaN
-        a, b = _pair(13, 9, 63)
-        a[::3] = a[::3][:, [2, 1, 0, 3]]
-        b[1::4] = b[1::4][:, [0, 3, 2, 1]]
-    a, b = a.to(dtype).to(device).requires_grad_(), b.to(dtype).to(device).requires_grad_()
-    out = _matrix(kind, a, b, backend)
-    g = torch.randn(out.shape, dtype=out.dtype, generator=D.gen(1)).to(device)
-    ga, gb = torch.autograd.grad(out, (a, b), g)
-    ra, rb = _ref_grads(lambda x, y: R.box_iou_matrix(x, y, kind, _eps(kind)), a, b, g)
-    assert ga.dtype == dtype and gb.dtype == dtype
-    assert_close(ga, ra, what="grad")
-    assert_close(gb, rb, what="grad")
+    a, b = _grad_case(inputs, 13, 9, 5, 60, dtype, device)
+    _grads_match_reference(_matrix(kind, a, b, backend), a, b, lambda x, y: R.box_iou_matrix(x, y, kind, _eps(kind)), 1)
 
 
 @pytest.mark.parametrize("kind", list(LOSS))
@@ -295,22 +307,8 @@ def test_iou_matrix_grad_matches_reference(kind, target, dtype, inputs):
 @pytest.mark.parametrize("inputs", ["random", "ties", "inverted"])
 def test_iou_loss_grad_matches_reference(kind, target, dtype, inputs):
     backend, device = target
-    if inputs == "random":
-        a, b = _pair(33, 33, 70)
-    elif inputs == "ties":
-        a = D.integer_boxes(33, 71, scale=12, max_wh=8)
-        b = torch.cat([a[:10], D.integer_boxes(23, 72, scale=12, max_wh=8)])
-    else:
-        a, b = _pair(33, 33, 73)
-        a[::3] = a[::3][:, [2, 1, 0, 3]]
-        b[1::4] = b[1::4][:, [0, 3, 2, 1]]
-    a, b = a.to(dtype).to(device).requires_grad_(), b.to(dtype).to(device).requires_grad_()
-    out = LOSS[kind](a, b, backend=backend)
-    g = torch.randn(out.shape, dtype=out.dtype, generator=D.gen(2)).to(device)
-    ga, gb = torch.autograd.grad(out, (a, b), g)
-    ra, rb = _ref_grads(lambda x, y: R.box_iou_loss(x, y, kind, EPS), a, b, g)
-    assert_close(ga, ra, what="grad")
-    assert_close(gb, rb, what="grad")
+    a, b = _grad_case(inputs, 33, 33, 10, 70, dtype, device)
+    _grads_match_reference(LOSS[kind](a, b, backend=backend), a, b, lambda x, y: R.box_iou_loss(x, y, kind, EPS), 2)
 
 
 @pytest.mark.parametrize("kind", KINDS)

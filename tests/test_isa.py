@@ -47,11 +47,7 @@ SCRIPT = textwrap.dedent("""
             out[f"loss-{{kind}}-{{dt}}"] = l.detach()
             out[f"loss-{{kind}}-{{dt}}-grad"] = torch.autograd.grad(l.sum(), (a, b))
         for sc in ("clustered", "ties"):
-            if sc == "clustered":
-                bx, s = D.clustered_boxes(1500, 4, clusters=30, jitter=5), D.distinct_scores(1500, 4)
-            else:
-                bx, s = D.integer_boxes(1500, 5, scale=100, max_wh=20), D.tie_scores(1500, 5)
-            bx, s = bx.to(dt), s.to(dt)
+            bx, s = D.nms_scenario(sc, dt)
             out[f"nms-{{sc}}-{{dt}}"] = detseg.nms(bx, s, 0.5, backend="cpp")
             out[f"batched-{{sc}}-{{dt}}"] = detseg.batched_nms(bx, s, torch.arange(1500) % 7, 0.5, backend="cpp")
         out[f"area-{{dt}}"] = detseg.box_area(a.detach(), backend="cpp")
@@ -145,10 +141,6 @@ def test_isa_results_equal_reference(per_isa):
                 eps = 1e-7 if kind in ("diou", "ciou") else 0.0
                 assert_close(res[f"{kind}-{dt}"], R.box_iou_matrix(a.double(), b.double(), kind, eps))
             for sc in ("clustered", "ties"):
-                if sc == "clustered":
-                    bx, s = D.clustered_boxes(1500, 4, clusters=30, jitter=5), D.distinct_scores(1500, 4)
-                else:
-                    bx, s = D.integer_boxes(1500, 5, scale=100, max_wh=20), D.tie_scores(1500, 5)
-                bx, s = bx.to(dt), s.to(dt)
+                bx, s = D.nms_scenario(sc, dt)
                 assert res[f"nms-{sc}-{dt}"].tolist() == R.nms(bx, s, 0.5).tolist(), (isa, sc, dt)
                 assert res[f"batched-{sc}-{dt}"].tolist() == R.batched_nms(bx, s, torch.arange(1500) % 7, 0.5).tolist()

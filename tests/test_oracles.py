@@ -84,20 +84,29 @@ def ort_nms():
     return run
 
 
+def _skip_large_interpreted(target, n: int):
+    if B.interpreted(*target) and n > 33:
+        pytest.skip("interpreted Triton: small inputs only")
+
+
+def _nms_equals(target, boxes: torch.Tensor, scores: torch.Tensor, thr: float, theirs: list[int]):
+    """detseg.nms on `target` keeps a peer's indices, order included."""
+    backend, device = target
+    keep = detseg.nms(boxes.to(device), scores.to(device), thr, backend=backend).cpu().tolist()
+    assert set(keep) == set(theirs)
+    assert keep == theirs
+    n = boxes.shape[0]
+    if n >= 257:  # the comparison must include suppressions to mean anything
+        assert len(keep) < n
+
+
 @pytest.mark.parametrize("target", ORACLE_TARGETS)
 @pytest.mark.parametrize("n", [1, 7, 33, 257])
 @pytest.mark.parametrize("thr", [0.3, 0.5, 0.7])
 def test_nms_vs_onnxruntime(target, n, thr, ort_nms):
-    backend, device = target
-    if B.interpreted(*target) and n > 33:
-        pytest.skip("interpreted Triton: small inputs only")
+    _skip_large_interpreted(target, n)
     boxes, scores = _inputs(n, n, thr)
-    keep = detseg.nms(boxes.to(device), scores.to(device), thr, backend=backend).cpu().tolist()
-    theirs = ort_nms(boxes, scores, thr)
-    assert set(keep) == set(theirs)
-    assert keep == theirs  # distinct scores: ORT selects in score order too
-    if n >= 257:  # the comparison must include suppressions to mean anything
-        assert len(keep) < n
+    _nms_equals(target, boxes, scores, thr, ort_nms(boxes, scores, thr))  # ORT selects in score order too
 
 
 @pytest.mark.parametrize("target", ORACLE_TARGETS)
@@ -122,16 +131,10 @@ def _cv2_nms(boxes: torch.Tensor, scores: torch.Tensor, thr: float) -> list[int]
 @pytest.mark.parametrize("n", [1, 7, 33, 257])
 @pytest.mark.parametrize("thr", [0.3, 0.5, 0.7])
 def test_nms_vs_opencv(target, n, thr):
-    backend, device = target
-    if B.interpreted(*target) and n > 33:
-        pytest.skip("interpreted Triton: small inputs only")
+    _skip_large_interpreted(target, n)
     boxes, scores = _inputs(n, n + 7, thr, integer=True)
-    keep = detseg.nms(boxes.to(device), scores.to(device), thr, backend=backend).cpu().tolist()
-    theirs = _cv2_nms(boxes, scores, thr)
-    assert set(keep) == set(theirs)
-    assert keep == theirs  # both sort scores descending (stable) and keep that order
-    if n >= 257:  # the comparison must include suppressions to mean anything
-        assert len(keep) < n
+    # both sort scores descending (stable) and keep that order
+    _nms_equals(target, boxes, scores, thr, _cv2_nms(boxes, scores, thr))
 
 
 @pytest.mark.parametrize("target", ORACLE_TARGETS)

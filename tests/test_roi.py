@@ -852,21 +852,12 @@ torch.save(out, sys.argv[1])
 
 
 def test_isa_builds_agree_bitwise(tmp_path):
-    import subprocess
-    import sys
-
     import _backends
 
-    cap = torch.backends.cpu.get_cpu_capability()
-    isas = ["default"] + (["avx2"] if cap in ("AVX2", "AVX512") else []) + (["avx512"] if cap == "AVX512" else [])
+    isas = _backends.isas_here()
     if len(isas) < 2:
         pytest.skip("one ISA only")
-    results = []
-    for isa in isas:
-        path = tmp_path / f"{isa}.pt"
-        env = _backends.subprocess_env(ATEN_CPU_CAPABILITY=isa)
-        subprocess.run([sys.executable, "-c", _ISA_SCRIPT, str(path)], env=env, check=True)
-        results.append(torch.load(path))
+    results = _backends.outputs_at_isas(_ISA_SCRIPT, tmp_path, "roi_align", isas)
     for other in results[1:]:
         for key in results[0]:
             for a, b in zip(results[0][key], other[key]):

@@ -5,8 +5,6 @@ detseg/roi_pool.h (pool_takes) decides the argmax."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -75,17 +73,11 @@ _SCRIPT = textwrap.dedent("""
 
 
 def test_blocked_path_isa_builds_agree(tmp_path):
-    cap = torch.backends.cpu.get_cpu_capability()
-    isas = ["default"] + (["avx2"] if cap in ("AVX2", "AVX512") else []) + (["avx512"] if cap == "AVX512" else [])
+    isas = _backends.isas_here()
     if len(isas) < 2:
         pytest.skip("this CPU runs one ISA only")
     script = _SCRIPT.format(tests=str(_backends.__file__).rsplit("/", 1)[0])
-    results = []
-    for isa in isas:
-        path = tmp_path / f"{isa}.pt"
-        subprocess.run([sys.executable, "-c", script, str(path)], env=_backends.subprocess_env(ATEN_CPU_CAPABILITY=isa),
-                       check=True)
-        results.append(torch.load(path))
+    results = _backends.outputs_at_isas(script, tmp_path, "roi_pool", isas)
     for out, arg in results[1:]:
         assert torch.equal(arg, results[0][1])
         assert torch.equal(out, results[0][0])

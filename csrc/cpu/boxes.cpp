@@ -336,6 +336,25 @@ at::Tensor box_iou_matrix_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2
   return out;
 }
 
+// What the IoU backward kernels read and write, in the compute type T: boxes1, boxes2 and grad
+// (widened, contiguous), the two gradients, eps.
+template <typename T>
+struct PairGradPtrs {
+  const T* pa;
+  const T* pb;
+  const T* pg;
+  T* o1;
+  T* o2;
+  T e;
+};
+
+template <typename T>
+PairGradPtrs<T> pair_grad_ptrs(const at::Tensor& b1, const at::Tensor& b2, const at::Tensor& gr, at::Tensor& g1,
+                               at::Tensor& g2, double eps) {
+  return {b1.const_data_ptr<T>(), b2.const_data_ptr<T>(), gr.const_data_ptr<T>(), g1.mutable_data_ptr<T>(),
+          g2.mutable_data_ptr<T>(), static_cast<T>(eps)};
+}
+
 // Gradients: pass 1 gives each row i of boxes1 its sum over j in order, pass 2 each column j
 // of boxes2 its sum over i in order. No atomics and no thread-dependent order: bitwise
 // identical for any thread count. Each pass re-evaluates pair_iou_backward and keeps one side.
@@ -353,12 +372,7 @@ std::tuple<at::Tensor, at::Tensor> box_iou_matrix_backward_cpu(const at::Tensor&
     const at::Tensor gr = grad.to(dt).contiguous();
     AT_DISPATCH_FLOATING_TYPES(dt, "_box_iou_matrix_backward", [&] {
       using T = scalar_t;
-      const T* pa = b1.const_data_ptr<T>();
-      const T* pb = b2.const_data_ptr<T>();
-      const T* pg = gr.const_data_ptr<T>();
-      T* o1 = g1.mutable_data_ptr<T>();
-      T* o2 = g2.mutable_data_ptr<T>();
-      const T e = static_cast<T>(eps);
+      const auto [pa, pb, pg, o1, o2, e] = pair_grad_ptrs<T>(b1, b2, gr, g1, g2, eps);
       // CIoU's angles once per box (else each pass would take 2 atans per pair).
       const bool ciou = kind == IouKind::kCIoU;
       std::vector<T> at1(ciou ? B * n : 0), at2(ciou ? B * m : 0);
@@ -459,12 +473,7 @@ std::tuple<at::Tensor, at::Tensor> box_iou_loss_backward_cpu(const at::Tensor& g
     const at::Tensor gr = grad.to(dt).contiguous();
     AT_DISPATCH_FLOATING_TYPES(dt, "_box_iou_loss_backward", [&] {
       using T = scalar_t;
-      const T* pa = b1.const_data_ptr<T>();
-      const T* pb = b2.const_data_ptr<T>();
-      const T* pg = gr.const_data_ptr<T>();
-      T* o1 = g1.mutable_data_ptr<T>();
-      T* o2 = g2.mutable_data_ptr<T>();
-      const T e = static_cast<T>(eps);
+      const auto [pa, pb, pg, o1, o2, e] = pair_grad_ptrs<T>(b1, b2, gr, g1, g2, eps);
       dispatch_kind(kind, [&](auto kc) {
         constexpr IouKind K = decltype(kc)::value;
         at::parallel_for(0, n, 1 << 11, [&](int64_t i0, int64_t i1) {

@@ -44,10 +44,7 @@ using KeyOf = decltype(cand_key(T(0), 0u));
 
 // Strided read-only 4-vectors: boxes [B, N, 4] / [B, N, C, 4], anchors [N, 4] / [B, N, 4].
 struct Options {
-  double weights[4];
-  double clip;
-  bool has_image;
-  int64_t height, width;
+  DecodeClip dc;
   double score_threshold;
   std::vector<int64_t> levels;
   int64_t level_top_k, pre_nms_top_k;
@@ -168,10 +165,7 @@ void one_image(int64_t b, const T* s, int64_t n, int64_t c, const Quad<T>& boxes
   int32_t* grouped = sc.grouped.data();
   sc.keep.resize(std::max<int64_t>(p, 1));
   uint8_t* keep = sc.keep.data();
-  const T wx = static_cast<T>(o.weights[0]), wy = static_cast<T>(o.weights[1]);
-  const T ww = static_cast<T>(o.weights[2]), wh = static_cast<T>(o.weights[3]);
-  const T clip = static_cast<T>(o.clip);
-  const T hgt = static_cast<T>(o.height), wid = static_cast<T>(o.width);
+  const CandidateBox<T> to_box(o.dc);
   const BoxesView<T> bv{dec, 4, 1, std::is_same_v<T, double> ? at::kDouble : at::kFloat};
   const T iou_thr = threshold_of<T>(o.iou_threshold);
   int64_t done = 0;  // keys[0, done) are sorted and decoded
@@ -183,26 +177,10 @@ void one_image(int64_t b, const T* s, int64_t n, int64_t c, const Quad<T>& boxes
     for (int64_t r = done; r < r_end; ++r) {
       const int64_t f = static_cast<int64_t>(static_cast<uint32_t>(keys[r]));
       const int64_t an = f / c, cl = f % c;
-      const T* q = boxes.at(b, an, per_class ? cl : 0);
-      T v[4] = {q[0], q[boxes.s4], q[2 * boxes.s4], q[3 * boxes.s4]};
-      T* d = dec + 4 * r;
-      if (anchors) {
-        const T* a = anchors->at(b, an, 0);
-        const T ref[4] = {a[0], a[anchors->s4], a[2 * anchors->s4], a[3 * anchors->s4]};
-        decode_box(v, ref, wx, wy, ww, wh, clip, d);
-      } else {
-        d[0] = v[0];
-        d[1] = v[1];
-        d[2] = v[2];
-        d[3] = v[3];
-      }
-      if (o.has_image) {
-        // torch.clamp(min=0, max=size): NaN passes through.
-        for (int i = 0; i < 4; ++i) {
-          const T lim = (i & 1) ? hgt : wid;
-          d[i] = d[i] < T(0) ? T(0) : (d[i] > lim ? lim : d[i]);
-        }
-      }
+      T v[4], ref[4];
+      boxes.load(b, an, per_class ? cl : 0, v);
+      if (anchors) anchors->load(b, an, 0, ref);
+      to_box(v, anchors ? ref : nullptr, dec + 4 * r);
     }
     done = r_end;
 
@@ -316,11 +294,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclas
   const at::Tensor s = scores.contiguous();
 
   Options o;
-  for (int i = 0; i < 4; ++i) o.weights[i] = weights.empty() ? 1.0 : weights[i];
-  o.clip = bbox_xform_clip;
-  o.has_image = !image_size.empty();
-  o.height = o.has_image ? image_size[0] : 0;
-  o.width = o.has_image ? image_size[1] : 0;
+  o.dc = decode_clip_of(weights, bbox_xform_clip, image_size);
   o.score_threshold = score_threshold;
   o.levels.assign(level_sizes.begin(), level_sizes.end());
   if (o.levels.empty()) o.levels.push_back(n);

@@ -82,10 +82,8 @@ __global__ void softmax_kernel(const T* __restrict__ s, T* __restrict__ key, int
 }
 
 struct DecodeParams {
-  double weights[4];
-  double clip;
-  bool anchors, has_image, class_agnostic;
-  int64_t height, width;
+  DecodeClip dc;
+  bool anchors, class_agnostic;
 };
 
 // One thread per candidate q = (image b, rank r) of [B, P]: decoded, clipped box dec[q] and
@@ -94,34 +92,15 @@ template <typename T>
 __global__ void decode_kernel(const T* __restrict__ vals, const int64_t* __restrict__ flat, Quad<T> boxes,
                               Quad<T> anchors, DecodeParams prm, int64_t bsz, int64_t p, int64_t c,
                               T* __restrict__ dec, int64_t* __restrict__ groups) {
-  const T wx = static_cast<T>(prm.weights[0]), wy = static_cast<T>(prm.weights[1]);
-  const T ww = static_cast<T>(prm.weights[2]), wh = static_cast<T>(prm.weights[3]);
-  const T clip = static_cast<T>(prm.clip);
-  const T hgt = static_cast<T>(prm.height), wid = static_cast<T>(prm.width);
+  const CandidateBox<T> to_box(prm.dc);
   grid_stride(bsz * p, [&](int64_t q) {
     const int64_t b = q / p;
     const int64_t f = flat[q];
     const int64_t an = f / c, cl = f % c;
-    T v[4];
+    T v[4], ref[4];
     boxes.load(b, an, cl, v);
-    T* d = dec + 4 * q;
-    if (prm.anchors) {
-      T ref[4];
-      anchors.load(b, an, 0, ref);
-      decode_box(v, ref, wx, wy, ww, wh, clip, d);
-    } else {
-      d[0] = v[0];
-      d[1] = v[1];
-      d[2] = v[2];
-      d[3] = v[3];
-    }
-    if (prm.has_image) {
-      // torch.clamp(min=0, max=size): NaN passes through.
-      for (int i = 0; i < 4; ++i) {
-        const T lim = (i & 1) ? hgt : wid;
-        d[i] = d[i] < T(0) ? T(0) : (d[i] > lim ? lim : d[i]);
-      }
-    }
+    if (prm.anchors) anchors.load(b, an, 0, ref);
+    to_box(v, prm.anchors ? ref : nullptr, dec + 4 * q);
     const bool valid = vals[q] != neg_inf<T>();
     groups[q] = valid ? b * c + (prm.class_agnostic ? 0 : cl) : bsz * c + q;
   });
@@ -305,12 +284,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclas
   if (bsz == 0 || n == 0 || c == 0 || k == 0) return out;
 
   DecodeParams prm{};
-  for (int i = 0; i < 4; ++i) prm.weights[i] = weights.empty() ? 1.0 : weights[i];
-  prm.clip = bbox_xform_clip;
+  prm.dc = decode_clip_of(weights, bbox_xform_clip, image_size);
   prm.anchors = anchors.has_value();
-  prm.has_image = !image_size.empty();
-  prm.height = prm.has_image ? image_size[0] : 0;
-  prm.width = prm.has_image ? image_size[1] : 0;
   prm.class_agnostic = class_agnostic;
   std::vector<int64_t> levels(level_sizes.begin(), level_sizes.end());
   if (levels.empty()) levels.push_back(n);

@@ -24,11 +24,14 @@
 #pragma once
 
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 
 #include <cstdint>
 #include <limits>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "checks.h"
@@ -250,6 +253,61 @@ void roi_gather(const Op& op, const at::Tensor& buckets, const GatherPlan& plan,
   roi_gather_kernel<Op><<<grid_1d(plan.items(), 1), kThreads, 0, stream>>>(
       op, buckets.const_data_ptr<int64_t>(), plan, gin.mutable_data_ptr<typename Op::acc_t>());
   DETSEG_CUDA_LAUNCH_CHECK();
+}
+
+// ---------------------------------------------------------------- position-sensitive host side
+
+// ps_roi_align / ps_roi_pool forward once their checks have passed: the output and the
+// channel map [K, Cout, ph, pw], the checked RoI rows, then the op's kernel for the dtype of
+// input, `kernel_of(scalar_t* tag)`, one thread per output element over NCHW input:
+// kernel(x, rows, total, C, Cout, args, scale, out, map).
+template <class Args, class KernelOf>
+std::tuple<at::Tensor, at::Tensor> ps_roi_forward_cuda(const char* op, const at::Tensor& input, const at::Tensor& rois,
+                                                       int64_t N, int64_t C, int64_t Cout, int64_t ph, int64_t pw,
+                                                       double spatial_scale, const Args& a, KernelOf&& kernel_of) {
+  DeviceScope scope(input);
+  const int64_t K = rois.size(0);
+  at::Tensor out = at::empty({K, Cout, ph, pw}, input.options());
+  at::Tensor map = at::empty({K, Cout, ph, pw}, input.options().dtype(at::kLong));
+  const RoiRows r = roi_rows_checked(op, rois, input.scalar_type(), N);
+  const int64_t total = out.numel();
+  if (total == 0) return {out, map};
+  const at::Tensor x = input.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "detseg_ps_roi_forward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    kernel_of(static_cast<scalar_t*>(nullptr))<<<grid_1d(total), kThreads, 0, scope.stream>>>(
+        x.const_data_ptr<scalar_t>(), r.dev.const_data_ptr<acc_t>(), total, C, Cout, a,
+        static_cast<acc_t>(spatial_scale), out.mutable_data_ptr<scalar_t>(), map.mutable_data_ptr<int64_t>());
+    DETSEG_CUDA_LAUNCH_CHECK();
+  });
+  return {out, map};
+}
+
+// ps_roi_align / ps_roi_pool backward (NCHW) once their checks have passed: the scattering
+// kernel `scatter_of(scalar_t* tag)`, one thread per grad element,
+// scatter(grad, rows, total, C, Cout, args, scale, gin), or under
+// torch.use_deterministic_algorithms the gather of the Op that
+// `gather_op(scalar_t* tag, const acc_t* rows, const scalar_t* grad, Strides4, acc_t scale)` builds.
+template <class Args, class ScatterOf, class GatherOp>
+at::Tensor ps_roi_backward_cuda(const char* op, const at::Tensor& grad, const at::Tensor& rois, int64_t N, int64_t C,
+                                int64_t H, int64_t W, int64_t Cout, bool nothing_to_do, double spatial_scale,
+                                const Args& a, ScatterOf&& scatter_of, GatherOp&& gather_op) {
+  return roi_backward_cuda(op, grad, rois, N, C, H, W, false, nothing_to_do, [&](auto* tag, RoiLaunch& l) {
+    using scalar_t = std::remove_pointer_t<decltype(tag)>;
+    using acc_t = at::opmath_type<scalar_t>;
+    const acc_t scale = static_cast<acc_t>(spatial_scale);
+    const acc_t* rp = l.r.dev.const_data_ptr<acc_t>();
+    const scalar_t* g = l.g.const_data_ptr<scalar_t>();
+    if (!l.deterministic) {
+      const int64_t total = l.g.numel();
+      scatter_of(tag)<<<grid_1d(total), kThreads, 0, l.stream>>>(g, rp, total, C, Cout, a, scale,
+                                                                  l.gin.mutable_data_ptr<acc_t>());
+      DETSEG_CUDA_LAUNCH_CHECK();
+      return;
+    }
+    roi_gather(gather_op(tag, rp, g, strides4(l.g), scale), roi_batch_buckets(l.r.host, N, grad.device()),
+               gather_plan(N, C, H, W, false), l.gin, l.stream);
+  });
 }
 
 }  // namespace detseg::cuda

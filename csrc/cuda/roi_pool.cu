@@ -283,22 +283,11 @@ std::tuple<at::Tensor, at::Tensor> ps_roi_pool_cuda(const at::Tensor& input, con
   const auto [K, N, C, H, W, cl, fmt] =
       roi_forward_begin(op, input, rois, spatial_scale, pooled_height, pooled_width, true);
   const int64_t Cout = C / (pooled_height * pooled_width);
-  DeviceScope scope(input);
-  at::Tensor out = at::empty({K, Cout, pooled_height, pooled_width}, input.options());
-  at::Tensor map = at::empty({K, Cout, pooled_height, pooled_width}, input.options().dtype(at::kLong));
-  const RoiRows r = roi_rows_checked(op, rois, input.scalar_type(), N);
-  const int64_t total = out.numel();
-  if (total == 0) return {out, map};
-  const at::Tensor x = input.contiguous();
   const PoolArgs a{int(pooled_height), int(pooled_width), H, W, false};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "detseg_ps_roi_pool_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    ps_roi_pool_forward_kernel<scalar_t, acc_t><<<grid_1d(total), kThreads, 0, scope.stream>>>(
-        x.const_data_ptr<scalar_t>(), r.dev.const_data_ptr<acc_t>(), total, C, Cout, a,
-        static_cast<acc_t>(spatial_scale), out.mutable_data_ptr<scalar_t>(), map.mutable_data_ptr<int64_t>());
-    DETSEG_CUDA_LAUNCH_CHECK();
+  return ps_roi_forward_cuda(op, input, rois, N, C, Cout, pooled_height, pooled_width, spatial_scale, a, [](auto* tag) {
+    using scalar_t = std::remove_pointer_t<decltype(tag)>;
+    return ps_roi_pool_forward_kernel<scalar_t, at::opmath_type<scalar_t>>;
   });
-  return {out, map};
 }
 
 at::Tensor ps_roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& channel_mapping,
@@ -311,22 +300,15 @@ at::Tensor ps_roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& r
   roi_check_map_size(op, height, width);
   const int64_t K = rois.size(0), N = batch_size, C = channels, H = height, W = width;
   const PoolArgs a{int(pooled_height), int(pooled_width), H, W, false};
-  return roi_backward_cuda(op, grad, rois, N, C, H, W, false, K == 0 || Cout == 0 || H * W == 0,
-                           [&](auto* tag, RoiLaunch& l) {
-    using scalar_t = std::remove_pointer_t<decltype(tag)>;
-    using acc_t = at::opmath_type<scalar_t>;
-    const acc_t scale = static_cast<acc_t>(spatial_scale);
-    const acc_t* rp = l.r.dev.const_data_ptr<acc_t>();
-    const int64_t total = l.g.numel();
-    if (!l.deterministic) {
-      ps_roi_pool_backward_atomic_kernel<scalar_t, acc_t><<<grid_1d(total), kThreads, 0, l.stream>>>(
-          l.g.const_data_ptr<scalar_t>(), rp, total, C, Cout, a, scale, l.gin.mutable_data_ptr<acc_t>());
-      DETSEG_CUDA_LAUNCH_CHECK();
-      return;
-    }
-    const PoolGather<scalar_t> gather{rp, l.g.const_data_ptr<scalar_t>(), nullptr, strides4(l.g), scale, a};
-    roi_gather(gather, roi_batch_buckets(l.r.host, N, grad.device()), gather_plan(N, C, H, W, false), l.gin, l.stream);
-  });
+  return ps_roi_backward_cuda(
+      op, grad, rois, N, C, H, W, Cout, K == 0 || Cout == 0 || H * W == 0, spatial_scale, a,
+      [](auto* tag) {
+        using scalar_t = std::remove_pointer_t<decltype(tag)>;
+        return ps_roi_pool_backward_atomic_kernel<scalar_t, at::opmath_type<scalar_t>>;
+      },
+      [&](auto* tag, const auto* rp, const auto* g, Strides4 st, auto scale) {
+        return PoolGather<std::remove_pointer_t<decltype(tag)>>{rp, g, nullptr, st, scale, a};
+      });
 }
 
 }  // namespace

@@ -22,6 +22,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .workloads import register_unique
+
 
 class Unavailable(Exception):
     """A provider (or one of its ops) cannot run here; the message says why."""
@@ -56,10 +58,7 @@ PROVIDERS: dict[str, Provider] = {}
 
 
 def register(p: Provider) -> Provider:
-    if p.name in PROVIDERS:
-        raise ValueError(f"detseg bench: provider {p.name!r} is registered twice")
-    PROVIDERS[p.name] = p
-    return p
+    return register_unique(PROVIDERS, "provider", p)
 
 
 def impl(provider: str, *ops: str):

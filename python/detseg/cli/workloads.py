@@ -41,11 +41,16 @@ class Workload:
 REGISTRY: dict[str, Workload] = {}
 
 
+def register_unique(table: dict, what: str, item):
+    """Adds `item` to `table` under its name; a name registered twice is an error."""
+    if item.name in table:
+        raise ValueError(f"detseg bench: {what} {item.name!r} is registered twice")
+    table[item.name] = item
+    return item
+
+
 def register(w: Workload) -> Workload:
-    if w.name in REGISTRY:
-        raise ValueError(f"detseg bench: workload {w.name!r} is registered twice")
-    REGISTRY[w.name] = w
-    return w
+    return register_unique(REGISTRY, "workload", w)
 
 
 def select(mode: str = "full", filters: list[str] | None = None) -> list[Workload]:

@@ -32,7 +32,7 @@ def _lanes(n, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _params(prm_ptr, CT: tl.constexpr):
+def coder_params(prm_ptr, CT: tl.constexpr):
     # (wx, wy, ww, wh, clip) arrive as float64 and are rounded once to the compute type, as
     # the C++ kernels' T(w[0]) ...: a float32 kernel argument would round the float64 path.
     return (tl.load(prm_ptr).to(CT), tl.load(prm_ptr + 1).to(CT), tl.load(prm_ptr + 2).to(CT),
@@ -41,7 +41,7 @@ def _params(prm_ptr, CT: tl.constexpr):
 
 @triton.jit
 def _encode_kernel(g_ptr, gs0, gs1, a_ptr, as0, as1, out_ptr, N, prm_ptr, CT: tl.constexpr, BLOCK: tl.constexpr):
-    wx, wy, ww, wh, _ = _params(prm_ptr, CT)
+    wx, wy, ww, wh, _ = coder_params(prm_ptr, CT)
     i, m = _lanes(N, BLOCK)
     ax1, ay1, ax2, ay2 = _ld4(a_ptr, i, as0, as1, 0, m, CT)
     gx1, gy1, gx2, gy2 = _ld4(g_ptr, i, gs0, gs1, 0, m, CT)
@@ -61,30 +61,39 @@ def _encode_kernel(g_ptr, gs0, gs1, a_ptr, as0, as1, out_ptr, N, prm_ptr, CT: tl
 
 
 @triton.jit
+def decode_box(dx, dy, dw, dh, x1, y1, x2, y2, wx, wy, ww, wh, clip):
+    """detseg::decode_box (csrc/include/detseg/box_coder.h) term by term: the deltas
+    (dx, dy, dw, dh) against the reference box (x1, y1, x2, y2) -> the decoded xyxy box.
+    Shared by the decode kernel here and multiclass_nms's."""
+    w = x2 - x1
+    h = y2 - y1
+    cx = x1 + 0.5 * w
+    cy = y1 + 0.5 * h
+    dx, dy, dw, dh = fdiv(dx, wx), fdiv(dy, wy), fdiv(dw, ww), fdiv(dh, wh)
+    dw = tl.where(dw > clip, clip, dw)
+    dh = tl.where(dh > clip, clip, dh)
+    pcx = dx * w + cx
+    pcy = dy * h + cy
+    hw = 0.5 * (tl.exp(dw) * w)
+    hh = 0.5 * (tl.exp(dh) * h)
+    return pcx - hw, pcy - hh, pcx + hw, pcy + hh
+
+
+@triton.jit
 def _decode_kernel(d_ptr, ds0, ds1, b_ptr, bs0, bs1, out_ptr, N, K, prm_ptr, CT: tl.constexpr, BLOCK: tl.constexpr):
-    wx, wy, ww, wh, clip_ = _params(prm_ptr, CT)
+    wx, wy, ww, wh, clip_ = coder_params(prm_ptr, CT)
     # one lane per (box i, delta k) pair; output Tensor[N, 4 K] contiguous
     q, m = _lanes(N * K, BLOCK)
     i = q // K
     c = (q % K) * 4
     x1, y1, x2, y2 = _ld4(b_ptr, i, bs0, bs1, 0, m, CT)
-    w = x2 - x1
-    h = y2 - y1
-    cx = x1 + 0.5 * w
-    cy = y1 + 0.5 * h
     dx, dy, dw, dh = _ld4(d_ptr, i, ds0, ds1, c, m, CT)
-    dx, dy, dw, dh = fdiv(dx, wx), fdiv(dy, wy), fdiv(dw, ww), fdiv(dh, wh)
-    dw = tl.where(dw > clip_, clip_, dw)
-    dh = tl.where(dh > clip_, clip_, dh)
-    pcx = dx * w + cx
-    pcy = dy * h + cy
-    hw = 0.5 * (tl.exp(dw) * w)
-    hh = 0.5 * (tl.exp(dh) * h)
+    o0, o1, o2, o3 = decode_box(dx, dy, dw, dh, x1, y1, x2, y2, wx, wy, ww, wh, clip_)
     o = out_ptr + i * (4 * K) + c
-    store_as(o, pcx - hw, m)
-    store_as(o + 1, pcy - hh, m)
-    store_as(o + 2, pcx + hw, m)
-    store_as(o + 3, pcy + hh, m)
+    store_as(o, o0, m)
+    store_as(o + 1, o1, m)
+    store_as(o + 2, o2, m)
+    store_as(o + 3, o3, m)
 
 
 @triton.jit
@@ -94,7 +103,7 @@ def _decode_bwd_kernel(g_ptr, d_ptr, b_ptr, gd_ptr, gb_ptr, N, K, prm_ptr, CT: t
     x1, y1, x2, y2 = _ld4(b_ptr, i, 4, 1, 0, m, CT)
     w = x2 - x1
     h = y2 - y1
-    wx_, wy_, ww_, wh_, clip_ = _params(prm_ptr, CT)
+    wx_, wy_, ww_, wh_, clip_ = coder_params(prm_ptr, CT)
     gb0 = tl.zeros([BLOCK], CT)
     gb1 = tl.zeros([BLOCK], CT)
     gb2 = tl.zeros([BLOCK], CT)

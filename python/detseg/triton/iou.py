@@ -22,12 +22,22 @@ _KINDS = {"iou": 0, "giou": 1, "diou": 2, "ciou": 3}
 # ================================================================ IoU family: the math
 
 @triton.jit
+def _extent(lo_a, lo_b, hi_a, hi_b, ENCLOSING: tl.constexpr):
+    """Extent along one axis of the enclosing box, max(hi) - min(lo) (ENCLOSING), or of the
+    intersection, min(hi) - max(lo) (negative when the boxes do not meet)."""
+    if ENCLOSING:
+        return dmax(hi_a, hi_b) - dmin(lo_a, lo_b)
+    else:
+        return dmin(hi_a, hi_b) - dmax(lo_a, lo_b)
+
+
+@triton.jit
 def pair_iou(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2, eps, KIND: tl.constexpr, LOSS: tl.constexpr):
     """detseg::pair_iou<KIND, LOSS ? kLoss : kMatrix> (csrc/include/detseg/boxes.h)."""
     area_a = (ax2 - ax1) * (ay2 - ay1)
     area_b = (bx2 - bx1) * (by2 - by1)
-    iw = dmin(ax2, bx2) - dmax(ax1, bx1)
-    ih = dmin(ay2, by2) - dmax(ay1, by1)
+    iw = _extent(ax1, bx1, ax2, bx2, False)
+    ih = _extent(ay1, by1, ay2, by2, False)
     if LOSS:
         inter = tl.where((iw > 0) & (ih > 0), iw * ih, 0.0)
     else:
@@ -40,8 +50,8 @@ def pair_iou(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2, eps, KIND: tl.constexpr, LO
     if KIND == 0:
         return iou
     else:
-        ew = dmax(ax2, bx2) - dmin(ax1, bx1)
-        eh = dmax(ay2, by2) - dmin(ay1, by1)
+        ew = _extent(ax1, bx1, ax2, bx2, True)
+        eh = _extent(ay1, by1, ay2, by2, True)
         if not LOSS:
             ew = clamp_min0(ew)
             eh = clamp_min0(eh)
@@ -98,12 +108,8 @@ def pair_iou_backward(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2, eps, g, KIND: tl.c
     hb = by2 - by1
     area_a = wa * ha
     area_b = wb * hb
-    ix1 = dmax(ax1, bx1)
-    ix2 = dmin(ax2, bx2)
-    iy1 = dmax(ay1, by1)
-    iy2 = dmin(ay2, by2)
-    iw_raw = ix2 - ix1
-    ih_raw = iy2 - iy1
+    iw_raw = _extent(ax1, bx1, ax2, bx2, False)
+    ih_raw = _extent(ay1, by1, ay2, by2, False)
     if LOSS:
         msk = (iw_raw > 0) & (ih_raw > 0)
         iw = tl.where(msk, iw_raw, 0.0)
@@ -126,12 +132,8 @@ def pair_iou_backward(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2, eps, g, KIND: tl.c
     g_iou = g
     g_uni = zero
     if KIND != 0:
-        ex1 = dmin(ax1, bx1)
-        ex2 = dmax(ax2, bx2)
-        ey1 = dmin(ay1, by1)
-        ey2 = dmax(ay2, by2)
-        ew = ex2 - ex1
-        eh = ey2 - ey1
+        ew = _extent(ax1, bx1, ax2, bx2, True)
+        eh = _extent(ay1, by1, ay2, by2, True)
         if LOSS:
             gate_ew = 1.0
             gate_eh = 1.0
@@ -246,74 +248,54 @@ def _iou_matrix_kernel(b1_ptr, s1b, s1n, s1c, b2_ptr, s2b, s2m, s2c, eps_ptr, ou
 
 
 @triton.jit
-def _iou_matrix_bwd_kernel(g_ptr, sgb, sgn, sgm, b1_ptr, s1b, s1n, s1c, b2_ptr, s2b, s2m, s2c, eps_ptr,
-                           out_ptr, N, M, KIND: tl.constexpr, CT: tl.constexpr,
-                           BN: tl.constexpr, BM: tl.constexpr, COLS: tl.constexpr):
-    # grad_boxes1[b, i] = sum over j of the a-partials (or, with COLS, grad_boxes2[b, j] = sum
-    # over i of the b-partials): one program owns a block of its side and walks all of the
-    # other, so every sum has a fixed order (deterministic, no atomics).
+def _tile(own, other, AXIS: tl.constexpr):
+    """(row, column) operands of a [rows, cols] tile from the owned and the walked vectors:
+    the owned side is the rows when the sum runs over the columns (AXIS 1)."""
+    if AXIS == 1:
+        return own[:, None], other[None, :]
+    else:
+        return other[:, None], own[None, :]
+
+
+@triton.jit
+def _iou_matrix_bwd_kernel(g_ptr, sgb, sgn, sgm, own_ptr, sob, son, soc, oth_ptr, stb, stn, stc, eps_ptr,
+                           out_ptr, n_own, n_oth, KIND: tl.constexpr, CT: tl.constexpr,
+                           B_OWN: tl.constexpr, B_OTH: tl.constexpr, AXIS: tl.constexpr):
+    # AXIS 1: grad_boxes1[b, i] = sum over j of the a-partials (own = boxes1, rows); AXIS 0:
+    # grad_boxes2[b, j] = sum over i of the b-partials (own = boxes2, columns). One program owns
+    # a block of its side and walks all of the other, so every sum has a fixed order
+    # (deterministic, no atomics).
     pid = tl.program_id(0).to(tl.int64)
     bat = tl.program_id(1).to(tl.int64)
     eps = tl.load(eps_ptr)
-    if COLS:
-        own = pid * BM + tl.arange(0, BM)
-        m_own = own < M
-        ox1, oy1, ox2, oy2 = _load_cols(b2_ptr + bat * s2b, own, s2m, s2c, m_own, CT)
-        acc0 = tl.zeros([BM], CT)
-        n_other = N
-        B_OTHER: tl.constexpr = BN
-    else:
-        own = pid * BN + tl.arange(0, BN)
-        m_own = own < N
-        ox1, oy1, ox2, oy2 = _load_cols(b1_ptr + bat * s1b, own, s1n, s1c, m_own, CT)
-        acc0 = tl.zeros([BN], CT)
-        n_other = M
-        B_OTHER: tl.constexpr = BM
+    own = pid * B_OWN + tl.arange(0, B_OWN)
+    m_own = own < n_own
+    ox1, oy1, ox2, oy2 = _load_cols(own_ptr + bat * sob, own, son, soc, m_own, CT)
+    acc0 = tl.zeros([B_OWN], CT)
     acc1 = acc0
     acc2 = acc0
     acc3 = acc0
-    for start in range(0, n_other, B_OTHER):
-        idx = start + tl.arange(0, B_OTHER).to(tl.int64)
-        m_idx = idx < n_other
-        if COLS:
-            rows = idx
-            cols = own
-            mr = m_idx
-            mc = m_own
-            ax1, ay1, ax2, ay2 = _load_cols(b1_ptr + bat * s1b, rows, s1n, s1c, mr, CT)
-            bx1 = ox1
-            by1 = oy1
-            bx2 = ox2
-            by2 = oy2
-        else:
-            rows = own
-            cols = idx
-            mr = m_own
-            mc = m_idx
-            ax1 = ox1
-            ay1 = oy1
-            ax2 = ox2
-            ay2 = oy2
-            bx1, by1, bx2, by2 = _load_cols(b2_ptr + bat * s2b, cols, s2m, s2c, mc, CT)
-        msk = mr[:, None] & mc[None, :]
-        g = tl.load(g_ptr + bat * sgb + rows[:, None] * sgn + cols[None, :] * sgm, mask=msk, other=0).to(CT)
-        ga0, ga1, ga2, ga3, gb0, gb1, gb2, gb3 = pair_iou_backward(
-            ax1[:, None], ay1[:, None], ax2[:, None], ay2[:, None],
-            bx1[None, :], by1[None, :], bx2[None, :], by2[None, :], eps, g, KIND, False)
-        if COLS:
-            acc0 += tl.sum(tl.where(msk, gb0, 0.0), 0)
-            acc1 += tl.sum(tl.where(msk, gb1, 0.0), 0)
-            acc2 += tl.sum(tl.where(msk, gb2, 0.0), 0)
-            acc3 += tl.sum(tl.where(msk, gb3, 0.0), 0)
-        else:
-            acc0 += tl.sum(tl.where(msk, ga0, 0.0), 1)
-            acc1 += tl.sum(tl.where(msk, ga1, 0.0), 1)
-            acc2 += tl.sum(tl.where(msk, ga2, 0.0), 1)
-            acc3 += tl.sum(tl.where(msk, ga3, 0.0), 1)
-    if COLS:
-        o = out_ptr + bat * M * 4 + own * 4
-    else:
-        o = out_ptr + bat * N * 4 + own * 4
+    for start in range(0, n_oth, B_OTH):
+        idx = start + tl.arange(0, B_OTH).to(tl.int64)
+        m_idx = idx < n_oth
+        tx1, ty1, tx2, ty2 = _load_cols(oth_ptr + bat * stb, idx, stn, stc, m_idx, CT)
+        ax1, bx1 = _tile(ox1, tx1, AXIS)
+        ay1, by1 = _tile(oy1, ty1, AXIS)
+        ax2, bx2 = _tile(ox2, tx2, AXIS)
+        ay2, by2 = _tile(oy2, ty2, AXIS)
+        rows, cols = _tile(own, idx, AXIS)
+        mr, mc = _tile(m_own, m_idx, AXIS)
+        msk = mr & mc
+        g = tl.load(g_ptr + bat * sgb + rows * sgn + cols * sgm, mask=msk, other=0).to(CT)
+        ga0, ga1, ga2, ga3, gb0, gb1, gb2, gb3 = pair_iou_backward(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2,
+                                                                   eps, g, KIND, False)
+        if AXIS == 0:  # the owned side is b
+            ga0, ga1, ga2, ga3 = gb0, gb1, gb2, gb3
+        acc0 += tl.sum(tl.where(msk, ga0, 0.0), AXIS)
+        acc1 += tl.sum(tl.where(msk, ga1, 0.0), AXIS)
+        acc2 += tl.sum(tl.where(msk, ga2, 0.0), AXIS)
+        acc3 += tl.sum(tl.where(msk, ga3, 0.0), AXIS)
+    o = out_ptr + bat * n_own * 4 + own * 4
     store_as(o, acc0, m_own)
     store_as(o + 1, acc1, m_own)
     store_as(o + 2, acc2, m_own)
@@ -359,10 +341,11 @@ def _iou_matrix_backward(grad, boxes1, boxes2, kind: str, eps: float):
     else:
         eps_t = _eps_tensor(eps, ct, b1.device)
         bn, bm = _matrix_blocks(b1, n, m)
-        args = (g, *g.stride(), b1, *b1.stride(), b2, *b2.stride(), eps_t)
-        meta = dict(KIND=_KINDS[kind], CT=tl_dtype(ct), BN=bn, BM=bm)
-        launch(_iou_matrix_bwd_kernel, (triton.cdiv(n, bn), bsz), *args, g1, n, m, COLS=False, **meta)
-        launch(_iou_matrix_bwd_kernel, (triton.cdiv(m, bm), bsz), *args, g2, n, m, COLS=True, **meta)
+        rows, cols = (b1, n, bn), (b2, m, bm)
+        for axis, (own, n_own, b_own), (oth, n_oth, b_oth), out in ((1, rows, cols, g1), (0, cols, rows, g2)):
+            launch(_iou_matrix_bwd_kernel, (triton.cdiv(n_own, b_own), bsz), g, *g.stride(), own, *own.stride(),
+                   oth, *oth.stride(), eps_t, out, n_own, n_oth, KIND=_KINDS[kind], CT=tl_dtype(ct),
+                   B_OWN=b_own, B_OTH=b_oth, AXIS=axis)
     if boxes1.dim() == 2:
         g1, g2 = g1[0], g2[0]
     return g1, g2

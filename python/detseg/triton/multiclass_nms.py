@@ -35,6 +35,7 @@ import triton.language as tl
 from ..ops import _checks
 from ..reference import nms_threshold
 from ._utils import fdiv, interpreted, launch, pow2
+from .box_coder import coder_params, decode_box
 from .nms import _nms_sorted
 
 @triton.jit
@@ -108,35 +109,14 @@ def _decode_kernel(flat_ptr, b_ptr, bsb, bsn, bsc, bs4, a_ptr, asb, asn, as4, pr
     x2 = tl.load(bp + 2 * bs4, mask=m, other=0.0).to(CT)
     y2 = tl.load(bp + 3 * bs4, mask=m, other=0.0).to(CT)
     if ANCHORS:
-        # detseg::decode_box term by term: (x1, y1, x2, y2) are the deltas here
-        wx = tl.load(prm_ptr).to(CT)
-        wy = tl.load(prm_ptr + 1).to(CT)
-        ww = tl.load(prm_ptr + 2).to(CT)
-        wh = tl.load(prm_ptr + 3).to(CT)
-        clip = tl.load(prm_ptr + 4).to(CT)
+        # (x1, y1, x2, y2) are the deltas here
+        wx, wy, ww, wh, clip = coder_params(prm_ptr, CT)
         ap = a_ptr + img * asb + n * asn
         ax1 = tl.load(ap, mask=m, other=0.0).to(CT)
         ay1 = tl.load(ap + as4, mask=m, other=0.0).to(CT)
         ax2 = tl.load(ap + 2 * as4, mask=m, other=1.0).to(CT)
         ay2 = tl.load(ap + 3 * as4, mask=m, other=1.0).to(CT)
-        w = ax2 - ax1
-        h = ay2 - ay1
-        cx = ax1 + 0.5 * w
-        cy = ay1 + 0.5 * h
-        dx = fdiv(x1, wx)
-        dy = fdiv(y1, wy)
-        dw = fdiv(x2, ww)
-        dh = fdiv(y2, wh)
-        dw = tl.where(dw > clip, clip, dw)
-        dh = tl.where(dh > clip, clip, dh)
-        pcx = dx * w + cx
-        pcy = dy * h + cy
-        hw = 0.5 * (tl.exp(dw) * w)
-        hh = 0.5 * (tl.exp(dh) * h)
-        x1 = pcx - hw
-        y1 = pcy - hh
-        x2 = pcx + hw
-        y2 = pcy + hh
+        x1, y1, x2, y2 = decode_box(x1, y1, x2, y2, ax1, ay1, ax2, ay2, wx, wy, ww, wh, clip)
     if CLIP:
         # torch.clamp(min=0, max=size): NaN passes through
         hgt = tl.load(prm_ptr + 5).to(CT)

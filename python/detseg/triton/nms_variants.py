@@ -84,21 +84,36 @@ def expf(x: torch.Tensor) -> torch.Tensor:
 
 
 @triton.jit
-def _soft_kernel(b_ptr, s_ptr, ids_ptr, start_ptr, len_ptr, prm_ptr, sig_ptr, oi_ptr, os_ptr, cnt_ptr, tab_ptr, c_ptr,
-                 GAUSS: tl.constexpr, OPENCV: tl.constexpr, BLOCK: tl.constexpr):
-    g = tl.program_id(0)
+def _load_box(b_ptr, i, mask):
+    """Box i (or boxes i, a block) of an xyxy Tensor[N, 4]; masked-off lanes read 0."""
+    x1 = tl.load(b_ptr + 4 * i, mask=mask, other=0.0)
+    y1 = tl.load(b_ptr + 4 * i + 1, mask=mask, other=0.0)
+    x2 = tl.load(b_ptr + 4 * i + 2, mask=mask, other=0.0)
+    y2 = tl.load(b_ptr + 4 * i + 3, mask=mask, other=0.0)
+    return x1, y1, x2, y2
+
+
+@triton.jit
+def _load_members(b_ptr, ids_ptr, start_ptr, len_ptr, g, BLOCK: tl.constexpr):
+    """Category g's members (see _groups) in one block: start, count m, lanes q, in-bounds
+    mask, original box indices and their coordinates."""
     start = tl.load(start_ptr + g)
     m = tl.load(len_ptr + g)
-    thr = tl.load(prm_ptr)  # float64: the decisions compare in double, as the C++ kernel
-    min_score = tl.load(prm_ptr + 1)
-    sigma = tl.load(sig_ptr)  # the compute dtype
     q = tl.arange(0, BLOCK)
     inb = q < m
     orig = tl.load(ids_ptr + start + q, mask=inb, other=0)
-    x1 = tl.load(b_ptr + 4 * orig, mask=inb, other=0.0)
-    y1 = tl.load(b_ptr + 4 * orig + 1, mask=inb, other=0.0)
-    x2 = tl.load(b_ptr + 4 * orig + 2, mask=inb, other=0.0)
-    y2 = tl.load(b_ptr + 4 * orig + 3, mask=inb, other=0.0)
+    x1, y1, x2, y2 = _load_box(b_ptr, orig, inb)
+    return start, m, q, inb, orig, x1, y1, x2, y2
+
+
+@triton.jit
+def _soft_kernel(b_ptr, s_ptr, ids_ptr, start_ptr, len_ptr, prm_ptr, sig_ptr, oi_ptr, os_ptr, cnt_ptr, tab_ptr, c_ptr,
+                 GAUSS: tl.constexpr, OPENCV: tl.constexpr, BLOCK: tl.constexpr):
+    g = tl.program_id(0)
+    start, m, q, inb, orig, x1, y1, x2, y2 = _load_members(b_ptr, ids_ptr, start_ptr, len_ptr, g, BLOCK)
+    thr = tl.load(prm_ptr)  # float64: the decisions compare in double, as the C++ kernel
+    min_score = tl.load(prm_ptr + 1)
+    sigma = tl.load(sig_ptr)  # the compute dtype
     area = (x2 - x1) * (y2 - y1)
     cur = tl.load(s_ptr + orig, mask=inb, other=0.0)
     alive = inb & (cur == cur)  # NaN scores are dropped
@@ -133,10 +148,7 @@ def _soft_kernel(b_ptr, s_ptr, ids_ptr, start_ptr, len_ptr, prm_ptr, sig_ptr, oi
             # find an undecayed one, later ones check the boxes they decay.
             alive = alive & ~((first != 0) & (cur.to(tl.float64) < min_score))
         first = first * 0
-        px1 = tl.load(b_ptr + 4 * p)
-        py1 = tl.load(b_ptr + 4 * p + 1)
-        px2 = tl.load(b_ptr + 4 * p + 2)
-        py2 = tl.load(b_ptr + 4 * p + 3)
+        px1, py1, px2, py2 = _load_box(b_ptr, p, True)
         pa = (px2 - px1) * (py2 - py1)
         iw = clamp_min0(dmin(px2, x2) - dmax(px1, x1))
         ih = clamp_min0(dmin(py2, y2) - dmax(py1, y1))
@@ -165,25 +177,14 @@ def _soft_kernel(b_ptr, s_ptr, ids_ptr, start_ptr, len_ptr, prm_ptr, sig_ptr, oi
 @triton.jit
 def _diou_kernel(b_ptr, ids_ptr, start_ptr, len_ptr, thr_ptr, keep_ptr, BLOCK: tl.constexpr):
     g = tl.program_id(0)
-    start = tl.load(start_ptr + g)
-    m = tl.load(len_ptr + g)
+    start, m, q, inb, orig, x1, y1, x2, y2 = _load_members(b_ptr, ids_ptr, start_ptr, len_ptr, g, BLOCK)
     thr = tl.load(thr_ptr)
-    q = tl.arange(0, BLOCK)
-    inb = q < m
-    orig = tl.load(ids_ptr + start + q, mask=inb, other=0)
-    x1 = tl.load(b_ptr + 4 * orig, mask=inb, other=0.0)
-    y1 = tl.load(b_ptr + 4 * orig + 1, mask=inb, other=0.0)
-    x2 = tl.load(b_ptr + 4 * orig + 2, mask=inb, other=0.0)
-    y2 = tl.load(b_ptr + 4 * orig + 3, mask=inb, other=0.0)
     dead = tl.zeros([BLOCK], tl.int32)
     for i in range(0, m):
         if tl.sum(tl.where(q == i, dead, 0), 0) == 0:
             oi = tl.load(ids_ptr + start + i)
             tl.store(keep_ptr + oi, 1)
-            ax1 = tl.load(b_ptr + 4 * oi)
-            ay1 = tl.load(b_ptr + 4 * oi + 1)
-            ax2 = tl.load(b_ptr + 4 * oi + 2)
-            ay2 = tl.load(b_ptr + 4 * oi + 3)
+            ax1, ay1, ax2, ay2 = _load_box(b_ptr, oi, True)
             d = pair_iou(ax1, ay1, ax2, ay2, x1, y1, x2, y2, 0.0, 2, False)
             dead = tl.where((q > i) & inb & (d > thr), 1, dead)
 
