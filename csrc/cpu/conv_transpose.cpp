@@ -30,6 +30,7 @@
 #include "cpu/conv_transpose_cpu.h"
 #include "cpu/alloc.h"
 #include "cpu/isa.h"
+#include "cpu/vec/conv_phase_vec.h"
 #include "cpu/vec/conv_scatter_vec.h"
 #include "detseg/conv_transpose.h"
 
@@ -305,6 +306,78 @@ void forward_phase(const Geom& g, const T* x, const T* wt, const T* bias, T* out
   });
 }
 
+// Sub-pixel rows written in place (FCN's float32 k64 s32): with u = oy + ph = q * sh + ry and
+// ox + pw = m * sw + r, out[co, oy, ox] = bias + sum over (ty, ci, tx) of
+// x[ci, q - ty, m - tx] * w[ci, co, ry + ty * sh, r + tx * sw]: per output row a small GEMM
+// (M = blocks m, K = (ty, ci, tx), N = the sw columns of a block) run by the register tiles of
+// conv_phase_row (cpu/vec/conv_phase_vec.cpp), each output stored once: no GEMM buffer, no
+// copy, no packing of the whole weight. The input is laid out once as A[(n, g, q)][(ty, ci, tx)][m]
+// (zeros outside the image; jy * jx times the input); a task packs the B rows of one (c_out, ry)
+// pair (zeros past the kernel and the stride; 10 KiB for FCN: L1) and sweeps the rows q that use
+// them. The taps of a row whose input row lies outside the image are a prefix or suffix of ty,
+// so a row's K is one contiguous range. Each output is one call's fixed-order chain: bitwise
+// equal for any thread count.
+template <typename T>
+void forward_phase_direct(const Geom& g, const T* x, const T* wt, const T* bias, T* out) {
+  constexpr int64_t P = cpu::kConvPhasePanel;
+  const int64_t jy = (g.kh + g.sh - 1) / g.sh, jx = (g.kw + g.sw - 1) / g.sw;
+  const int64_t q0y = g.ph / g.sh, qy_n = (g.ph + g.ho - 1) / g.sh + 1 - q0y;
+  const int64_t m0x = g.pw / g.sw, M = (g.pw + g.wo - 1) / g.sw + 1 - m0x, c0 = g.pw % g.sw;
+  const int64_t np = (g.sw + P - 1) / P, ldb = np * P, kt = g.cig * jx, K = jy * kt;
+  const int64_t HW = g.hw(), plane = g.plane(), kk = g.kh * g.kw;
+  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  const at::Tensor abuf = at::empty({g.n * g.groups * qy_n * K * M}, opts);  // every element written below
+  T* const ap = abuf.mutable_data_ptr<T>();
+  at::parallel_for(0, g.n * g.groups * qy_n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t q = q0y + i % qy_n;
+      const T* xg = x + i / qy_n * g.cig * HW;  // image n, group gi: (n * groups + gi) * cig channels in
+      T* row = ap + i * K * M;
+      for (int64_t ty = 0; ty < jy; ++ty)
+        for (int64_t ci = 0; ci < g.cig; ++ci)
+          for (int64_t tx = 0; tx < jx; ++tx, row += M) {
+            const int64_t iy = q - ty;
+            for (int64_t m = 0; m < M; ++m) {
+              const int64_t ix = m0x + m - tx;
+              row[m] = iy >= 0 && iy < g.h && ix >= 0 && ix < g.w ? xg[ci * HW + iy * g.w + ix] : T(0);
+            }
+          }
+    }
+  });
+  at::parallel_for(0, g.n * g.cout * g.sh, 1, [&](int64_t begin, int64_t end) {
+    const at::Tensor bbuf = at::empty({K * ldb}, opts);  // 64-byte aligned rows (ldb: whole panels)
+    T* const bp = bbuf.mutable_data_ptr<T>();
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t n = unit / (g.cout * g.sh), c = unit / g.sh % g.cout, ry = unit % g.sh;
+      const int64_t gi = c / g.cog, co = c % g.cog;
+      for (int64_t ty = 0; ty < jy; ++ty) {
+        const int64_t ky = ry + ty * g.sh;
+        for (int64_t ci = 0; ci < g.cig; ++ci) {
+          const T* wk = wt + ((gi * g.cig + ci) * g.cog + co) * kk + ky * g.kw;
+          for (int64_t tx = 0; tx < jx; ++tx) {
+            T* d = bp + ((ty * g.cig + ci) * jx + tx) * ldb;
+            const int64_t nr = ky < g.kh ? std::clamp<int64_t>(g.kw - tx * g.sw, 0, g.sw) : 0;
+            std::copy(wk + tx * g.sw, wk + tx * g.sw + nr, d);
+            std::fill(d + nr, d + ldb, T(0));
+          }
+        }
+      }
+      // Landed taps: input row q - ty in [0, h) and kernel row ry + ty * sh < kh.
+      const int64_t ty_k = ry < g.kh ? std::min(jy - 1, (g.kh - 1 - ry) / g.sh) : -1;
+      T* const pl = out + (n * g.cout + c) * plane;
+      const T* const an = ap + (n * g.groups + gi) * qy_n * K * M;
+      for (int64_t qy = 0; qy < qy_n; ++qy) {
+        const int64_t q = q0y + qy, oy = q * g.sh + ry - g.ph;
+        if (oy < 0 || oy >= g.ho) continue;
+        const int64_t ty0 = std::max<int64_t>(0, q - g.h + 1), ty1 = std::min(ty_k, q) + 1;
+        const int64_t k0 = ty0 * kt, kn = std::max<int64_t>(ty1 - ty0, 0) * kt;
+        DETSEG_ISA_CALL(conv_phase_row, pl + oy * g.wo, g.wo, g.sw, c0, M, np, an + (qy * K + k0) * M, M,
+                        bp + k0 * ldb, kn, bias ? bias[c] : T(0));
+      }
+    }
+  });
+}
+
 // Channels-last forward: x is [N, H, W, C_in], wr the weight as [C_in, kH, kW, C_out / groups],
 // out [N, H_out, W_out, C_out]; GEMM rows = input pixels of a band, columns (ky, kx, c_out).
 template <typename T>
@@ -349,7 +422,7 @@ void forward_channels_last(const Geom& g, const T* x, const T* wr, const T* bias
   });
 }
 
-enum class Path { kAuto, kGeneral, kNonOverlapping, kLargeKernel, kPhase, kChannelsLast };
+enum class Path { kAuto, kGeneral, kNonOverlapping, kLargeKernel, kPhase, kPhaseDirect, kChannelsLast };
 
 Path parse_path(std::string_view p) {
   if (p == "auto") return Path::kAuto;
@@ -358,8 +431,9 @@ Path parse_path(std::string_view p) {
   if (p == "large_kernel") return Path::kLargeKernel;
   if (p == "channels_last") return Path::kChannelsLast;
   if (p == "phase") return Path::kPhase;
+  if (p == "phase_direct") return Path::kPhaseDirect;
   TORCH_CHECK_VALUE(false, "detseg._conv_transpose2d_path: path must be one of 'auto', 'general', 'non_overlapping', "
-              "'large_kernel', 'phase', 'channels_last', got '", p, "'");
+              "'large_kernel', 'phase', 'phase_direct', 'channels_last', got '", p, "'");
 }
 
 bool non_overlapping(const Geom& g) {
@@ -377,6 +451,13 @@ bool phase_pays(const Geom& g) {
   return slots <= 1.2 * double(g.kh * g.kw);
 }
 
+// The register tiles of phase_direct fill their vectors when a stride spans panels with few
+// idle lanes (FCN's 32: none); float32 only (float64 keeps MKL's GEMM on the phase path).
+bool phase_direct_pays(const Geom& g, at::ScalarType ct) {
+  constexpr int64_t P = cpu::kConvPhasePanel;
+  return ct == at::kFloat && phase_pays(g) && g.sw >= P && 4 * ((g.sw + P - 1) / P * P) <= 5 * g.sw;
+}
+
 
 at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
@@ -384,16 +465,18 @@ at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const
   const at::Tensor* b = bias.has_value() && bias->defined() ? &*bias : nullptr;
   const Geom g = conv_transpose2d_geom(op, input, weight, b, stride, padding, output_padding, groups, dilation);
   const bool cl_in = checks::roi_channels_last(input);
+  const auto ct = compute_type(input.scalar_type());
   if (path == Path::kAuto)
     path = cl_in ? Path::kChannelsLast
-                 : non_overlapping(g) ? Path::kNonOverlapping
-                 : phase_pays(g)      ? Path::kPhase
-                 : large_kernel(g)    ? Path::kLargeKernel
-                                      : Path::kGeneral;
+                 : non_overlapping(g)          ? Path::kNonOverlapping
+                 : phase_direct_pays(g, ct)    ? Path::kPhaseDirect
+                 : phase_pays(g)               ? Path::kPhase
+                 : large_kernel(g)             ? Path::kLargeKernel
+                                               : Path::kGeneral;
   TORCH_CHECK_VALUE(path != Path::kNonOverlapping || non_overlapping(g), "detseg.", op,
               ": the non_overlapping path needs (k - 1) * dilation < stride on both axes");
-  TORCH_CHECK_VALUE(path != Path::kPhase || (g.dh == 1 && g.dw == 1), "detseg.", op,
-              ": the phase path needs dilation (1, 1)");
+  TORCH_CHECK_VALUE((path != Path::kPhase && path != Path::kPhaseDirect) || (g.dh == 1 && g.dw == 1), "detseg.", op,
+              ": the phase and phase_direct paths need dilation (1, 1)");
   TORCH_CHECK_VALUE(path != Path::kLargeKernel || g.dw == 1, "detseg.", op,
               ": the large_kernel path needs dilation[1] == 1");
   // An empty batch has the layout every non-empty one ends in (the fake kernel's), whatever the path.
@@ -401,7 +484,6 @@ at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const
     return at::empty({0, g.cout, g.ho, g.wo}, input.options().memory_format(cl_in ? at::MemoryFormat::ChannelsLast
                                                                                   : at::MemoryFormat::Contiguous));
   const auto fmt = path == Path::kChannelsLast ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  const auto ct = compute_type(input.scalar_type());
   // Huge pages: the first writes (in the parallel loop) fault 512x less (see cpu/alloc.h).
   at::Tensor out = cpu::advise_huge_pages(
       at::empty({g.n, g.cout, g.ho, g.wo}, input.options().dtype(ct).memory_format(fmt)));
@@ -418,6 +500,7 @@ at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const
       case Path::kChannelsLast: forward_channels_last<scalar_t>(g, xp, wp, bp, op_); break;
       case Path::kLargeKernel: forward_large_kernel<scalar_t>(g, xp, wp, bp, op_); break;
       case Path::kPhase: forward_phase<scalar_t>(g, xp, wp, bp, op_); break;
+      case Path::kPhaseDirect: forward_phase_direct<scalar_t>(g, xp, wp, bp, op_); break;
       case Path::kNonOverlapping: forward_direct<scalar_t>(g, xp, wp, bp, op_); break;
       default: forward_general<scalar_t>(g, xp, wp, bp, op_);
     }

@@ -1,0 +1,157 @@
+// Rows of the sub-pixel transposed convolution for one ISA (CPU_CAPABILITY = DEFAULT, AVX2,
+// AVX512). A row is a small GEMM C[m, l] = bias + A[m, k] B[k, l] with K = c_in x (taps that
+// land), M = blocks of `stride` columns and N = the stride: tiles of MR blocks x NV vectors
+// stay in registers for the whole K loop (AVX-512: up to 12 x 2 zmm, AVX2: 6 x 2 ymm), A values
+// are broadcast, B rows are aligned vector loads, and every output is stored once (masked at
+// the cropped edges). Each output lane is the same chain fma(a_k, b_k, .) from the bias on
+// AVX2 and AVX-512 (bitwise equal to each other); DEFAULT and float64 multiply then add.
+#include "cpu/vec/conv_phase_vec.h"
+
+#include <algorithm>
+#include <array>
+#include <utility>
+
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+#include <immintrin.h>
+#endif
+
+namespace detseg::cpu::CPU_CAPABILITY {
+namespace {
+
+constexpr int64_t P = kConvPhasePanel;
+
+// The stored lanes [lo, hi) of panel p of block m, which starts at column col.
+struct Span {
+  int64_t col, lo, hi;
+};
+
+inline Span span(int64_t m, int64_t p, int64_t sw, int64_t c0, int64_t wo) {
+  const int64_t col = m * sw + p * P - c0;
+  return {col, std::max<int64_t>(0, -col), std::min({P, sw - p * P, wo - col})};
+}
+
+template <typename T>
+void row_scalar(T* orow, int64_t wo, int64_t sw, int64_t c0, int64_t M, int64_t np, const T* a, int64_t lda,
+                const T* b, int64_t K, T bias) {
+  const int64_t ldb = np * P;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t p = 0; p < np; ++p) {
+      const Span s = span(m, p, sw, c0, wo);
+      if (s.hi <= s.lo) continue;
+      T acc[P];
+      for (int64_t l = 0; l < P; ++l) acc[l] = bias;
+      for (int64_t k = 0; k < K; ++k) {
+        const T av = a[k * lda + m];
+        const T* bk = b + k * ldb + p * P;
+        for (int64_t l = 0; l < P; ++l) acc[l] += av * bk[l];
+      }
+      for (int64_t l = s.lo; l < s.hi; ++l) orow[s.col + l] = acc[l];
+    }
+}
+
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+
+#if defined(CPU_CAPABILITY_AVX512)
+using Vec = __m512;
+constexpr int kLanes = 16, kMaxMR = 12, kMaxNV = 2;
+inline Vec vset1(float v) { return _mm512_set1_ps(v); }
+inline Vec vload(const float* p) { return _mm512_load_ps(p); }
+inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+// Lanes [lo, hi) of v to p[lo, hi) (the others are neither read nor written).
+inline void vstore(float* p, Vec v, int64_t lo, int64_t hi) {
+  if (lo == 0 && hi == kLanes)
+    _mm512_storeu_ps(p, v);
+  else
+    _mm512_mask_storeu_ps(p, __mmask16(((1u << hi) - 1) & ~((1u << lo) - 1)), v);
+}
+#else
+using Vec = __m256;
+constexpr int kLanes = 8, kMaxMR = 6, kMaxNV = 2;
+inline Vec vset1(float v) { return _mm256_set1_ps(v); }
+inline Vec vload(const float* p) { return _mm256_load_ps(p); }
+inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+inline void vstore(float* p, Vec v, int64_t lo, int64_t hi) {
+  if (lo == 0 && hi == kLanes) {
+    _mm256_storeu_ps(p, v);
+  } else {
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i mask = _mm256_and_si256(_mm256_cmpgt_epi32(iota, _mm256_set1_epi32(int(lo) - 1)),
+                                          _mm256_cmpgt_epi32(_mm256_set1_epi32(int(hi)), iota));
+    _mm256_maskstore_ps(p, mask, v);
+  }
+}
+#endif
+constexpr int64_t kVecPerPanel = P / kLanes;
+
+// MR blocks from m0 x NV vectors from vector v0 (v0 counted over the whole block of np panels).
+template <int MR, int NV>
+void tile(float* orow, int64_t wo, int64_t sw, int64_t c0, int64_t m0, int64_t v0, const float* a, int64_t lda,
+          const float* b, int64_t ldb, int64_t K, float bias) {
+  Vec c[MR][NV];
+  const Vec bv = vset1(bias);
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NV; ++v) c[i][v] = bv;
+  const float* ak = a + m0;
+  const float* bk = b + v0 * kLanes;
+  for (int64_t k = 0; k < K; ++k, ak += lda, bk += ldb) {
+    Vec bb[NV];
+    for (int v = 0; v < NV; ++v) bb[v] = vload(bk + v * kLanes);
+    for (int i = 0; i < MR; ++i) {
+      const Vec av = vset1(ak[i]);
+      for (int v = 0; v < NV; ++v) c[i][v] = vfma(av, bb[v], c[i][v]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NV; ++v) {
+      const int64_t vv = v0 + v, p = vv / kVecPerPanel, off = (vv % kVecPerPanel) * kLanes;
+      const Span s = span(m0 + i, p, sw, c0, wo);
+      const int64_t lo = std::max<int64_t>(s.lo - off, 0), hi = std::min<int64_t>(s.hi - off, kLanes);
+      if (hi > lo) vstore(orow + s.col + off, c[i][v], lo, hi);
+    }
+}
+
+using TileFn = void (*)(float*, int64_t, int64_t, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
+                        int64_t, int64_t, float);
+
+template <int NV, std::size_t... I>
+constexpr auto tile_table(std::index_sequence<I...>) {
+  return std::array<TileFn, sizeof...(I)>{&tile<int(I) + 1, NV>...};
+}
+
+template <std::size_t... V>
+constexpr auto tile_tables(std::index_sequence<V...>) {
+  return std::array<std::array<TileFn, kMaxMR>, sizeof...(V)>{
+      tile_table<int(V) + 1>(std::make_index_sequence<kMaxMR>())...};
+}
+
+constexpr auto kTiles = tile_tables(std::make_index_sequence<kMaxNV>());
+
+#endif
+
+}  // namespace
+
+void conv_phase_row(float* orow, int64_t wo, int64_t sw, int64_t c0, int64_t M, int64_t np, const float* a,
+                    int64_t lda, const float* b, int64_t K, float bias) {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  const int64_t ldb = np * P, nvec = np * kVecPerPanel;
+  // Tiles of near-equal height (17 blocks: 9 + 8), so none runs short of independent chains.
+  const int64_t nt = (M + kMaxMR - 1) / kMaxMR;
+  for (int64_t v0 = 0; v0 < nvec; v0 += kMaxNV) {
+    const int64_t nv = std::min<int64_t>(kMaxNV, nvec - v0);
+    for (int64_t t = 0, m0 = 0; t < nt; ++t) {
+      const int64_t mr = M / nt + (t < M % nt);
+      kTiles[nv - 1][mr - 1](orow, wo, sw, c0, m0, v0, a, lda, b, ldb, K, bias);
+      m0 += mr;
+    }
+  }
+#else
+  row_scalar<float>(orow, wo, sw, c0, M, np, a, lda, b, K, bias);
+#endif
+}
+
+void conv_phase_row(double* orow, int64_t wo, int64_t sw, int64_t c0, int64_t M, int64_t np, const double* a,
+                    int64_t lda, const double* b, int64_t K, double bias) {
+  row_scalar<double>(orow, wo, sw, c0, M, np, a, lda, b, K, bias);
+}
+
+}  // namespace detseg::cpu::CPU_CAPABILITY
