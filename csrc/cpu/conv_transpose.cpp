@@ -345,23 +345,40 @@ void forward_phase_direct(const Geom& g, const T* x, const T* wt, const T* bias,
     }
   });
   at::parallel_for(0, g.n * g.cout * g.sh, 1, [&](int64_t begin, int64_t end) {
-    const at::Tensor bbuf = at::empty({K * ldb}, opts);  // 64-byte aligned rows (ldb: whole panels)
+    // The weight's own rows serve as B when every block's lanes are whole runs of the kernel
+    // (FCN: runs of 32 of a 64-wide row); otherwise a zero-padded copy per unit.
+    const bool direct = np * P == g.sw && jx * g.sw == g.kw;
+    const at::Tensor bbuf = at::empty({direct ? 0 : K * ldb}, opts);  // 64-byte aligned rows (ldb: whole panels)
     T* const bp = bbuf.mutable_data_ptr<T>();
+    std::vector<const T*> brow(K, nullptr);
+    // The kernel rows ry + ty * sh of output channel c: f(ty, ci, row of kw weights).
+    auto kernel_rows = [&](int64_t c, int64_t ry, auto&& f) {
+      const int64_t gi = c / g.cog, co = c % g.cog;
+      for (int64_t ty = 0; ty < jy && ry + ty * g.sh < g.kh; ++ty)
+        for (int64_t ci = 0; ci < g.cig; ++ci)
+          f(ty, ci, wt + ((gi * g.cig + ci) * g.cog + co) * kk + (ry + ty * g.sh) * g.kw);
+    };
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t n = unit / (g.cout * g.sh), c = unit / g.sh % g.cout, ry = unit % g.sh;
-      const int64_t gi = c / g.cog, co = c % g.cog;
-      for (int64_t ty = 0; ty < jy; ++ty) {
-        const int64_t ky = ry + ty * g.sh;
-        for (int64_t ci = 0; ci < g.cig; ++ci) {
-          const T* wk = wt + ((gi * g.cig + ci) * g.cog + co) * kk + ky * g.kw;
-          for (int64_t tx = 0; tx < jx; ++tx) {
-            T* d = bp + ((ty * g.cig + ci) * jx + tx) * ldb;
-            const int64_t nr = ky < g.kh ? std::clamp<int64_t>(g.kw - tx * g.sw, 0, g.sw) : 0;
-            std::copy(wk + tx * g.sw, wk + tx * g.sw + nr, d);
-            std::fill(d + nr, d + ldb, T(0));
+      const int64_t gi = c / g.cog;
+      if (!direct) std::fill(bp, bp + K * ldb, T(0));
+      kernel_rows(c, ry, [&](int64_t ty, int64_t ci, const T* wk) {
+        for (int64_t tx = 0; tx < jx; ++tx) {
+          const int64_t k = (ty * g.cig + ci) * jx + tx;
+          if (direct) {
+            brow[k] = wk + tx * g.sw;
+          } else {
+            T* d = bp + k * ldb;
+            for (int64_t r = 0, nr = std::min(g.sw, g.kw - tx * g.sw); r < nr; ++r) d[r] = wk[tx * g.sw + r];
+            brow[k] = d;
           }
         }
-      }
+      });
+      // The next unit's weights are scattered runs (no hardware prefetch): fetched while this one computes.
+      if (unit + 1 < end)
+        kernel_rows((unit + 1) / g.sh % g.cout, (unit + 1) % g.sh, [&](int64_t, int64_t, const T* wk) {
+          for (int64_t i = 0; i < g.kw; i += 64 / int64_t(sizeof(T))) __builtin_prefetch(wk + i);
+        });
       // Landed taps: input row q - ty in [0, h) and kernel row ry + ty * sh < kh.
       const int64_t ty_k = ry < g.kh ? std::min(jy - 1, (g.kh - 1 - ry) / g.sh) : -1;
       T* const pl = out + (n * g.cout + c) * plane;
@@ -372,7 +389,7 @@ void forward_phase_direct(const Geom& g, const T* x, const T* wt, const T* bias,
         const int64_t ty0 = std::max<int64_t>(0, q - g.h + 1), ty1 = std::min(ty_k, q) + 1;
         const int64_t k0 = ty0 * kt, kn = std::max<int64_t>(ty1 - ty0, 0) * kt;
         DETSEG_ISA_CALL(conv_phase_row, pl + oy * g.wo, g.wo, g.sw, c0, M, np, an + (qy * K + k0) * M, M,
-                        bp + k0 * ldb, kn, bias ? bias[c] : T(0));
+                        brow.data() + k0, kn, bias ? bias[c] : T(0));
       }
     }
   });
@@ -452,10 +469,13 @@ bool phase_pays(const Geom& g) {
 }
 
 // The register tiles of phase_direct fill their vectors when a stride spans panels with few
-// idle lanes (FCN's 32: none); float32 only (float64 keeps MKL's GEMM on the phase path).
+// idle lanes (FCN's 32: none); float32 only (float64 keeps MKL's GEMM on the phase path). Kernel
+// widths that are whole strides leave no zero-padded B lanes, so a non-finite input reaches
+// exactly ATen's outputs (a zero lane times inf would spread NaN).
 bool phase_direct_pays(const Geom& g, at::ScalarType ct) {
   constexpr int64_t P = cpu::kConvPhasePanel;
-  return ct == at::kFloat && phase_pays(g) && g.sw >= P && 4 * ((g.sw + P - 1) / P * P) <= 5 * g.sw;
+  return ct == at::kFloat && phase_pays(g) && g.kw % g.sw == 0 && g.sw >= P &&
+         4 * ((g.sw + P - 1) / P * P) <= 5 * g.sw;
 }
 
 

@@ -32,8 +32,7 @@ inline Span span(int64_t m, int64_t p, int64_t sw, int64_t c0, int64_t wo) {
 
 template <typename T>
 void row_scalar(T* orow, int64_t wo, int64_t sw, int64_t c0, int64_t M, int64_t np, const T* a, int64_t lda,
-                const T* b, int64_t K, T bias) {
-  const int64_t ldb = np * P;
+                const T* const* b, int64_t K, T bias) {
   for (int64_t m = 0; m < M; ++m)
     for (int64_t p = 0; p < np; ++p) {
       const Span s = span(m, p, sw, c0, wo);
@@ -42,7 +41,7 @@ void row_scalar(T* orow, int64_t wo, int64_t sw, int64_t c0, int64_t M, int64_t 
       for (int64_t l = 0; l < P; ++l) acc[l] = bias;
       for (int64_t k = 0; k < K; ++k) {
         const T av = a[k * lda + m];
-        const T* bk = b + k * ldb + p * P;
+        const T* bk = b[k] + p * P;
         for (int64_t l = 0; l < P; ++l) acc[l] += av * bk[l];
       }
       for (int64_t l = s.lo; l < s.hi; ++l) orow[s.col + l] = acc[l];
@@ -55,7 +54,7 @@ void row_scalar(T* orow, int64_t wo, int64_t sw, int64_t c0, int64_t M, int64_t 
 using Vec = __m512;
 constexpr int kLanes = 16, kMaxMR = 12, kMaxNV = 2;
 inline Vec vset1(float v) { return _mm512_set1_ps(v); }
-inline Vec vload(const float* p) { return _mm512_load_ps(p); }
+inline Vec vload(const float* p) { return _mm512_loadu_ps(p); }
 inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
 // Lanes [lo, hi) of v to p[lo, hi) (the others are neither read nor written).
 inline void vstore(float* p, Vec v, int64_t lo, int64_t hi) {
@@ -68,7 +67,7 @@ inline void vstore(float* p, Vec v, int64_t lo, int64_t hi) {
 using Vec = __m256;
 constexpr int kLanes = 8, kMaxMR = 6, kMaxNV = 2;
 inline Vec vset1(float v) { return _mm256_set1_ps(v); }
-inline Vec vload(const float* p) { return _mm256_load_ps(p); }
+inline Vec vload(const float* p) { return _mm256_loadu_ps(p); }
 inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
 inline void vstore(float* p, Vec v, int64_t lo, int64_t hi) {
   if (lo == 0 && hi == kLanes) {
@@ -86,14 +85,14 @@ constexpr int64_t kVecPerPanel = P / kLanes;
 // MR blocks from m0 x NV vectors from vector v0 (v0 counted over the whole block of np panels).
 template <int MR, int NV>
 void tile(float* orow, int64_t wo, int64_t sw, int64_t c0, int64_t m0, int64_t v0, const float* a, int64_t lda,
-          const float* b, int64_t ldb, int64_t K, float bias) {
+          const float* const* b, int64_t K, float bias) {
   Vec c[MR][NV];
   const Vec bv = vset1(bias);
   for (int i = 0; i < MR; ++i)
     for (int v = 0; v < NV; ++v) c[i][v] = bv;
   const float* ak = a + m0;
-  const float* bk = b + v0 * kLanes;
-  for (int64_t k = 0; k < K; ++k, ak += lda, bk += ldb) {
+  for (int64_t k = 0; k < K; ++k, ak += lda) {
+    const float* bk = b[k] + v0 * kLanes;
     Vec bb[NV];
     for (int v = 0; v < NV; ++v) bb[v] = vload(bk + v * kLanes);
     for (int i = 0; i < MR; ++i) {
@@ -110,8 +109,8 @@ void tile(float* orow, int64_t wo, int64_t sw, int64_t c0, int64_t m0, int64_t v
     }
 }
 
-using TileFn = void (*)(float*, int64_t, int64_t, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
-                        int64_t, int64_t, float);
+using TileFn = void (*)(float*, int64_t, int64_t, int64_t, int64_t, int64_t, const float*, int64_t,
+                        const float* const*, int64_t, float);
 
 template <int NV, std::size_t... I>
 constexpr auto tile_table(std::index_sequence<I...>) {
@@ -131,16 +130,16 @@ constexpr auto kTiles = tile_tables(std::make_index_sequence<kMaxNV>());
 }  // namespace
 
 void conv_phase_row(float* orow, int64_t wo, int64_t sw, int64_t c0, int64_t M, int64_t np, const float* a,
-                    int64_t lda, const float* b, int64_t K, float bias) {
+                    int64_t lda, const float* const* b, int64_t K, float bias) {
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
-  const int64_t ldb = np * P, nvec = np * kVecPerPanel;
+  const int64_t nvec = np * kVecPerPanel;
   // Tiles of near-equal height (17 blocks: 9 + 8), so none runs short of independent chains.
   const int64_t nt = (M + kMaxMR - 1) / kMaxMR;
   for (int64_t v0 = 0; v0 < nvec; v0 += kMaxNV) {
     const int64_t nv = std::min<int64_t>(kMaxNV, nvec - v0);
     for (int64_t t = 0, m0 = 0; t < nt; ++t) {
       const int64_t mr = M / nt + (t < M % nt);
-      kTiles[nv - 1][mr - 1](orow, wo, sw, c0, m0, v0, a, lda, b, ldb, K, bias);
+      kTiles[nv - 1][mr - 1](orow, wo, sw, c0, m0, v0, a, lda, b, K, bias);
       m0 += mr;
     }
   }
@@ -150,7 +149,7 @@ void conv_phase_row(float* orow, int64_t wo, int64_t sw, int64_t c0, int64_t M, 
 }
 
 void conv_phase_row(double* orow, int64_t wo, int64_t sw, int64_t c0, int64_t M, int64_t np, const double* a,
-                    int64_t lda, const double* b, int64_t K, double bias) {
+                    int64_t lda, const double* const* b, int64_t K, double bias) {
   row_scalar<double>(orow, wo, sw, c0, M, np, a, lda, b, K, bias);
 }
 

@@ -15,10 +15,13 @@ constexpr int64_t kConvPhasePanel = 16;
 
 // One output row of `wo` columns as M blocks of `np` panels: lane l of block m is column
 // m * sw + l - c0 (stored when l < sw and the column lies in [0, wo)), and equals
-//   bias + sum over k in [0, K) of a[k * lda + m] * b[k * np * kConvPhasePanel + l],
+//   bias + sum over k in [0, K) of a[k * lda + m] * b[k][l],
 // accumulated in k order from the bias (one multiply-add per k on AVX2 / AVX-512, a multiply
-// then an add on DEFAULT and for float64). b rows should be 64-byte aligned.
+// then an add on DEFAULT and for float64). Each row b[k] holds np * kConvPhasePanel readable
+// values (64-byte aligned runs load fastest).
 DETSEG_ISA_DECLARE(void conv_phase_row(float* orow, int64_t wo, int64_t sw, int64_t c0, int64_t M, int64_t np,
-                                       const float* a, int64_t lda, const float* b, int64_t K, float bias))
+                                       const float* a, int64_t lda, const float* const* b, int64_t K,
+                                       float bias))
 DETSEG_ISA_DECLARE(void conv_phase_row(double* orow, int64_t wo, int64_t sw, int64_t c0, int64_t M, int64_t np,
-                                       const double* a, int64_t lda, const double* b, int64_t K, double bias))
+                                       const double* a, int64_t lda, const double* const* b, int64_t K,
+                                       double bias))
