@@ -83,9 +83,12 @@ inline void vstore(float* p, Vec v, int64_t lo, int64_t hi) {
 constexpr int64_t kVecPerPanel = P / kLanes;
 
 // MR blocks from m0 x NV vectors from vector v0 (v0 counted over the whole block of np panels).
-template <int MR, int NV>
+// DF / DL: the first block's first vector / the last block's last vector is cropped away
+// entirely (FCN: the half blocks at both edges), so its multiply-adds are skipped.
+template <int MR, int NV, bool DF, bool DL>
 void tile(float* orow, int64_t wo, int64_t sw, int64_t c0, int64_t m0, int64_t v0, const float* a, int64_t lda,
           const float* const* b, int64_t K, float bias) {
+  auto live = [](int i, int v) { return !(DF && i == 0 && v == 0) && !(DL && i == MR - 1 && v == NV - 1); };
   Vec c[MR][NV];
   const Vec bv = vset1(bias);
   for (int i = 0; i < MR; ++i)
@@ -97,7 +100,8 @@ void tile(float* orow, int64_t wo, int64_t sw, int64_t c0, int64_t m0, int64_t v
     for (int v = 0; v < NV; ++v) bb[v] = vload(bk + v * kLanes);
     for (int i = 0; i < MR; ++i) {
       const Vec av = vset1(ak[i]);
-      for (int v = 0; v < NV; ++v) c[i][v] = vfma(av, bb[v], c[i][v]);
+      for (int v = 0; v < NV; ++v)
+        if (live(i, v)) c[i][v] = vfma(av, bb[v], c[i][v]);
     }
   }
   for (int i = 0; i < MR; ++i)
@@ -105,22 +109,29 @@ void tile(float* orow, int64_t wo, int64_t sw, int64_t c0, int64_t m0, int64_t v
       const int64_t vv = v0 + v, p = vv / kVecPerPanel, off = (vv % kVecPerPanel) * kLanes;
       const Span s = span(m0 + i, p, sw, c0, wo);
       const int64_t lo = std::max<int64_t>(s.lo - off, 0), hi = std::min<int64_t>(s.hi - off, kLanes);
-      if (hi > lo) vstore(orow + s.col + off, c[i][v], lo, hi);
+      if (live(i, v) && hi > lo) vstore(orow + s.col + off, c[i][v], lo, hi);
     }
 }
 
 using TileFn = void (*)(float*, int64_t, int64_t, int64_t, int64_t, int64_t, const float*, int64_t,
                         const float* const*, int64_t, float);
 
-template <int NV, std::size_t... I>
-constexpr auto tile_table(std::index_sequence<I...>) {
-  return std::array<TileFn, sizeof...(I)>{&tile<int(I) + 1, NV>...};
+// kTiles[nv - 1][dead first][dead last][mr - 1]
+template <int NV, bool DF, bool DL, std::size_t... I>
+constexpr std::array<TileFn, kMaxMR> tile_row(std::index_sequence<I...>) {
+  return {&tile<int(I) + 1, NV, DF, DL>...};
+}
+
+template <int NV>
+constexpr std::array<std::array<std::array<TileFn, kMaxMR>, 2>, 2> tile_nv() {
+  constexpr auto seq = std::make_index_sequence<kMaxMR>();
+  return {{{tile_row<NV, false, false>(seq), tile_row<NV, false, true>(seq)},
+           {tile_row<NV, true, false>(seq), tile_row<NV, true, true>(seq)}}};
 }
 
 template <std::size_t... V>
 constexpr auto tile_tables(std::index_sequence<V...>) {
-  return std::array<std::array<TileFn, kMaxMR>, sizeof...(V)>{
-      tile_table<int(V) + 1>(std::make_index_sequence<kMaxMR>())...};
+  return std::array<std::array<std::array<std::array<TileFn, kMaxMR>, 2>, 2>, sizeof...(V)>{tile_nv<int(V) + 1>()...};
 }
 
 constexpr auto kTiles = tile_tables(std::make_index_sequence<kMaxNV>());
@@ -135,11 +146,18 @@ void conv_phase_row(float* orow, int64_t wo, int64_t sw, int64_t c0, int64_t M, 
   const int64_t nvec = np * kVecPerPanel;
   // Tiles of near-equal height (17 blocks: 9 + 8), so none runs short of independent chains.
   const int64_t nt = (M + kMaxMR - 1) / kMaxMR;
+  // Vectors that no stored lane of the first / last block reaches.
+  auto dead = [&](int64_t m, int64_t v) {
+    const Span s = span(m, v / kVecPerPanel, sw, c0, wo);
+    const int64_t off = (v % kVecPerPanel) * kLanes;
+    return std::min<int64_t>(s.hi - off, kLanes) <= std::max<int64_t>(s.lo - off, 0);
+  };
   for (int64_t v0 = 0; v0 < nvec; v0 += kMaxNV) {
     const int64_t nv = std::min<int64_t>(kMaxNV, nvec - v0);
     for (int64_t t = 0, m0 = 0; t < nt; ++t) {
       const int64_t mr = M / nt + (t < M % nt);
-      kTiles[nv - 1][mr - 1](orow, wo, sw, c0, m0, v0, a, lda, b, K, bias);
+      const bool df = t == 0 && dead(0, v0), dl = t == nt - 1 && dead(M - 1, v0 + nv - 1);
+      kTiles[nv - 1][df][dl][mr - 1](orow, wo, sw, c0, m0, v0, a, lda, b, K, bias);
       m0 += mr;
     }
   }
