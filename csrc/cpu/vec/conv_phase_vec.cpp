@@ -85,32 +85,43 @@ constexpr int64_t kVecPerPanel = P / kLanes;
 // MR blocks from m0 x NV vectors from vector v0 (v0 counted over the whole block of np panels).
 // DF / DL: the first block's first vector / the last block's last vector is cropped away
 // entirely (FCN: the half blocks at both edges), so its multiply-adds are skipped.
+// f(integral_constant<0>) ... f(integral_constant<N - 1>): constant indices keep the
+// accumulator arrays in registers (a runtime-indexed loop spills them to the stack).
+template <int N, typename F>
+inline void unroll(F&& f) {
+  [&]<int... I>(std::integer_sequence<int, I...>) { (f(std::integral_constant<int, I>{}), ...); }(
+      std::make_integer_sequence<int, N>{});
+}
+
 template <int MR, int NV, bool DF, bool DL>
 void tile(float* orow, int64_t wo, int64_t sw, int64_t c0, int64_t m0, int64_t v0, const float* a, int64_t lda,
           const float* const* b, int64_t K, float bias) {
-  auto live = [](int i, int v) { return !(DF && i == 0 && v == 0) && !(DL && i == MR - 1 && v == NV - 1); };
+  constexpr auto live = [](int i, int v) { return !(DF && i == 0 && v == 0) && !(DL && i == MR - 1 && v == NV - 1); };
   Vec c[MR][NV];
   const Vec bv = vset1(bias);
-  for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < NV; ++v) c[i][v] = bv;
+  unroll<MR>([&](auto i) { unroll<NV>([&](auto v) { c[i][v] = bv; }); });
   const float* ak = a + m0;
   for (int64_t k = 0; k < K; ++k, ak += lda) {
     const float* bk = b[k] + v0 * kLanes;
     Vec bb[NV];
-    for (int v = 0; v < NV; ++v) bb[v] = vload(bk + v * kLanes);
-    for (int i = 0; i < MR; ++i) {
+    unroll<NV>([&](auto v) { bb[v] = vload(bk + v * kLanes); });
+    unroll<MR>([&](auto i) {
       const Vec av = vset1(ak[i]);
-      for (int v = 0; v < NV; ++v)
-        if (live(i, v)) c[i][v] = vfma(av, bb[v], c[i][v]);
-    }
+      unroll<NV>([&](auto v) {
+        if constexpr (live(i, v)) c[i][v] = vfma(av, bb[v], c[i][v]);
+      });
+    });
   }
-  for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < NV; ++v) {
-      const int64_t vv = v0 + v, p = vv / kVecPerPanel, off = (vv % kVecPerPanel) * kLanes;
-      const Span s = span(m0 + i, p, sw, c0, wo);
-      const int64_t lo = std::max<int64_t>(s.lo - off, 0), hi = std::min<int64_t>(s.hi - off, kLanes);
-      if (live(i, v) && hi > lo) vstore(orow + s.col + off, c[i][v], lo, hi);
-    }
+  unroll<MR>([&](auto i) {
+    unroll<NV>([&](auto v) {
+      if constexpr (live(i, v)) {
+        const int64_t vv = v0 + v, p = vv / kVecPerPanel, off = (vv % kVecPerPanel) * kLanes;
+        const Span s = span(m0 + i, p, sw, c0, wo);
+        const int64_t lo = std::max<int64_t>(s.lo - off, 0), hi = std::min<int64_t>(s.hi - off, kLanes);
+        if (hi > lo) vstore(orow + s.col + off, c[i][v], lo, hi);
+      }
+    });
+  });
 }
 
 using TileFn = void (*)(float*, int64_t, int64_t, int64_t, int64_t, int64_t, const float*, int64_t,
