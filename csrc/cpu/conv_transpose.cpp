@@ -318,7 +318,7 @@ void forward_phase(const Geom& g, const T* x, const T* wt, const T* bias, T* out
 // so a row's K is one contiguous range. Each output is one call's fixed-order chain: bitwise
 // equal for any thread count.
 template <typename T>
-void forward_phase_direct(const Geom& g, const T* x, const T* wt, const T* bias, T* out) {
+void forward_phase_direct(const Geom& g, const T* x, const T* wt, const T* bias, T* out, bool channels_last) {
   constexpr int64_t P = cpu::kConvPhasePanel;
   const int64_t jy = (g.kh + g.sh - 1) / g.sh, jx = (g.kw + g.sw - 1) / g.sw;
   const int64_t q0y = g.ph / g.sh, qy_n = (g.ph + g.ho - 1) / g.sh + 1 - q0y;
@@ -344,52 +344,85 @@ void forward_phase_direct(const Geom& g, const T* x, const T* wt, const T* bias,
           }
     }
   });
-  at::parallel_for(0, g.n * g.cout * g.sh, 1, [&](int64_t begin, int64_t end) {
-    // The weight's own rows serve as B when every block's lanes are whole runs of the kernel
-    // (FCN: runs of 32 of a 64-wide row); otherwise a zero-padded copy per unit.
-    const bool direct = np * P == g.sw && jx * g.sw == g.kw;
-    const at::Tensor bbuf = at::empty({direct ? 0 : K * ldb}, opts);  // 64-byte aligned rows (ldb: whole panels)
-    T* const bp = bbuf.mutable_data_ptr<T>();
-    std::vector<const T*> brow(K, nullptr);
-    // The kernel rows ry + ty * sh of output channel c: f(ty, ci, row of kw weights).
-    auto kernel_rows = [&](int64_t c, int64_t ry, auto&& f) {
-      const int64_t gi = c / g.cog, co = c % g.cog;
-      for (int64_t ty = 0; ty < jy && ry + ty * g.sh < g.kh; ++ty)
-        for (int64_t ci = 0; ci < g.cig; ++ci)
-          f(ty, ci, wt + ((gi * g.cig + ci) * g.cog + co) * kk + (ry + ty * g.sh) * g.kw);
-    };
-    for (int64_t unit = begin; unit < end; ++unit) {
-      const int64_t n = unit / (g.cout * g.sh), c = unit / g.sh % g.cout, ry = unit % g.sh;
-      const int64_t gi = c / g.cog;
-      if (!direct) std::fill(bp, bp + K * ldb, T(0));
-      kernel_rows(c, ry, [&](int64_t ty, int64_t ci, const T* wk) {
-        for (int64_t tx = 0; tx < jx; ++tx) {
-          const int64_t k = (ty * g.cig + ci) * jx + tx;
-          if (direct) {
-            brow[k] = wk + tx * g.sw;
-          } else {
-            T* d = bp + k * ldb;
-            for (int64_t r = 0, nr = std::min(g.sw, g.kw - tx * g.sw); r < nr; ++r) d[r] = wk[tx * g.sw + r];
-            brow[k] = d;
-          }
+  // The weight's own rows serve as B when every block's lanes are whole runs of the kernel
+  // (FCN: runs of 32 of a 64-wide row); otherwise a zero-padded copy.
+  const bool direct = np * P == g.sw && jx * g.sw == g.kw;
+  // The kernel rows ry + ty * sh of output channel c: f(ty, ci, row of kw weights).
+  auto kernel_rows = [&](int64_t c, int64_t ry, auto&& f) {
+    const int64_t gi = c / g.cog, co = c % g.cog;
+    for (int64_t ty = 0; ty < jy && ry + ty * g.sh < g.kh; ++ty)
+      for (int64_t ci = 0; ci < g.cig; ++ci)
+        f(ty, ci, wt + ((gi * g.cig + ci) * g.cog + co) * kk + (ry + ty * g.sh) * g.kw);
+  };
+  // brow[K]: the B rows of (c, ry); bp[K * ldb]: room for their zero-padded copies.
+  auto set_rows = [&](int64_t c, int64_t ry, const T** brow, T* bp) {
+    if (!direct) std::fill(bp, bp + K * ldb, T(0));
+    kernel_rows(c, ry, [&](int64_t ty, int64_t ci, const T* wk) {
+      for (int64_t tx = 0; tx < jx; ++tx) {
+        const int64_t k = (ty * g.cig + ci) * jx + tx;
+        if (direct) {
+          brow[k] = wk + tx * g.sw;
+        } else {
+          T* d = bp + k * ldb;
+          for (int64_t r = 0, nr = std::min(g.sw, g.kw - tx * g.sw); r < nr; ++r) d[r] = wk[tx * g.sw + r];
+          brow[k] = d;
         }
-      });
-      // The next unit's weights are scattered runs (no hardware prefetch): fetched while this one computes.
-      if (unit + 1 < end)
-        kernel_rows((unit + 1) / g.sh % g.cout, (unit + 1) % g.sh, [&](int64_t, int64_t, const T* wk) {
-          for (int64_t i = 0; i < g.kw; i += 64 / int64_t(sizeof(T))) __builtin_prefetch(wk + i);
-        });
-      // Landed taps: input row q - ty in [0, h) and kernel row ry + ty * sh < kh.
-      const int64_t ty_k = ry < g.kh ? std::min(jy - 1, (g.kh - 1 - ry) / g.sh) : -1;
-      T* const pl = out + (n * g.cout + c) * plane;
-      const T* const an = ap + (n * g.groups + gi) * qy_n * K * M;
+      }
+    });
+  };
+  // The scattered weight runs of (c, ry) (no hardware prefetch): fetched while other rows compute.
+  auto prefetch_rows = [&](int64_t c, int64_t ry) {
+    kernel_rows(c, ry, [&](int64_t, int64_t, const T* wk) {
+      for (int64_t i = 0; i < g.kw; i += 64 / int64_t(sizeof(T))) __builtin_prefetch(wk + i);
+    });
+  };
+  // Output row oy = (q0y + qy) * sh + ry - ph of channel c of image n into dst[wo]; false when
+  // that row lies outside the output. Its landed taps: input row q - ty in [0, h) and kernel
+  // row ry + ty * sh < kh, a contiguous range of ty.
+  auto run_row = [&](int64_t n, int64_t c, int64_t ry, int64_t qy, const T* const* brow, T* dst) {
+    const int64_t q = q0y + qy;
+    const int64_t ty_k = ry < g.kh ? std::min(jy - 1, (g.kh - 1 - ry) / g.sh) : -1;
+    const int64_t ty0 = std::max<int64_t>(0, q - g.h + 1), ty1 = std::min(ty_k, q) + 1;
+    const int64_t k0 = ty0 * kt, kn = std::max<int64_t>(ty1 - ty0, 0) * kt;
+    const T* an = ap + ((n * g.groups + c / g.cog) * qy_n + qy) * K * M;
+    DETSEG_ISA_CALL(conv_phase_row, dst, g.wo, g.sw, c0, M, np, an + k0 * M, M, brow + k0, kn,
+                    bias ? bias[c] : T(0));
+  };
+  auto row_of = [&](int64_t qy, int64_t ry) { return (q0y + qy) * g.sh + ry - g.ph; };
+  if (!channels_last) {
+    // Tasks (image, c_out, ry): a B set (10 KiB for FCN) stays in L1 for the rows q that use it.
+    at::parallel_for(0, g.n * g.cout * g.sh, 1, [&](int64_t begin, int64_t end) {
+      const at::Tensor bbuf = at::empty({direct ? 0 : K * ldb}, opts);  // 64-byte aligned rows (whole panels)
+      std::vector<const T*> brow(K, nullptr);
+      for (int64_t unit = begin; unit < end; ++unit) {
+        const int64_t n = unit / (g.cout * g.sh), c = unit / g.sh % g.cout, ry = unit % g.sh;
+        set_rows(c, ry, brow.data(), bbuf.mutable_data_ptr<T>());
+        if (unit + 1 < end) prefetch_rows((unit + 1) / g.sh % g.cout, (unit + 1) % g.sh);
+        for (int64_t qy = 0; qy < qy_n; ++qy) {
+          const int64_t oy = row_of(qy, ry);
+          if (oy >= 0 && oy < g.ho) run_row(n, c, ry, qy, brow.data(), out + (n * g.cout + c) * plane + oy * g.wo);
+        }
+      }
+    });
+    return;
+  }
+  // Channels-last output: tasks (image, ry) compute the rows of every channel into a buffer
+  // [c_out][wo] (the B sets of all channels stay in L2), then interleave it into the row.
+  at::parallel_for(0, g.n * g.sh, 1, [&](int64_t begin, int64_t end) {
+    const at::Tensor bbuf = at::empty({direct ? 0 : g.cout * K * ldb}, opts);
+    const at::Tensor rbuf = at::empty({g.cout * g.wo}, opts);
+    std::vector<const T*> brow(g.cout * K, nullptr);
+    T* const rows = rbuf.mutable_data_ptr<T>();
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t n = unit / g.sh, ry = unit % g.sh;
+      for (int64_t c = 0; c < g.cout; ++c) set_rows(c, ry, brow.data() + c * K, bbuf.mutable_data_ptr<T>() + c * K * ldb);
       for (int64_t qy = 0; qy < qy_n; ++qy) {
-        const int64_t q = q0y + qy, oy = q * g.sh + ry - g.ph;
+        const int64_t oy = row_of(qy, ry);
         if (oy < 0 || oy >= g.ho) continue;
-        const int64_t ty0 = std::max<int64_t>(0, q - g.h + 1), ty1 = std::min(ty_k, q) + 1;
-        const int64_t k0 = ty0 * kt, kn = std::max<int64_t>(ty1 - ty0, 0) * kt;
-        DETSEG_ISA_CALL(conv_phase_row, pl + oy * g.wo, g.wo, g.sw, c0, M, np, an + (qy * K + k0) * M, M,
-                        brow.data() + k0, kn, bias ? bias[c] : T(0));
+        for (int64_t c = 0; c < g.cout; ++c) run_row(n, c, ry, qy, brow.data() + c * K, rows + c * g.wo);
+        T* orow = out + (n * g.ho + oy) * g.wo * g.cout;
+        for (int64_t ox = 0; ox < g.wo; ++ox)
+          for (int64_t c = 0; c < g.cout; ++c) orow[ox * g.cout + c] = rows[c * g.wo + ox];
       }
     }
   });
@@ -487,9 +520,9 @@ at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const
   const bool cl_in = checks::roi_channels_last(input);
   const auto ct = compute_type(input.scalar_type());
   if (path == Path::kAuto)
-    path = cl_in ? Path::kChannelsLast
+    path = phase_direct_pays(g, ct)    ? Path::kPhaseDirect
+                 : cl_in                       ? Path::kChannelsLast
                  : non_overlapping(g)          ? Path::kNonOverlapping
-                 : phase_direct_pays(g, ct)    ? Path::kPhaseDirect
                  : phase_pays(g)               ? Path::kPhase
                  : large_kernel(g)             ? Path::kLargeKernel
                                                : Path::kGeneral;
@@ -503,11 +536,14 @@ at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const
   if (g.n == 0)
     return at::empty({0, g.cout, g.ho, g.wo}, input.options().memory_format(cl_in ? at::MemoryFormat::ChannelsLast
                                                                                   : at::MemoryFormat::Contiguous));
-  const auto fmt = path == Path::kChannelsLast ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  // phase_direct reads NCHW and writes either layout.
+  const bool cl_out = path == Path::kChannelsLast || (path == Path::kPhaseDirect && cl_in);
+  const auto fmt = cl_out ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   // Huge pages: the first writes (in the parallel loop) fault 512x less (see cpu/alloc.h).
   at::Tensor out = cpu::advise_huge_pages(
       at::empty({g.n, g.cout, g.ho, g.wo}, input.options().dtype(ct).memory_format(fmt)));
-  const at::Tensor x = input.to(ct).contiguous(fmt);
+  const at::Tensor x = input.to(ct).contiguous(path == Path::kChannelsLast ? at::MemoryFormat::ChannelsLast
+                                                                          : at::MemoryFormat::Contiguous);
   const at::Tensor w = path == Path::kChannelsLast ? weight.to(ct).permute({0, 2, 3, 1}).contiguous()
                                                    : weight.to(ct).contiguous();
   const at::Tensor bc = b ? b->to(ct).contiguous() : at::Tensor();
@@ -520,14 +556,14 @@ at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const
       case Path::kChannelsLast: forward_channels_last<scalar_t>(g, xp, wp, bp, op_); break;
       case Path::kLargeKernel: forward_large_kernel<scalar_t>(g, xp, wp, bp, op_); break;
       case Path::kPhase: forward_phase<scalar_t>(g, xp, wp, bp, op_); break;
-      case Path::kPhaseDirect: forward_phase_direct<scalar_t>(g, xp, wp, bp, op_); break;
+      case Path::kPhaseDirect: forward_phase_direct<scalar_t>(g, xp, wp, bp, op_, cl_in); break;
       case Path::kNonOverlapping: forward_direct<scalar_t>(g, xp, wp, bp, op_); break;
       default: forward_general<scalar_t>(g, xp, wp, bp, op_);
     }
   });
   if (ct != input.scalar_type()) out = out.to(input.scalar_type());
   // Channels-last in, channels-last out (and the reverse) whichever path computed it.
-  if (cl_in != (path == Path::kChannelsLast)) out = out.contiguous(cl_in ? at::MemoryFormat::ChannelsLast
+  if (cl_in != cl_out) out = out.contiguous(cl_in ? at::MemoryFormat::ChannelsLast
                                                                         : at::MemoryFormat::Contiguous);
   return out;
 }
