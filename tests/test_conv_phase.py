@@ -104,8 +104,10 @@ def test_phase_direct_thread_count_determinism():
     B.require("cpp")
     for cfg in (CONFIGS[1], CONFIGS[3], (2, 6, 5, 6, 3, 1, (64, 64), (32, 32), (16, 16), (0, 0))):
         x, wt, b, a = make(cfg)
-        one, two = (B.at_threads(t, lambda: direct(x, wt, b, a)) for t in (1, 2))
-        assert_bitwise(one, two)
+        for xin in (x, x.contiguous(memory_format=torch.channels_last)):  # both task splits
+            one, two = (B.at_threads(t, lambda: direct(xin, wt, b, a)) for t in (1, 2))
+            assert_bitwise(one, two)
+            assert_bitwise(one.contiguous(), direct(x, wt, b, a))
 
 
 ISA_SCRIPT = """
