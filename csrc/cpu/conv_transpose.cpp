@@ -420,9 +420,7 @@ void forward_phase_direct(const Geom& g, const T* x, const T* wt, const T* bias,
         const int64_t oy = row_of(qy, ry);
         if (oy < 0 || oy >= g.ho) continue;
         for (int64_t c = 0; c < g.cout; ++c) run_row(n, c, ry, qy, brow.data() + c * K, rows + c * g.wo);
-        T* orow = out + (n * g.ho + oy) * g.wo * g.cout;
-        for (int64_t ox = 0; ox < g.wo; ++ox)
-          for (int64_t c = 0; c < g.cout; ++c) orow[ox * g.cout + c] = rows[c * g.wo + ox];
+        DETSEG_ISA_CALL(conv_interleave, out + (n * g.ho + oy) * g.wo * g.cout, rows, g.cout, g.wo);
       }
     }
   });

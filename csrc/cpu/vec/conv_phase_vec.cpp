@@ -7,6 +7,11 @@
 // AVX2 and AVX-512 (bitwise equal to each other); DEFAULT and float64 multiply then add.
 #include "cpu/vec/conv_phase_vec.h"
 
+// ATen's AVX-512 16x16 transpose trips GCC 12's -Wmaybe-uninitialized inside the masked unpack
+// intrinsics: a false positive (as for roi_vec.cpp).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <ATen/cpu/vec/vec.h>
+
 #include <algorithm>
 #include <array>
 #include <utility>
@@ -175,6 +180,25 @@ void conv_phase_row(float* orow, int64_t wo, int64_t sw, int64_t c0, int64_t M, 
 #else
   row_scalar<float>(orow, wo, sw, c0, M, np, a, lda, b, K, bias);
 #endif
+}
+
+void conv_interleave(float* dst, const float* src, int64_t C, int64_t W) {
+  constexpr int B = 16;
+  int64_t c = 0;
+  // 16 x 16 register transposes (ATen's, per ISA), then the leftover channels / columns.
+  for (; c + B <= C; c += B) {
+    int64_t w = 0;
+    for (; w + B <= W; w += B) at::vec::transpose_mxn<float, B, B>(src + c * W + w, W, dst + w * C + c, C);
+    for (; w < W; ++w)
+      for (int64_t i = c; i < c + B; ++i) dst[w * C + i] = src[i * W + w];
+  }
+  for (int64_t w = 0; w < W; ++w)
+    for (int64_t i = c; i < C; ++i) dst[w * C + i] = src[i * W + w];
+}
+
+void conv_interleave(double* dst, const double* src, int64_t C, int64_t W) {
+  for (int64_t w = 0; w < W; ++w)
+    for (int64_t c = 0; c < C; ++c) dst[w * C + c] = src[c * W + w];
 }
 
 void conv_phase_row(double* orow, int64_t wo, int64_t sw, int64_t c0, int64_t M, int64_t np, const double* a,

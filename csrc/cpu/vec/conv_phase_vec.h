@@ -25,3 +25,7 @@ DETSEG_ISA_DECLARE(void conv_phase_row(float* orow, int64_t wo, int64_t sw, int6
 DETSEG_ISA_DECLARE(void conv_phase_row(double* orow, int64_t wo, int64_t sw, int64_t c0, int64_t M, int64_t np,
                                        const double* a, int64_t lda, const double* const* b, int64_t K,
                                        double bias))
+
+// dst[w * C + c] = src[c * W + w]: C rows of W values interleaved into one channels-last row.
+DETSEG_ISA_DECLARE(void conv_interleave(float* dst, const float* src, int64_t C, int64_t W))
+DETSEG_ISA_DECLARE(void conv_interleave(double* dst, const double* src, int64_t C, int64_t W))
