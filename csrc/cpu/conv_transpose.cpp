@@ -500,12 +500,14 @@ bool phase_pays(const Geom& g) {
 }
 
 // The register tiles of phase_direct fill their vectors when a stride spans panels with few
-// idle lanes (FCN's 32: none); float32 only (float64 keeps MKL's GEMM on the phase path). Kernel
-// widths that are whole strides leave no zero-padded B lanes, so a non-finite input reaches
-// exactly ATen's outputs (a zero lane times inf would spread NaN).
+// idle lanes (FCN's 32: none); float32 on AVX2 / AVX-512 only (float64 and the scalar DEFAULT
+// build, 3x slower than MKL on FCN, keep the phase GEMM). Kernel widths that are whole strides
+// leave no zero-padded B lanes, so a non-finite input reaches exactly ATen's outputs (a zero
+// lane times inf would spread NaN).
 bool phase_direct_pays(const Geom& g, at::ScalarType ct) {
   constexpr int64_t P = cpu::kConvPhasePanel;
-  return ct == at::kFloat && phase_pays(g) && g.kw % g.sw == 0 && g.sw >= P &&
+  return ct == at::kFloat && cpu::current_isa() != cpu::Isa::DEFAULT && phase_pays(g) && g.kw % g.sw == 0 &&
+         g.sw >= P &&
          4 * ((g.sw + P - 1) / P * P) <= 5 * g.sw;
 }
 
