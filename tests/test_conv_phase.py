@@ -30,6 +30,7 @@ CONFIGS = [
     (1, 4, 2, 3, 2, 2, (34, 34), (17, 17), (12, 2), (0, 16)),   # one live lane in the second panel
 ]
 IDS = [f"p{i}" for i in range(len(CONFIGS))]
+LARGE = (1, 3, 16, 16, 21, 1, (64, 64), (32, 32), (16, 16), (0, 0))  # FCN-32s's 22 MB output, 3 channels in
 
 
 def make(cfg, dtype=torch.float32, bias=True, seed=0):
@@ -113,12 +114,24 @@ def test_phase_direct_thread_count_determinism():
             assert_bitwise(one.contiguous(), direct(x, wt, b, a))
 
 
+def test_phase_direct_large_output_streamed():
+    """FCN-32s's 22 MB output (streamed, non-temporal stores) with few input channels: equal to
+    ATen, to the channels-last rows and across thread counts."""
+    B.require("cpp")
+    x, wt, b, a = make(LARGE)
+    one, two = (B.at_threads(t, lambda: direct(x, wt, b, a)) for t in (1, 2))
+    assert one.shape == (1, 21, 512, 512)
+    assert_bitwise(one, two)
+    assert_close(one, F.conv_transpose2d(x.double(), wt.double(), b.double(), 32, 16))
+    assert_bitwise(one, direct(x.contiguous(memory_format=torch.channels_last), wt, b, a).contiguous())
+
+
 ISA_SCRIPT = """
 import sys, torch, detseg
 sys.path.insert(0, {tests!r})
-from test_conv_phase import CONFIGS, make, direct
+from test_conv_phase import CONFIGS, LARGE, make, direct
 out = {{"isa": detseg.build_info()["cpu_isa"]}}
-for i, cfg in enumerate(CONFIGS):
+for i, cfg in enumerate(CONFIGS + [LARGE]):
     x, wt, b, a = make(cfg)
     out[i] = direct(x, wt, b, a)
 torch.save(out, sys.argv[1])
@@ -126,8 +139,9 @@ torch.save(out, sys.argv[1])
 
 
 def test_phase_direct_per_isa(tmp_path):
-    """Each ISA's tiles (AVX-512: 12 x 2 zmm, AVX2: 6 x 2 ymm, DEFAULT: scalar) against the
-    reference; AVX2 and AVX-512 run the same multiply-add chains, so their bits agree."""
+    """Each ISA's tiles (AVX-512: 12 x 2 zmm, AVX2: 6 x 2 ymm, DEFAULT: scalar), streamed stores
+    included, against ATen in float64; AVX2 and AVX-512 run the same multiply-add chains, so
+    their bits agree."""
     B.require("cpp")
     from pathlib import Path
 
@@ -143,9 +157,10 @@ def test_phase_direct_per_isa(tmp_path):
         assert p.returncode == 0, err[-2000:]
         res[isa] = torch.load(tmp_path / isa)
         assert res[isa]["isa"] == isa.upper()
-    for i, cfg in enumerate(CONFIGS):
+    for i, cfg in enumerate(CONFIGS + [LARGE]):
         x, wt, b, a = make(cfg)
-        want = detseg.reference.conv_transpose2d(x.double(), wt.double(), b.double(), *a)
+        s, p, op, g, _ = a
+        want = F.conv_transpose2d(x.double(), wt.double(), b.double(), s, p, op, g)
         for isa in isas:
             assert_close(res[isa][i], want)
         if "avx512" in res:

@@ -13,6 +13,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <array>
 #include <utility>
 
@@ -61,9 +62,12 @@ constexpr int kLanes = 16, kMaxMR = 12, kMaxNV = 2;
 inline Vec vset1(float v) { return _mm512_set1_ps(v); }
 inline Vec vload(const float* p) { return _mm512_loadu_ps(p); }
 inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
-// Lanes [lo, hi) of v to p[lo, hi) (the others are neither read nor written).
-inline void vstore(float* p, Vec v, int64_t lo, int64_t hi) {
-  if (lo == 0 && hi == kLanes)
+// Lanes [lo, hi) of v to p[lo, hi) (the others are neither read nor written); whole aligned
+// vectors bypass the caches when `stream`.
+inline void vstore(float* p, Vec v, int64_t lo, int64_t hi, bool stream) {
+  if (lo == 0 && hi == kLanes && stream && (reinterpret_cast<uintptr_t>(p) & 63) == 0)
+    _mm512_stream_ps(p, v);
+  else if (lo == 0 && hi == kLanes)
     _mm512_storeu_ps(p, v);
   else
     _mm512_mask_storeu_ps(p, __mmask16(((1u << hi) - 1) & ~((1u << lo) - 1)), v);
@@ -74,8 +78,10 @@ constexpr int kLanes = 8, kMaxMR = 6, kMaxNV = 2;
 inline Vec vset1(float v) { return _mm256_set1_ps(v); }
 inline Vec vload(const float* p) { return _mm256_loadu_ps(p); }
 inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
-inline void vstore(float* p, Vec v, int64_t lo, int64_t hi) {
-  if (lo == 0 && hi == kLanes) {
+inline void vstore(float* p, Vec v, int64_t lo, int64_t hi, bool stream) {
+  if (lo == 0 && hi == kLanes && stream && (reinterpret_cast<uintptr_t>(p) & 31) == 0) {
+    _mm256_stream_ps(p, v);
+  } else if (lo == 0 && hi == kLanes) {
     _mm256_storeu_ps(p, v);
   } else {
     const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -100,7 +106,7 @@ inline void unroll(F&& f) {
 
 template <int MR, int NV, bool DF, bool DL>
 void tile(float* orow, int64_t wo, int64_t sw, int64_t c0, int64_t m0, int64_t v0, const float* a, int64_t lda,
-          const float* const* b, int64_t K, float bias) {
+          const float* const* b, int64_t K, float bias, bool stream) {
   constexpr auto live = [](int i, int v) { return !(DF && i == 0 && v == 0) && !(DL && i == MR - 1 && v == NV - 1); };
   Vec c[MR][NV];
   const Vec bv = vset1(bias);
@@ -123,14 +129,14 @@ void tile(float* orow, int64_t wo, int64_t sw, int64_t c0, int64_t m0, int64_t v
         const int64_t vv = v0 + v, p = vv / kVecPerPanel, off = (vv % kVecPerPanel) * kLanes;
         const Span s = span(m0 + i, p, sw, c0, wo);
         const int64_t lo = std::max<int64_t>(s.lo - off, 0), hi = std::min<int64_t>(s.hi - off, kLanes);
-        if (hi > lo) vstore(orow + s.col + off, c[i][v], lo, hi);
+        if (hi > lo) vstore(orow + s.col + off, c[i][v], lo, hi, stream);
       }
     });
   });
 }
 
 using TileFn = void (*)(float*, int64_t, int64_t, int64_t, int64_t, int64_t, const float*, int64_t,
-                        const float* const*, int64_t, float);
+                        const float* const*, int64_t, float, bool);
 
 // kTiles[nv - 1][dead first][dead last][mr - 1]
 template <int NV, bool DF, bool DL, std::size_t... I>
@@ -157,7 +163,7 @@ constexpr auto kTiles = tile_tables(std::make_index_sequence<kMaxNV>());
 }  // namespace
 
 void conv_phase_row(float* orow, int64_t wo, int64_t sw, int64_t c0, int64_t M, int64_t np, const float* a,
-                    int64_t lda, const float* const* b, int64_t K, float bias) {
+                    int64_t lda, const float* const* b, int64_t K, float bias, bool stream) {
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
   const int64_t nvec = np * kVecPerPanel;
   // Tiles of near-equal height (17 blocks: 9 + 8), so none runs short of independent chains.
@@ -173,12 +179,19 @@ void conv_phase_row(float* orow, int64_t wo, int64_t sw, int64_t c0, int64_t M, 
     for (int64_t t = 0, m0 = 0; t < nt; ++t) {
       const int64_t mr = M / nt + (t < M % nt);
       const bool df = t == 0 && dead(0, v0), dl = t == nt - 1 && dead(M - 1, v0 + nv - 1);
-      kTiles[nv - 1][df][dl][mr - 1](orow, wo, sw, c0, m0, v0, a, lda, b, K, bias);
+      kTiles[nv - 1][df][dl][mr - 1](orow, wo, sw, c0, m0, v0, a, lda, b, K, bias, stream);
       m0 += mr;
     }
   }
 #else
+  (void)stream;
   row_scalar<float>(orow, wo, sw, c0, M, np, a, lda, b, K, bias);
+#endif
+}
+
+void conv_phase_fence() {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  _mm_sfence();
 #endif
 }
 
@@ -202,7 +215,7 @@ void conv_interleave(double* dst, const double* src, int64_t C, int64_t W) {
 }
 
 void conv_phase_row(double* orow, int64_t wo, int64_t sw, int64_t c0, int64_t M, int64_t np, const double* a,
-                    int64_t lda, const double* const* b, int64_t K, double bias) {
+                    int64_t lda, const double* const* b, int64_t K, double bias, bool) {
   row_scalar<double>(orow, wo, sw, c0, M, np, a, lda, b, K, bias);
 }
 
