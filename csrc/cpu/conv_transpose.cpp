@@ -10,6 +10,8 @@
 //    tap row of the kernel lands as a contiguous run of the output row (vector adds);
 //  - phase (FCN, kernel a multiple of the stride): one GEMM over (c_in, taps that land) per
 //    output sub-pixel grid, each output written once;
+//  - phase_direct (float32 FCN, also for channels-last inputs): the same sums computed per output
+//    row by register tiles (cpu/vec/conv_phase_vec.cpp) that store each output once;
 //  - channels_last: GEMM on the [N * H * W, C_in] view with the weight as [C_in, kH * kW * C_out],
 //    each tap a contiguous run of C_out channels of one output pixel;
 //  - general: fill with bias, accumulate the taps.
@@ -312,11 +314,13 @@ void forward_phase(const Geom& g, const T* x, const T* wt, const T* bias, T* out
 // (M = blocks m, K = (ty, ci, tx), N = the sw columns of a block) run by the register tiles of
 // conv_phase_row (cpu/vec/conv_phase_vec.cpp), each output stored once: no GEMM buffer, no
 // copy, no packing of the whole weight. The input is laid out once as A[(n, g, q)][(ty, ci, tx)][m]
-// (zeros outside the image; jy * jx times the input); a task packs the B rows of one (c_out, ry)
-// pair (zeros past the kernel and the stride; 10 KiB for FCN: L1) and sweeps the rows q that use
-// them. The taps of a row whose input row lies outside the image are a prefix or suffix of ty,
-// so a row's K is one contiguous range. Each output is one call's fixed-order chain: bitwise
-// equal for any thread count.
+// (zeros outside the image; jy * jx times the input); the B rows of one (c_out, ry) pair are the
+// weight's own runs (or zero-padded copies when the kernel or the stride leaves partial runs;
+// 10 KiB for FCN: L1) and serve every row q with that ry. The taps of a row whose input row lies
+// outside the image are a prefix or suffix of ty, so a row's K is one contiguous range. NCHW
+// output: tasks (image, c_out, ry); channels-last output: tasks (image, ry), all channels of a
+// row, then interleaved. Each output is one call's fixed-order chain: bitwise equal for any
+// thread count and either layout.
 template <typename T>
 void forward_phase_direct(const Geom& g, const T* x, const T* wt, const T* bias, T* out, bool channels_last) {
   constexpr int64_t P = cpu::kConvPhasePanel;
@@ -376,9 +380,9 @@ void forward_phase_direct(const Geom& g, const T* x, const T* wt, const T* bias,
       for (int64_t i = 0; i < g.kw; i += 64 / int64_t(sizeof(T))) __builtin_prefetch(wk + i);
     });
   };
-  // Output row oy = (q0y + qy) * sh + ry - ph of channel c of image n into dst[wo]; false when
-  // that row lies outside the output. Its landed taps: input row q - ty in [0, h) and kernel
-  // row ry + ty * sh < kh, a contiguous range of ty.
+  // Output row oy = (q0y + qy) * sh + ry - ph (in [0, ho)) of channel c of image n into dst[wo].
+  // Its landed taps: input row q - ty in [0, h) and kernel row ry + ty * sh < kh, a contiguous
+  // range of ty.
   auto run_row = [&](int64_t n, int64_t c, int64_t ry, int64_t qy, const T* const* brow, T* dst, bool stream) {
     const int64_t q = q0y + qy;
     const int64_t ty_k = ry < g.kh ? std::min(jy - 1, (g.kh - 1 - ry) / g.sh) : -1;
@@ -420,7 +424,8 @@ void forward_phase_direct(const Geom& g, const T* x, const T* wt, const T* bias,
     T* const rows = rbuf.mutable_data_ptr<T>();
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t n = unit / g.sh, ry = unit % g.sh;
-      for (int64_t c = 0; c < g.cout; ++c) set_rows(c, ry, brow.data() + c * K, bbuf.mutable_data_ptr<T>() + c * K * ldb);
+      for (int64_t c = 0; c < g.cout; ++c)
+        set_rows(c, ry, brow.data() + c * K, bbuf.mutable_data_ptr<T>() + c * K * ldb);
       for (int64_t qy = 0; qy < qy_n; ++qy) {
         const int64_t oy = row_of(qy, ry);
         if (oy < 0 || oy >= g.ho) continue;
@@ -512,10 +517,8 @@ bool phase_pays(const Geom& g) {
 bool phase_direct_pays(const Geom& g, at::ScalarType ct) {
   constexpr int64_t P = cpu::kConvPhasePanel;
   return ct == at::kFloat && cpu::current_isa() != cpu::Isa::DEFAULT && phase_pays(g) && g.kw % g.sw == 0 &&
-         g.sw >= P &&
-         4 * ((g.sw + P - 1) / P * P) <= 5 * g.sw;
+         g.sw >= P && 4 * ((g.sw + P - 1) / P * P) <= 5 * g.sw;
 }
-
 
 at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
@@ -525,12 +528,12 @@ at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const
   const bool cl_in = checks::roi_channels_last(input);
   const auto ct = compute_type(input.scalar_type());
   if (path == Path::kAuto)
-    path = phase_direct_pays(g, ct)    ? Path::kPhaseDirect
-                 : cl_in                       ? Path::kChannelsLast
-                 : non_overlapping(g)          ? Path::kNonOverlapping
-                 : phase_pays(g)               ? Path::kPhase
-                 : large_kernel(g)             ? Path::kLargeKernel
-                                               : Path::kGeneral;
+    path = phase_direct_pays(g, ct) ? Path::kPhaseDirect
+           : cl_in                  ? Path::kChannelsLast
+           : non_overlapping(g)     ? Path::kNonOverlapping
+           : phase_pays(g)          ? Path::kPhase
+           : large_kernel(g)        ? Path::kLargeKernel
+                                    : Path::kGeneral;
   TORCH_CHECK_VALUE(path != Path::kNonOverlapping || non_overlapping(g), "detseg.", op,
               ": the non_overlapping path needs (k - 1) * dilation < stride on both axes");
   TORCH_CHECK_VALUE((path != Path::kPhase && path != Path::kPhaseDirect) || (g.dh == 1 && g.dw == 1), "detseg.", op,
@@ -568,8 +571,7 @@ at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const
   });
   if (ct != input.scalar_type()) out = out.to(input.scalar_type());
   // Channels-last in, channels-last out (and the reverse) whichever path computed it.
-  if (cl_in != cl_out) out = out.contiguous(cl_in ? at::MemoryFormat::ChannelsLast
-                                                                        : at::MemoryFormat::Contiguous);
+  if (cl_in != cl_out) out = out.contiguous(cl_in ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
   return out;
 }
 

@@ -2,9 +2,10 @@
 // AVX512). A row is a small GEMM C[m, l] = bias + A[m, k] B[k, l] with K = c_in x (taps that
 // land), M = blocks of `stride` columns and N = the stride: tiles of MR blocks x NV vectors
 // stay in registers for the whole K loop (AVX-512: up to 12 x 2 zmm, AVX2: 6 x 2 ymm), A values
-// are broadcast, B rows are aligned vector loads, and every output is stored once (masked at
-// the cropped edges). Each output lane is the same chain fma(a_k, b_k, .) from the bias on
-// AVX2 and AVX-512 (bitwise equal to each other); DEFAULT and float64 multiply then add.
+// are broadcast, B rows are vector loads through a row pointer each, and every output is stored
+// once (masked at the cropped edges, optionally past the caches). Each output lane is the same
+// chain fma(a_k, b_k, .) from the bias on AVX2 and AVX-512 (bitwise equal to each other);
+// DEFAULT and float64 multiply then add. Also the interleave of channels-last output rows.
 #include "cpu/vec/conv_phase_vec.h"
 
 // ATen's AVX-512 16x16 transpose trips GCC 12's -Wmaybe-uninitialized inside the masked unpack
@@ -13,8 +14,8 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
-#include <cstdint>
 #include <array>
+#include <cstdint>
 #include <utility>
 
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
