@@ -111,7 +111,7 @@ def _paths(cfg):
     if d[1] == 1:
         out.append("large_kernel")
     if d == (1, 1):
-        out.append("phase")
+        out += ["phase", "phase_direct"]
     return out
 
 
@@ -319,13 +319,15 @@ def test_bad_arguments(bad, exc, match, backend):
 
 # ---------------------------------------------------------------- determinism
 
-@pytest.mark.parametrize("path", ["general", "non_overlapping", "large_kernel", "phase", "channels_last"])
+@pytest.mark.parametrize("path", ["general", "non_overlapping", "large_kernel", "phase", "phase_direct",
+                                  "channels_last"])
 def test_thread_count_determinism(path):
     B.require("cpp")
     cfg = {"general": (3, 16, 17, 13, 8, 2, (3, 3), (2, 2), (1, 1), (1, 0), (1, 1)),
            "non_overlapping": (3, 16, 17, 13, 8, 1, (2, 2), (2, 2), (0, 0), (0, 0), (1, 1)),
            "large_kernel": (2, 6, 5, 6, 3, 1, (32, 32), (16, 16), (8, 8), (0, 0), (1, 1)),
            "phase": (2, 6, 5, 6, 3, 1, (32, 32), (16, 16), (8, 8), (0, 0), (1, 1)),
+           "phase_direct": (2, 6, 5, 6, 3, 1, (32, 32), (16, 16), (8, 8), (0, 0), (1, 1)),
            "channels_last": (3, 16, 17, 13, 8, 2, (3, 3), (2, 2), (1, 1), (1, 0), (1, 1))}[path]
     x, wt, b, kw = make(cfg, torch.float32, "channels_last" if path == "channels_last" else "nchw")
 

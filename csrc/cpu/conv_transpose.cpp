@@ -10,6 +10,8 @@
 //    tap row of the kernel lands as a contiguous run of the output row (vector adds);
 //  - phase (FCN, kernel a multiple of the stride): one GEMM over (c_in, taps that land) per
 //    output sub-pixel grid, each output written once;
+//  - phase_direct (float32 FCN, also for channels-last inputs): the same sums computed per output
+//    row by register tiles (cpu/vec/conv_phase_vec.cpp) that store each output once;
 //  - channels_last: GEMM on the [N * H * W, C_in] view with the weight as [C_in, kH * kW * C_out],
 //    each tap a contiguous run of C_out channels of one output pixel;
 //  - general: fill with bias, accumulate the taps.
@@ -30,6 +32,7 @@
 #include "cpu/conv_transpose_cpu.h"
 #include "cpu/alloc.h"
 #include "cpu/isa.h"
+#include "cpu/vec/conv_phase_vec.h"
 #include "cpu/vec/conv_scatter_vec.h"
 #include "detseg/conv_transpose.h"
 
@@ -305,6 +308,134 @@ void forward_phase(const Geom& g, const T* x, const T* wt, const T* bias, T* out
   });
 }
 
+// Sub-pixel rows written in place (FCN's float32 k64 s32): with u = oy + ph = q * sh + ry and
+// ox + pw = m * sw + r, out[co, oy, ox] = bias + sum over (ty, ci, tx) of
+// x[ci, q - ty, m - tx] * w[ci, co, ry + ty * sh, r + tx * sw]: per output row a small GEMM
+// (M = blocks m, K = (ty, ci, tx), N = the sw columns of a block) run by the register tiles of
+// conv_phase_row (cpu/vec/conv_phase_vec.cpp), each output stored once: no GEMM buffer, no
+// copy, no packing of the whole weight. The input is laid out once as A[(n, g, q)][(ty, ci, tx)][m]
+// (zeros outside the image; jy * jx times the input); the B rows of one (c_out, ry) pair are the
+// weight's own runs (or zero-padded copies when the kernel or the stride leaves partial runs;
+// 10 KiB for FCN: L1) and serve every row q with that ry. The taps of a row whose input row lies
+// outside the image are a prefix or suffix of ty, so a row's K is one contiguous range. NCHW
+// output: tasks (image, c_out, ry); channels-last output: tasks (image, ry), all channels of a
+// row, then interleaved. Each output is one call's fixed-order chain: bitwise equal for any
+// thread count and either layout.
+template <typename T>
+void forward_phase_direct(const Geom& g, const T* x, const T* wt, const T* bias, T* out, bool channels_last) {
+  constexpr int64_t P = cpu::kConvPhasePanel;
+  const int64_t jy = (g.kh + g.sh - 1) / g.sh, jx = (g.kw + g.sw - 1) / g.sw;
+  const int64_t q0y = g.ph / g.sh, qy_n = (g.ph + g.ho - 1) / g.sh + 1 - q0y;
+  const int64_t m0x = g.pw / g.sw, M = (g.pw + g.wo - 1) / g.sw + 1 - m0x, c0 = g.pw % g.sw;
+  const int64_t np = (g.sw + P - 1) / P, ldb = np * P, kt = g.cig * jx, K = jy * kt;
+  const int64_t HW = g.hw(), plane = g.plane(), kk = g.kh * g.kw;
+  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  const at::Tensor abuf = at::empty({g.n * g.groups * qy_n * K * M}, opts);  // every element written below
+  T* const ap = abuf.mutable_data_ptr<T>();
+  at::parallel_for(0, g.n * g.groups * qy_n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t q = q0y + i % qy_n;
+      const T* xg = x + i / qy_n * g.cig * HW;  // image n, group gi: (n * groups + gi) * cig channels in
+      T* row = ap + i * K * M;
+      for (int64_t ty = 0; ty < jy; ++ty)
+        for (int64_t ci = 0; ci < g.cig; ++ci)
+          for (int64_t tx = 0; tx < jx; ++tx, row += M) {
+            const int64_t iy = q - ty;
+            for (int64_t m = 0; m < M; ++m) {
+              const int64_t ix = m0x + m - tx;
+              row[m] = iy >= 0 && iy < g.h && ix >= 0 && ix < g.w ? xg[ci * HW + iy * g.w + ix] : T(0);
+            }
+          }
+    }
+  });
+  // The weight's own rows serve as B when every block's lanes are whole runs of the kernel
+  // (FCN: runs of 32 of a 64-wide row); otherwise a zero-padded copy.
+  const bool direct = np * P == g.sw && jx * g.sw == g.kw;
+  // The kernel rows ry + ty * sh of output channel c: f(ty, ci, row of kw weights).
+  auto kernel_rows = [&](int64_t c, int64_t ry, auto&& f) {
+    const int64_t gi = c / g.cog, co = c % g.cog;
+    for (int64_t ty = 0; ty < jy && ry + ty * g.sh < g.kh; ++ty)
+      for (int64_t ci = 0; ci < g.cig; ++ci)
+        f(ty, ci, wt + ((gi * g.cig + ci) * g.cog + co) * kk + (ry + ty * g.sh) * g.kw);
+  };
+  // brow[K]: the B rows of (c, ry); bp[K * ldb]: room for their zero-padded copies.
+  auto set_rows = [&](int64_t c, int64_t ry, const T** brow, T* bp) {
+    if (!direct) std::fill(bp, bp + K * ldb, T(0));
+    kernel_rows(c, ry, [&](int64_t ty, int64_t ci, const T* wk) {
+      for (int64_t tx = 0; tx < jx; ++tx) {
+        const int64_t k = (ty * g.cig + ci) * jx + tx;
+        if (direct) {
+          brow[k] = wk + tx * g.sw;
+        } else {
+          T* d = bp + k * ldb;
+          for (int64_t r = 0, nr = std::min(g.sw, g.kw - tx * g.sw); r < nr; ++r) d[r] = wk[tx * g.sw + r];
+          brow[k] = d;
+        }
+      }
+    });
+  };
+  // The scattered weight runs of (c, ry) (no hardware prefetch): fetched while other rows compute.
+  auto prefetch_rows = [&](int64_t c, int64_t ry) {
+    kernel_rows(c, ry, [&](int64_t, int64_t, const T* wk) {
+      for (int64_t i = 0; i < g.kw; i += 64 / int64_t(sizeof(T))) __builtin_prefetch(wk + i);
+    });
+  };
+  // Output row oy = (q0y + qy) * sh + ry - ph (in [0, ho)) of channel c of image n into dst[wo].
+  // Its landed taps: input row q - ty in [0, h) and kernel row ry + ty * sh < kh, a contiguous
+  // range of ty.
+  auto run_row = [&](int64_t n, int64_t c, int64_t ry, int64_t qy, const T* const* brow, T* dst, bool stream) {
+    const int64_t q = q0y + qy;
+    const int64_t ty_k = ry < g.kh ? std::min(jy - 1, (g.kh - 1 - ry) / g.sh) : -1;
+    const int64_t ty0 = std::max<int64_t>(0, q - g.h + 1), ty1 = std::min(ty_k, q) + 1;
+    const int64_t k0 = ty0 * kt, kn = std::max<int64_t>(ty1 - ty0, 0) * kt;
+    const T* an = ap + ((n * g.groups + c / g.cog) * qy_n + qy) * K * M;
+    DETSEG_ISA_CALL(conv_phase_row, dst, g.wo, g.sw, c0, M, np, an + k0 * M, M, brow + k0, kn,
+                    bias ? bias[c] : T(0), stream);
+  };
+  auto row_of = [&](int64_t qy, int64_t ry) { return (q0y + qy) * g.sh + ry - g.ph; };
+  if (!channels_last) {
+    // Outputs past L3's share (FCN: 22 MB) are written once and not read back here: streamed
+    // stores skip the read-for-ownership and leave the weight in the caches (1.1-1.3x at 1 thread).
+    const bool stream = g.n * g.cout * plane * int64_t(sizeof(T)) >= (int64_t(8) << 20);
+    // Tasks (image, c_out, ry): a B set (10 KiB for FCN) stays in L1 for the rows q that use it.
+    at::parallel_for(0, g.n * g.cout * g.sh, 1, [&](int64_t begin, int64_t end) {
+      const at::Tensor bbuf = at::empty({direct ? 0 : K * ldb}, opts);  // 64-byte aligned rows (whole panels)
+      std::vector<const T*> brow(K, nullptr);
+      for (int64_t unit = begin; unit < end; ++unit) {
+        const int64_t n = unit / (g.cout * g.sh), c = unit / g.sh % g.cout, ry = unit % g.sh;
+        set_rows(c, ry, brow.data(), bbuf.mutable_data_ptr<T>());
+        if (unit + 1 < end) prefetch_rows((unit + 1) / g.sh % g.cout, (unit + 1) % g.sh);
+        for (int64_t qy = 0; qy < qy_n; ++qy) {
+          const int64_t oy = row_of(qy, ry);
+          if (oy >= 0 && oy < g.ho)
+            run_row(n, c, ry, qy, brow.data(), out + (n * g.cout + c) * plane + oy * g.wo, stream);
+        }
+      }
+      if (stream) DETSEG_ISA_CALL(conv_phase_fence);
+    });
+    return;
+  }
+  // Channels-last output: tasks (image, ry) compute the rows of every channel into a buffer
+  // [c_out][wo] (the B sets of all channels stay in L2), then interleave it into the row.
+  at::parallel_for(0, g.n * g.sh, 1, [&](int64_t begin, int64_t end) {
+    const at::Tensor bbuf = at::empty({direct ? 0 : g.cout * K * ldb}, opts);
+    const at::Tensor rbuf = at::empty({g.cout * g.wo}, opts);
+    std::vector<const T*> brow(g.cout * K, nullptr);
+    T* const rows = rbuf.mutable_data_ptr<T>();
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t n = unit / g.sh, ry = unit % g.sh;
+      for (int64_t c = 0; c < g.cout; ++c)
+        set_rows(c, ry, brow.data() + c * K, bbuf.mutable_data_ptr<T>() + c * K * ldb);
+      for (int64_t qy = 0; qy < qy_n; ++qy) {
+        const int64_t oy = row_of(qy, ry);
+        if (oy < 0 || oy >= g.ho) continue;
+        for (int64_t c = 0; c < g.cout; ++c) run_row(n, c, ry, qy, brow.data() + c * K, rows + c * g.wo, false);
+        DETSEG_ISA_CALL(conv_interleave, out + (n * g.ho + oy) * g.wo * g.cout, rows, g.cout, g.wo);
+      }
+    }
+  });
+}
+
 // Channels-last forward: x is [N, H, W, C_in], wr the weight as [C_in, kH, kW, C_out / groups],
 // out [N, H_out, W_out, C_out]; GEMM rows = input pixels of a band, columns (ky, kx, c_out).
 template <typename T>
@@ -349,7 +480,7 @@ void forward_channels_last(const Geom& g, const T* x, const T* wr, const T* bias
   });
 }
 
-enum class Path { kAuto, kGeneral, kNonOverlapping, kLargeKernel, kPhase, kChannelsLast };
+enum class Path { kAuto, kGeneral, kNonOverlapping, kLargeKernel, kPhase, kPhaseDirect, kChannelsLast };
 
 Path parse_path(std::string_view p) {
   if (p == "auto") return Path::kAuto;
@@ -358,8 +489,9 @@ Path parse_path(std::string_view p) {
   if (p == "large_kernel") return Path::kLargeKernel;
   if (p == "channels_last") return Path::kChannelsLast;
   if (p == "phase") return Path::kPhase;
+  if (p == "phase_direct") return Path::kPhaseDirect;
   TORCH_CHECK_VALUE(false, "detseg._conv_transpose2d_path: path must be one of 'auto', 'general', 'non_overlapping', "
-              "'large_kernel', 'phase', 'channels_last', got '", p, "'");
+              "'large_kernel', 'phase', 'phase_direct', 'channels_last', got '", p, "'");
 }
 
 bool non_overlapping(const Geom& g) {
@@ -377,6 +509,16 @@ bool phase_pays(const Geom& g) {
   return slots <= 1.2 * double(g.kh * g.kw);
 }
 
+// The register tiles of phase_direct fill their vectors when a stride spans panels with few
+// idle lanes (FCN's 32: none); float32 on AVX2 / AVX-512 only (float64 and the scalar DEFAULT
+// build, 3x slower than MKL on FCN, keep the phase GEMM). Kernel widths that are whole strides
+// leave no zero-padded B lanes, so a non-finite input reaches exactly ATen's outputs (a zero
+// lane times inf would spread NaN).
+bool phase_direct_pays(const Geom& g, at::ScalarType ct) {
+  constexpr int64_t P = cpu::kConvPhasePanel;
+  return ct == at::kFloat && cpu::current_isa() != cpu::Isa::DEFAULT && phase_pays(g) && g.kw % g.sw == 0 &&
+         g.sw >= P && 4 * ((g.sw + P - 1) / P * P) <= 5 * g.sw;
+}
 
 at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding,
@@ -384,28 +526,32 @@ at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const
   const at::Tensor* b = bias.has_value() && bias->defined() ? &*bias : nullptr;
   const Geom g = conv_transpose2d_geom(op, input, weight, b, stride, padding, output_padding, groups, dilation);
   const bool cl_in = checks::roi_channels_last(input);
+  const auto ct = compute_type(input.scalar_type());
   if (path == Path::kAuto)
-    path = cl_in ? Path::kChannelsLast
-                 : non_overlapping(g) ? Path::kNonOverlapping
-                 : phase_pays(g)      ? Path::kPhase
-                 : large_kernel(g)    ? Path::kLargeKernel
-                                      : Path::kGeneral;
+    path = phase_direct_pays(g, ct) ? Path::kPhaseDirect
+           : cl_in                  ? Path::kChannelsLast
+           : non_overlapping(g)     ? Path::kNonOverlapping
+           : phase_pays(g)          ? Path::kPhase
+           : large_kernel(g)        ? Path::kLargeKernel
+                                    : Path::kGeneral;
   TORCH_CHECK_VALUE(path != Path::kNonOverlapping || non_overlapping(g), "detseg.", op,
               ": the non_overlapping path needs (k - 1) * dilation < stride on both axes");
-  TORCH_CHECK_VALUE(path != Path::kPhase || (g.dh == 1 && g.dw == 1), "detseg.", op,
-              ": the phase path needs dilation (1, 1)");
+  TORCH_CHECK_VALUE((path != Path::kPhase && path != Path::kPhaseDirect) || (g.dh == 1 && g.dw == 1), "detseg.", op,
+              ": the phase and phase_direct paths need dilation (1, 1)");
   TORCH_CHECK_VALUE(path != Path::kLargeKernel || g.dw == 1, "detseg.", op,
               ": the large_kernel path needs dilation[1] == 1");
   // An empty batch has the layout every non-empty one ends in (the fake kernel's), whatever the path.
   if (g.n == 0)
     return at::empty({0, g.cout, g.ho, g.wo}, input.options().memory_format(cl_in ? at::MemoryFormat::ChannelsLast
                                                                                   : at::MemoryFormat::Contiguous));
-  const auto fmt = path == Path::kChannelsLast ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  const auto ct = compute_type(input.scalar_type());
+  // phase_direct reads NCHW and writes either layout.
+  const bool cl_out = path == Path::kChannelsLast || (path == Path::kPhaseDirect && cl_in);
+  const auto fmt = cl_out ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   // Huge pages: the first writes (in the parallel loop) fault 512x less (see cpu/alloc.h).
   at::Tensor out = cpu::advise_huge_pages(
       at::empty({g.n, g.cout, g.ho, g.wo}, input.options().dtype(ct).memory_format(fmt)));
-  const at::Tensor x = input.to(ct).contiguous(fmt);
+  const at::Tensor x = input.to(ct).contiguous(path == Path::kChannelsLast ? at::MemoryFormat::ChannelsLast
+                                                                          : at::MemoryFormat::Contiguous);
   const at::Tensor w = path == Path::kChannelsLast ? weight.to(ct).permute({0, 2, 3, 1}).contiguous()
                                                    : weight.to(ct).contiguous();
   const at::Tensor bc = b ? b->to(ct).contiguous() : at::Tensor();
@@ -418,14 +564,14 @@ at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const
       case Path::kChannelsLast: forward_channels_last<scalar_t>(g, xp, wp, bp, op_); break;
       case Path::kLargeKernel: forward_large_kernel<scalar_t>(g, xp, wp, bp, op_); break;
       case Path::kPhase: forward_phase<scalar_t>(g, xp, wp, bp, op_); break;
+      case Path::kPhaseDirect: forward_phase_direct<scalar_t>(g, xp, wp, bp, op_, cl_in); break;
       case Path::kNonOverlapping: forward_direct<scalar_t>(g, xp, wp, bp, op_); break;
       default: forward_general<scalar_t>(g, xp, wp, bp, op_);
     }
   });
   if (ct != input.scalar_type()) out = out.to(input.scalar_type());
   // Channels-last in, channels-last out (and the reverse) whichever path computed it.
-  if (cl_in != (path == Path::kChannelsLast)) out = out.contiguous(cl_in ? at::MemoryFormat::ChannelsLast
-                                                                        : at::MemoryFormat::Contiguous);
+  if (cl_in != cl_out) out = out.contiguous(cl_in ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
   return out;
 }
 
