@@ -97,6 +97,28 @@ def test_phase_direct_nonfinite_input():
     assert_close(out.nan_to_num(0.0, 0.0, 0.0), ref.nan_to_num(0.0, 0.0, 0.0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_auto_nonfinite_weight_matches_aten(dtype):
+    """The phase paths would multiply zero padding by an inf / NaN weight at the border; the
+    automatic choice sees the non-finite weight and takes an exact path: the same outputs as
+    ATen are NaN / inf, the others agree."""
+    B.require("cpp")
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 5, 6, generator=g, dtype=dtype)
+    wt = torch.randn(3, 2, 64, 64, generator=g, dtype=dtype)
+    wt[0, 0, 0, 0], wt[1, 1, 63, 63], wt[2, 0, 5, 40] = float("inf"), float("nan"), float("-inf")
+    out = detseg.ops.conv_transpose2d(x, wt, stride=32, padding=16)
+    ref = F.conv_transpose2d(x.double(), wt.double(), stride=32, padding=16)
+    assert out.isnan().any() and out.isinf().any()
+    assert torch.equal(out.isnan(), ref.isnan()) and torch.equal(out.isinf(), ref.isinf())
+    assert_close(out.nan_to_num(0.0, 0.0, 0.0), ref.nan_to_num(0.0, 0.0, 0.0).to(dtype))
+    # Finite operands still take the phase paths (the forced path gives the same bits).
+    wt = wt.nan_to_num(0.0, 0.0, 0.0)
+    forced = "phase_direct" if dtype == torch.float32 and torch.backends.cpu.get_cpu_capability() != "DEFAULT" else "phase"
+    assert_bitwise(detseg.ops.conv_transpose2d(x, wt, stride=32, padding=16),
+                   torch.ops.detseg._conv_transpose2d_path(x, wt, None, [32, 32], [16, 16], [0, 0], 1, [1, 1], forced))
+
+
 def test_phase_direct_needs_dilation_one():
     B.require("cpp")
     x, wt, b, (s, p, op, g, _) = make(CONFIGS[2])
