@@ -128,20 +128,30 @@ void forward_direct(const Geom& g, const T* x, const T* wt, const T* bias, T* ou
 // NCHW general path. A task owns the output planes of (image, group, block of output channels)
 // and walks the input in bands of rows: one GEMM per band (rows (c_out, ky, kx) of the block x
 // the band's pixels, sized to stay in L2 until the scatter reads it), each input row computed
-// once. Output rows are bias-filled just before the first band that reaches them, so the
-// planes are swept in one pass while hot.
+// once. Each output row the band reaches is finished while in L1: bias-filled when no earlier
+// band reached it, then the band's taps added (ky, then kx order, as before: the same sums).
+// Tasks run image-fastest so a thread's consecutive tasks share the packed weight block.
 template <typename T>
 void forward_general(const Geom& g, const T* x, const T* wt, const T* bias, T* out) {
   const int64_t R = g.rows(), HW = g.hw(), plane = g.plane(), kk = g.kh * g.kw;
   int64_t cb = g.cog;
   while (cb > 1 && g.n * g.groups * ((g.cog + cb - 1) / cb) < kMinTasks) cb = (cb + 1) / 2;
   const int64_t nblk = (g.cog + cb - 1) / cb, in_rows = rows_for(cb * kk * g.w, g.h, kL2Elems);
+  // Input columns each kx tap reaches (the same for every row).
+  std::vector<int64_t> jlo(g.kw), jhi(g.kw);
+  for (int64_t kx = 0; kx < g.kw; ++kx) conv_transpose_tap_inputs(kx, 0, g.wo, g.w, g.sw, g.pw, g.dw, &jlo[kx], &jhi[kx]);
   at::parallel_for(0, g.n * g.groups * nblk, 1, [&](int64_t begin, int64_t end) {
     auto buf = scratch<T>(cb * kk * in_rows * g.w);
     T* cols = buf.get();
+    std::unique_ptr<WeightGemm<T>> gemm;
+    int64_t gemm_of = -1;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / (g.groups * nblk), gi = (task / nblk) % g.groups;
-      const int64_t co0 = (task % nblk) * cb, co1 = std::min(g.cog, co0 + cb);
+      const int64_t n = task % g.n, gb = task / g.n, gi = gb / nblk;
+      const int64_t co0 = (gb % nblk) * cb, co1 = std::min(g.cog, co0 + cb);
+      if (gemm_of != gb) {
+        gemm = std::make_unique<WeightGemm<T>>((co1 - co0) * kk, g.cig, wt + gi * g.cig * R + co0 * kk, R, in_rows * g.w);
+        gemm_of = gb;
+      }
       T* pl0 = out + (n * g.cout + gi * g.cog) * plane;
       auto fill = [&](int64_t r0, int64_t r1) {
         for (int64_t co = co0; co < co1; ++co)
@@ -150,28 +160,29 @@ void forward_general(const Geom& g, const T* x, const T* wt, const T* bias, T* o
       int64_t filled = 0;
       for (int64_t iy0 = 0; iy0 < g.h; iy0 += in_rows) {
         const int64_t iy1 = std::min(g.h, iy0 + in_rows), P = (iy1 - iy0) * g.w;
-        const int64_t reach = std::clamp<int64_t>((iy1 - 1) * g.sh - g.ph + (g.kh - 1) * g.dh + 1, 0, g.ho);
-        if (reach > filled) fill(filled, reach), filled = reach;
-        gemm_rm<T>(true, false, (co1 - co0) * kk, P, g.cig, wt + gi * g.cig * R + co0 * kk, R,
-                   x + (n * g.cin + gi * g.cig) * HW + iy0 * g.w, HW, false, cols, P);
+        // Output rows [oy0, oy1) take taps of this band; rows below oy0 are reached by no later band.
+        const int64_t oy0 = std::clamp<int64_t>(iy0 * g.sh - g.ph, 0, g.ho);
+        const int64_t oy1 = std::clamp<int64_t>((iy1 - 1) * g.sh - g.ph + (g.kh - 1) * g.dh + 1, oy0, g.ho);
+        if (oy0 > filled) fill(filled, oy0), filled = oy0;
+        (*gemm)(P, x + (n * g.cin + gi * g.cig) * HW + iy0 * g.w, HW, cols, P);
         for (int64_t co = co0; co < co1; ++co) {
           T* pl = pl0 + co * plane;
-          for (int64_t ky = 0; ky < g.kh; ++ky) {
-            int64_t ilo, ihi;
-            conv_transpose_tap_inputs(ky, 0, g.ho, g.h, g.sh, g.ph, g.dh, &ilo, &ihi);
-            ilo = std::max(ilo, iy0), ihi = std::min(ihi, iy1);
-            for (int64_t kx = 0; kx < g.kw; ++kx) {
-              int64_t jlo, jhi;
-              conv_transpose_tap_inputs(kx, 0, g.wo, g.w, g.sw, g.pw, g.dw, &jlo, &jhi);
-              const T* src = cols + (((co - co0) * g.kh + ky) * g.kw + kx) * P;
-              if (jhi <= jlo) continue;
-              for (int64_t iy = ilo; iy < ihi; ++iy) {
-                T* orow = pl + (iy * g.sh - g.ph + ky * g.dh) * g.wo + (kx * g.dw - g.pw);
-                DETSEG_ISA_CALL(conv_scatter_add, orow + jlo * g.sw, src + (iy - iy0) * g.w + jlo, jhi - jlo, g.sw);
-              }
+          const T b = bias ? bias[gi * g.cog + co] : T(0);
+          for (int64_t oy = oy0; oy < oy1; ++oy) {
+            T* orow = pl + oy * g.wo;
+            if (oy >= filled) std::fill(orow, orow + g.wo, b);
+            for (int64_t ky = 0; ky < g.kh; ++ky) {
+              const int64_t u = oy + g.ph - ky * g.dh;
+              if (u < 0 || u % g.sh != 0 || u / g.sh < iy0 || u / g.sh >= iy1) continue;
+              const T* src = cols + ((co - co0) * kk + ky * g.kw) * P + (u / g.sh - iy0) * g.w;
+              for (int64_t kx = 0; kx < g.kw; ++kx)
+                if (jhi[kx] > jlo[kx])
+                  DETSEG_ISA_CALL(conv_scatter_add, orow + jlo[kx] * g.sw + (kx * g.dw - g.pw), src + kx * P + jlo[kx],
+                                  jhi[kx] - jlo[kx], g.sw);
             }
           }
         }
+        filled = std::max(filled, oy1);
       }
       fill(filled, g.ho);
     }
