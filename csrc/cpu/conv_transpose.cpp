@@ -86,6 +86,9 @@ void write_row_direct(const Geom& g, T* orow, const T* src, int64_t kstride, T b
   }
 }
 
+// Buffer elements of the non-overlapping path's GEMM output (read back once by the interleave).
+constexpr int64_t kDirectElems = kL2Elems;
+
 // Tasks of (image, group, block of output channels): at least this many when the shape allows.
 constexpr int64_t kMinTasks = 8;
 
@@ -94,19 +97,25 @@ constexpr int64_t kMinTasks = 8;
 template <typename T>
 void forward_direct(const Geom& g, const T* x, const T* wt, const T* bias, T* out) {
   const int64_t R = g.rows(), HW = g.hw(), plane = g.plane();
-  const Bands bands = row_bands(g, rows_for(R * g.w, g.h));
-  at::parallel_for(0, g.n * g.groups * bands.count, 1, [&](int64_t begin, int64_t end) {
+  const Bands bands = row_bands(g, rows_for(R * g.w, g.h, kDirectElems));
+  const int64_t per_group = g.n * bands.count;
+  // Group-major tasks: a thread's consecutive tasks share the packed weight.
+  at::parallel_for(0, g.groups * per_group, 1, [&](int64_t begin, int64_t end) {
     auto buf = scratch<T>(R * bands.max_in * g.w);
     T* cols = buf.get();
+    std::unique_ptr<WeightGemm<T>> gemm;
+    int64_t gemm_of = -1;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / (g.groups * bands.count), gi = (task / bands.count) % g.groups;
+      const int64_t gi = task / per_group, n = task % per_group / bands.count;
       const int64_t oy0 = (task % bands.count) * bands.band, oy1 = std::min(g.ho, oy0 + bands.band);
+      if (gemm_of != gi) {
+        gemm = std::make_unique<WeightGemm<T>>(R, g.cig, wt + gi * g.cig * R, R, bands.max_in * g.w);
+        gemm_of = gi;
+      }
       int64_t iy0, iy1;
       conv_transpose_band_inputs(oy0, oy1, g.h, g.kh, g.sh, g.ph, g.dh, &iy0, &iy1);
       const int64_t P = std::max<int64_t>(iy1 - iy0, 0) * g.w;
-      if (P > 0)
-        gemm_rm<T>(true, false, R, P, g.cig, wt + gi * g.cig * R, R, x + (n * g.cin + gi * g.cig) * HW + iy0 * g.w,
-                   HW, false, cols, P);
+      if (P > 0) (*gemm)(P, x + (n * g.cin + gi * g.cig) * HW + iy0 * g.w, HW, cols, P);
       for (int64_t co = 0; co < g.cog; ++co) {
         T* pl = out + (n * g.cout + gi * g.cog + co) * plane;
         const T b = bias ? bias[gi * g.cog + co] : T(0);
