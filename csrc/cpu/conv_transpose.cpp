@@ -137,8 +137,8 @@ void forward_direct(const Geom& g, const T* x, const T* wt, const T* bias, T* ou
 // NCHW general path. A task owns the output planes of (image, group, block of output channels)
 // and walks the input in bands of rows: one GEMM per band (rows (c_out, ky, kx) of the block x
 // the band's pixels, sized to stay in L2 until the scatter reads it), each input row computed
-// once. Each output row the band reaches is finished while in L1: bias-filled when no earlier
-// band reached it, then the band's taps added (ky, then kx order, as before: the same sums).
+// once. Each output row the band reaches is finished in registers (conv_row_taps): bias, or
+// the partial sums of earlier bands, plus this band's taps in (ky, kx) order, stored once.
 // Tasks run image-fastest so a thread's consecutive tasks share the packed weight block.
 template <typename T>
 void forward_general(const Geom& g, const T* x, const T* wt, const T* bias, T* out) {
@@ -154,6 +154,8 @@ void forward_general(const Geom& g, const T* x, const T* wt, const T* bias, T* o
     T* cols = buf.get();
     std::unique_ptr<WeightGemm<T>> gemm;
     int64_t gemm_of = -1;
+    std::vector<const T*> tap_src(kk);
+    std::vector<int64_t> tap_first(kk), tap_count(kk);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task % g.n, gb = task / g.n, gi = gb / nblk;
       const int64_t co0 = (gb % nblk) * cb, co1 = std::min(g.cog, co0 + cb);
@@ -178,17 +180,20 @@ void forward_general(const Geom& g, const T* x, const T* wt, const T* bias, T* o
           T* pl = pl0 + co * plane;
           const T b = bias ? bias[gi * g.cog + co] : T(0);
           for (int64_t oy = oy0; oy < oy1; ++oy) {
-            T* orow = pl + oy * g.wo;
-            if (oy >= filled) std::fill(orow, orow + g.wo, b);
+            int ntaps = 0;
             for (int64_t ky = 0; ky < g.kh; ++ky) {
               const int64_t u = oy + g.ph - ky * g.dh;
               if (u < 0 || u % g.sh != 0 || u / g.sh < iy0 || u / g.sh >= iy1) continue;
               const T* src = cols + ((co - co0) * kk + ky * g.kw) * P + (u / g.sh - iy0) * g.w;
               for (int64_t kx = 0; kx < g.kw; ++kx)
-                if (jhi[kx] > jlo[kx])
-                  DETSEG_ISA_CALL(conv_scatter_add, orow + jlo[kx] * g.sw + (kx * g.dw - g.pw), src + kx * P + jlo[kx],
-                                  jhi[kx] - jlo[kx], g.sw);
+                if (jhi[kx] > jlo[kx]) {
+                  tap_src[ntaps] = src + kx * P + jlo[kx];
+                  tap_first[ntaps] = jlo[kx] * g.sw + kx * g.dw - g.pw;
+                  tap_count[ntaps++] = jhi[kx] - jlo[kx];
+                }
             }
+            DETSEG_ISA_CALL(conv_row_taps, pl + oy * g.wo, g.wo, oy >= filled, b, ntaps, tap_src.data(),
+                            tap_first.data(), tap_count.data(), g.sw);
           }
         }
         filled = std::max(filled, oy1);

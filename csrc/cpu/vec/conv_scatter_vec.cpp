@@ -6,6 +6,8 @@
 // (another tap's outputs, or past the end of the row) are neither read nor written.
 #include "cpu/vec/conv_scatter_vec.h"
 
+#include <algorithm>
+
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 #include <immintrin.h>
 #endif
@@ -42,6 +44,50 @@ void conv_scatter_add(float* out, const float* src, int64_t n, int64_t stride) {
 
 void conv_scatter_add(double* out, const double* src, int64_t n, int64_t stride) {
   for (int64_t j = 0; j < n; ++j) out[j * stride] += src[j];
+}
+
+namespace {
+
+template <typename T>
+void row_taps_scalar(T* orow, int64_t wo, bool start, T bias, int ntaps, const T* const* src, const int64_t* first,
+                     const int64_t* count, int64_t stride) {
+  if (start) std::fill(orow, orow + wo, bias);
+  for (int t = 0; t < ntaps; ++t) conv_scatter_add(orow + first[t], src[t], count[t], stride);
+}
+
+}  // namespace
+
+// Stride 2 on AVX-512: 16 outputs per step, each tap's values expanded into its parity's lanes
+// (masked to the lanes it covers), one store per step.
+void conv_row_taps(float* orow, int64_t wo, bool start, float bias, int ntaps, const float* const* src,
+                   const int64_t* first, const int64_t* count, int64_t stride) {
+#if defined(CPU_CAPABILITY_AVX512)
+  if (stride == 2) {
+    const __m512 b = _mm512_set1_ps(bias);
+    for (int64_t x0 = 0; x0 < wo; x0 += 16) {
+      const __mmask16 live = wo - x0 >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (wo - x0)) - 1);
+      __m512 acc = start ? b : _mm512_maskz_loadu_ps(live, orow + x0);
+      for (int t = 0; t < ntaps; ++t) {
+        // Tap t's j-th value lands on lane lo + 2 j of this step.
+        const int64_t lo = first[t] - x0, hi = lo + 2 * count[t];
+        if (hi <= 0 || lo >= 16) continue;
+        const uint32_t a = uint32_t(std::max<int64_t>(lo, 0)), e = uint32_t(std::min<int64_t>(hi, 16));
+        const uint32_t range = ((1u << e) - 1) & ~((1u << a) - 1);
+        const __mmask16 m = __mmask16(range & ((lo & 1) ? 0xAAAAu : 0x5555u));
+        const float* s = src[t] + (lo >= 0 ? 0 : ((lo & 1) - lo) / 2);
+        acc = _mm512_mask_add_ps(acc, m, acc, _mm512_maskz_expandloadu_ps(m, s));
+      }
+      _mm512_mask_storeu_ps(orow + x0, live, acc);
+    }
+    return;
+  }
+#endif
+  row_taps_scalar(orow, wo, start, bias, ntaps, src, first, count, stride);
+}
+
+void conv_row_taps(double* orow, int64_t wo, bool start, double bias, int ntaps, const double* const* src,
+                   const int64_t* first, const int64_t* count, int64_t stride) {
+  row_taps_scalar(orow, wo, start, bias, ntaps, src, first, count, stride);
 }
 
 // Stride 2: the even lanes of two vectors (masked loads: nothing past src[2 (n - 1)] is read).
