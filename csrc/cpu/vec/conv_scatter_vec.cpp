@@ -64,6 +64,8 @@ void conv_row_taps(float* orow, int64_t wo, bool start, float bias, int ntaps, c
 #if defined(CPU_CAPABILITY_AVX512)
   if (stride == 2) {
     const __m512 b = _mm512_set1_ps(bias);
+    // (expanding loads from memory are slow on AMD cores: the edge steps only)
+    const __m512i pairs = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
     for (int64_t x0 = 0; x0 < wo; x0 += 16) {
       const __mmask16 live = wo - x0 >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (wo - x0)) - 1);
       __m512 acc = start ? b : _mm512_maskz_loadu_ps(live, orow + x0);
@@ -71,9 +73,15 @@ void conv_row_taps(float* orow, int64_t wo, bool start, float bias, int ntaps, c
         // Tap t's j-th value lands on lane lo + 2 j of this step.
         const int64_t lo = first[t] - x0, hi = lo + 2 * count[t];
         if (hi <= 0 || lo >= 16) continue;
+        const __mmask16 parity = (lo & 1) ? __mmask16(0xAAAA) : __mmask16(0x5555);
+        if (lo <= 1 && hi >= 16) {  // all 8 lanes of the parity: a plain load spread by a permute
+          const __m512 v = _mm512_maskz_loadu_ps(0xFF, src[t] + ((lo & 1) - lo) / 2);
+          acc = _mm512_mask_add_ps(acc, parity, acc, _mm512_maskz_permutexvar_ps(parity, pairs, v));
+          continue;
+        }
         const uint32_t a = uint32_t(std::max<int64_t>(lo, 0)), e = uint32_t(std::min<int64_t>(hi, 16));
         const uint32_t range = ((1u << e) - 1) & ~((1u << a) - 1);
-        const __mmask16 m = __mmask16(range & ((lo & 1) ? 0xAAAAu : 0x5555u));
+        const __mmask16 m = __mmask16(range) & parity;
         const float* s = src[t] + (lo >= 0 ? 0 : ((lo & 1) - lo) / 2);
         acc = _mm512_mask_add_ps(acc, m, acc, _mm512_maskz_expandloadu_ps(m, s));
       }
