@@ -29,26 +29,27 @@ void conv_gemm_pack_a(float* dst, const float* at, int64_t lda, int64_t m, int64
 
 namespace {
 
-template <int MR>
+// NV = 2 vectors of columns, or 1 for a last panel of at most 16 (half the arithmetic).
+template <int MR, int NV>
 inline void tile(const float* ap, const float* bp, int64_t k, float* c, int64_t ldc, int64_t rows, __mmask16 m0,
                  __mmask16 m1) {
   __m512 acc0[MR], acc1[MR];
 #pragma GCC unroll 12
   for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
   for (int64_t kk = 0; kk < k; ++kk, ap += kGemmMr, bp += kGemmNr) {
-    const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16);
+    const __m512 b0 = _mm512_loadu_ps(bp), b1 = NV > 1 ? _mm512_loadu_ps(bp + 16) : b0;
 #pragma GCC unroll 12
     for (int r = 0; r < MR; ++r) {
       const __m512 a = _mm512_set1_ps(ap[r]);
       acc0[r] = _mm512_fmadd_ps(a, b0, acc0[r]);
-      acc1[r] = _mm512_fmadd_ps(a, b1, acc1[r]);
+      if (NV > 1) acc1[r] = _mm512_fmadd_ps(a, b1, acc1[r]);
     }
   }
 #pragma GCC unroll 12
   for (int r = 0; r < MR; ++r) {
     if (r >= rows) break;
     _mm512_mask_storeu_ps(c + r * ldc, m0, acc0[r]);
-    _mm512_mask_storeu_ps(c + r * ldc + 16, m1, acc1[r]);
+    if (NV > 1) _mm512_mask_storeu_ps(c + r * ldc + 16, m1, acc1[r]);
   }
 }
 
@@ -72,7 +73,10 @@ void conv_gemm(const float* ap, int64_t m, int64_t k, const float* b, int64_t ld
       const int64_t cols = std::min(kGemmNr, n - q * kGemmNr);
       const __mmask16 m0 = cols >= 16 ? 0xFFFF : __mmask16((1u << cols) - 1);
       const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : __mmask16((1u << (cols - 16)) - 1);
-      tile<kGemmMr>(ap + p * k, bbuf + q * k * kGemmNr, k, c + p * ldc + q * kGemmNr, ldc, rows, m0, m1);
+      if (cols > 16)
+        tile<kGemmMr, 2>(ap + p * k, bbuf + q * k * kGemmNr, k, c + p * ldc + q * kGemmNr, ldc, rows, m0, m1);
+      else
+        tile<kGemmMr, 1>(ap + p * k, bbuf + q * k * kGemmNr, k, c + p * ldc + q * kGemmNr, ldc, rows, m0, m1);
     }
   }
 }
