@@ -66,12 +66,7 @@ void write_row_direct(const Geom& g, T* orow, const T* src, int64_t kstride, T b
   if (g.sw == g.kw && g.dw == 1 && g.pw == 0) {  // kernel == stride: an interleave
     const int64_t full = std::min(g.w, g.wo / g.sw);
     if (g.kw == 2) {
-      const T* s0 = src;
-      const T* s1 = src + kstride;
-      for (int64_t ix = 0; ix < full; ++ix) {
-        orow[2 * ix] = s0[ix] + bias;
-        orow[2 * ix + 1] = s1[ix] + bias;
-      }
+      DETSEG_ISA_CALL(conv_interleave2, orow, src, src + kstride, full, bias);
     } else {
       for (int64_t ix = 0; ix < full; ++ix)
         for (int64_t kx = 0; kx < g.kw; ++kx) orow[ix * g.kw + kx] = src[kx * kstride + ix] + bias;

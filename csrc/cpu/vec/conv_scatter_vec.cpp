@@ -93,6 +93,31 @@ void conv_row_taps(float* orow, int64_t wo, bool start, float bias, int ntaps, c
   row_taps_scalar(orow, wo, start, bias, ntaps, src, first, count, stride);
 }
 
+void conv_interleave2(float* out, const float* s0, const float* s1, int64_t n, float bias) {
+  int64_t i = 0;
+#if defined(CPU_CAPABILITY_AVX512)
+  const __m512 b = _mm512_set1_ps(bias);
+  const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 a = _mm512_add_ps(_mm512_loadu_ps(s0 + i), b), c = _mm512_add_ps(_mm512_loadu_ps(s1 + i), b);
+    _mm512_storeu_ps(out + 2 * i, _mm512_permutex2var_ps(a, lo, c));
+    _mm512_storeu_ps(out + 2 * i + 16, _mm512_permutex2var_ps(a, hi, c));
+  }
+#endif
+  for (; i < n; ++i) {
+    out[2 * i] = s0[i] + bias;
+    out[2 * i + 1] = s1[i] + bias;
+  }
+}
+
+void conv_interleave2(double* out, const double* s0, const double* s1, int64_t n, double bias) {
+  for (int64_t i = 0; i < n; ++i) {
+    out[2 * i] = s0[i] + bias;
+    out[2 * i + 1] = s1[i] + bias;
+  }
+}
+
 void conv_row_taps(double* orow, int64_t wo, bool start, double bias, int ntaps, const double* const* src,
                    const int64_t* first, const int64_t* count, int64_t stride) {
   row_taps_scalar(orow, wo, start, bias, ntaps, src, first, count, stride);

@@ -24,3 +24,8 @@ DETSEG_ISA_DECLARE(void conv_row_taps(float* orow, int64_t wo, bool start, float
 DETSEG_ISA_DECLARE(void conv_row_taps(double* orow, int64_t wo, bool start, double bias, int ntaps,
                                       const double* const* src, const int64_t* first, const int64_t* count,
                                       int64_t stride))
+
+// out[2 i] = s0[i] + bias, out[2 i + 1] = s1[i] + bias for i < n: a kernel-2 stride-2 output row
+// (the non-overlapping forward's interleave).
+DETSEG_ISA_DECLARE(void conv_interleave2(float* out, const float* s0, const float* s1, int64_t n, float bias))
+DETSEG_ISA_DECLARE(void conv_interleave2(double* out, const double* s0, const double* s1, int64_t n, double bias))
