@@ -58,13 +58,16 @@ inline void tile(const float* ap, const float* bp, int64_t k, float* c, int64_t 
 void conv_gemm(const float* ap, int64_t m, int64_t k, const float* b, int64_t ldb, int64_t n, float* c, int64_t ldc,
                float* bbuf) {
   const int64_t panels = (n + kGemmNr - 1) / kGemmNr;
+  // (masked loads: nothing past b[kk, n - 1] is read; the panel's padding columns are zeros)
   for (int64_t kk = 0; kk < k; ++kk) {
     const float* src = b + kk * ldb;
     for (int64_t q = 0; q < panels; ++q) {
       float* d = bbuf + (q * k + kk) * kGemmNr;
       const int64_t cols = std::min(kGemmNr, n - q * kGemmNr);
-      std::memcpy(d, src + q * kGemmNr, cols * sizeof(float));
-      if (cols < kGemmNr) std::fill(d + cols, d + kGemmNr, 0.f);
+      const __mmask16 m0 = cols >= 16 ? 0xFFFF : __mmask16((1u << cols) - 1);
+      const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : __mmask16((1u << (cols - 16)) - 1);
+      _mm512_storeu_ps(d, _mm512_maskz_loadu_ps(m0, src + q * kGemmNr));
+      _mm512_storeu_ps(d + 16, _mm512_maskz_loadu_ps(m1, src + q * kGemmNr + 16));
     }
   }
   for (int64_t p = 0; p < m; p += kGemmMr) {
