@@ -81,6 +81,10 @@ void write_row_direct(const Geom& g, T* orow, const T* src, int64_t kstride, T b
   }
 }
 
+// Buffer elements of the general path's GEMM output: half of L2, which left room for the packed
+// operands and the output rows (3x3 decoder, 2 threads: ~4% less CPU time than 1 MiB).
+constexpr int64_t kGeneralElems = int64_t(1) << 17;
+
 // Buffer elements of the non-overlapping path's GEMM output (read back once by the interleave).
 constexpr int64_t kDirectElems = kL2Elems;
 
@@ -140,7 +144,7 @@ void forward_general(const Geom& g, const T* x, const T* wt, const T* bias, T* o
   const int64_t R = g.rows(), HW = g.hw(), plane = g.plane(), kk = g.kh * g.kw;
   int64_t cb = g.cog;
   while (cb > 1 && g.n * g.groups * ((g.cog + cb - 1) / cb) < kMinTasks) cb = (cb + 1) / 2;
-  const int64_t nblk = (g.cog + cb - 1) / cb, in_rows = rows_for(cb * kk * g.w, g.h, kL2Elems);
+  const int64_t nblk = (g.cog + cb - 1) / cb, in_rows = rows_for(cb * kk * g.w, g.h, kGeneralElems);
   // Input columns each kx tap reaches (the same for every row).
   std::vector<int64_t> jlo(g.kw), jhi(g.kw);
   for (int64_t kx = 0; kx < g.kw; ++kx) conv_transpose_tap_inputs(kx, 0, g.wo, g.w, g.sw, g.pw, g.dw, &jlo[kx], &jhi[kx]);
