@@ -66,7 +66,28 @@ void conv_row_taps(float* orow, int64_t wo, bool start, float bias, int ntaps, c
     const __m512 b = _mm512_set1_ps(bias);
     // (expanding loads from memory are slow on AMD cores: the edge steps only)
     const __m512i pairs = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    // Steps [fast0, fast1] are inside every tap's run and the row: per tap one fixed pointer
+    // and parity, no per-step range arithmetic (the general step below does the same adds).
+    constexpr int kMaxFast = 16;
+    const float* base[kMaxFast];
+    __mmask16 par[kMaxFast];
+    int64_t fast0 = 0, fast1 = ntaps <= kMaxFast ? wo - 16 : -1;
+    for (int t = 0; t < ntaps && t < kMaxFast; ++t) {
+      fast0 = std::max(fast0, first[t] - 1);
+      fast1 = std::min(fast1, first[t] + 2 * count[t] - 16);
+      base[t] = src[t] + ((first[t] & 1) - first[t]) / 2;
+      par[t] = (first[t] & 1) ? __mmask16(0xAAAA) : __mmask16(0x5555);
+    }
     for (int64_t x0 = 0; x0 < wo; x0 += 16) {
+      if (x0 >= fast0 && x0 <= fast1) {
+        __m512 acc = start ? b : _mm512_loadu_ps(orow + x0);
+        for (int t = 0; t < ntaps; ++t) {
+          const __m512 v = _mm512_maskz_loadu_ps(0xFF, base[t] + x0 / 2);
+          acc = _mm512_mask_add_ps(acc, par[t], acc, _mm512_maskz_permutexvar_ps(par[t], pairs, v));
+        }
+        _mm512_storeu_ps(orow + x0, acc);
+        continue;
+      }
       const __mmask16 live = wo - x0 >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (wo - x0)) - 1);
       __m512 acc = start ? b : _mm512_maskz_loadu_ps(live, orow + x0);
       for (int t = 0; t < ntaps; ++t) {
