@@ -507,6 +507,28 @@ def test_own_gemm_and_blas_fallback_agree(cfg, monkeypatch):
         assert_bitwise(blas, blas_2)
 
 
+@pytest.mark.parametrize("cfg", OWN_GEMM_CONFIGS[1:], ids=[f"g{i}" for i in range(1, len(OWN_GEMM_CONFIGS))])
+def test_own_gemm_backward_and_blas_fallback_agree(cfg, monkeypatch):
+    """grad_input's products (NCHW) run on the same kernel, the weight block packed per thread."""
+    B.require("cpp")
+    x, wt, b, kw = make(cfg, torch.float32)
+    gen = torch.Generator().manual_seed(3)
+    gy = torch.randn(F.conv_transpose2d(x, wt, b, **kw).shape, generator=gen)
+
+    def grads():
+        return torch.ops.detseg._conv_transpose2d_backward(gy, x, wt, *args(kw), [True, True, True])
+
+    own, own_2 = grads(), B.at_threads(2, grads)
+    monkeypatch.setenv("DETSEG_CONV_OWN_GEMM", "0")
+    blas = grads()
+    xd, wd, bd = (t.double().requires_grad_() for t in (x, wt, b))
+    want = torch.autograd.grad(F.conv_transpose2d(xd, wd, bd, **kw), (xd, wd, bd), gy.double())
+    for o, o2, f, w in zip(own, own_2, blas, want):
+        assert_close(o, w, "grad")
+        assert_close(f, w, "grad")
+        assert_bitwise(o, o2)
+
+
 def test_own_gemm_large_values_and_nan():
     """Inf / NaN in the input reach exactly the outputs they touch, as with ATen."""
     B.require("cpp")

@@ -108,7 +108,7 @@ void forward_direct(const Geom& g, const T* x, const T* wt, const T* bias, T* ou
       const int64_t gi = task / per_group, n = task % per_group / bands.count;
       const int64_t oy0 = (task % bands.count) * bands.band, oy1 = std::min(g.ho, oy0 + bands.band);
       if (gemm_of != gi) {
-        gemm = std::make_unique<WeightGemm<T>>(R, g.cig, wt + gi * g.cig * R, R, bands.max_in * g.w);
+        gemm = std::make_unique<WeightGemm<T>>(true, R, g.cig, wt + gi * g.cig * R, R, bands.max_in * g.w);
         gemm_of = gi;
       }
       int64_t iy0, iy1;
@@ -159,7 +159,7 @@ void forward_general(const Geom& g, const T* x, const T* wt, const T* bias, T* o
       const int64_t n = task % g.n, gb = task / g.n, gi = gb / nblk;
       const int64_t co0 = (gb % nblk) * cb, co1 = std::min(g.cog, co0 + cb);
       if (gemm_of != gb) {
-        gemm = std::make_unique<WeightGemm<T>>((co1 - co0) * kk, g.cig, wt + gi * g.cig * R + co0 * kk, R, in_rows * g.w);
+        gemm = std::make_unique<WeightGemm<T>>(true, (co1 - co0) * kk, g.cig, wt + gi * g.cig * R + co0 * kk, R, in_rows * g.w);
         gemm_of = gb;
       }
       T* pl0 = out + (n * g.cout + gi * g.cog) * plane;

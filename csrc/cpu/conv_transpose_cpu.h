@@ -49,22 +49,23 @@ std::unique_ptr<T[]> scratch(int64_t elems) {
   return std::unique_ptr<T[]>(new T[std::max<int64_t>(elems, 1)]);
 }
 
-// Row-major C[m, n] = op(A)[m, k] B[k, n] for one A (a weight block, given transposed: at[k, m])
-// and many B (input bands). Float32 on AVX-512 packs op(A) once for the csrc/cpu/vec/conv_gemm_vec
+// Row-major C[m, n] = op(A)[m, k] B[k, n] for one A (a weight block: given transposed, a[k, m], when
+// ta) and many B (input bands). Float32 on AVX-512 packs op(A) once for the csrc/cpu/vec/conv_gemm_vec
 // kernel (faster than MKL's sgemm here, see its header); otherwise each product goes through
 // gemm_rm. Either way a product is single-threaded and its sums do not depend on the thread
 // count. DETSEG_CONV_OWN_GEMM=0 (read at construction) forces gemm_rm: the fallback's tests.
 template <typename T>
 class WeightGemm {
  public:
-  WeightGemm(int64_t m, int64_t k, const T* at, int64_t lda, int64_t n_max) : m_(m), k_(k), at_(at), lda_(lda) {
+  WeightGemm(bool ta, int64_t m, int64_t k, const T* a, int64_t lda, int64_t n_max)
+      : ta_(ta), m_(m), k_(k), a_(a), lda_(lda) {
     if constexpr (std::is_same_v<T, float>) {
       const char* off = std::getenv("DETSEG_CONV_OWN_GEMM");
       if (m > 0 && k > 0 && !(off && off[0] == '0') && DETSEG_ISA_CALL(conv_gemm_available)) {
         packed_a_ = scratch<float>(cpu::gemm_packed_a_elems(m, k));
         packed_b_ = scratch<float>(cpu::gemm_packed_b_elems(n_max, k));
         n_max_ = n_max;
-        DETSEG_ISA_CALL(conv_gemm_pack_a, packed_a_.get(), at, lda, m, k);
+        DETSEG_ISA_CALL(conv_gemm_pack_a, packed_a_.get(), a, ta ? 1 : lda, ta ? lda : 1, m, k);
       }
     }
   }
@@ -79,12 +80,13 @@ class WeightGemm {
         return;
       }
     }
-    gemm_rm<T>(true, false, m_, n, k_, at_, lda_, b, ldb, false, c, ldc);
+    gemm_rm<T>(ta_, false, m_, n, k_, a_, lda_, b, ldb, false, c, ldc);
   }
 
  private:
+  bool ta_;
   int64_t m_, k_;
-  const T* at_;
+  const T* a_;
   int64_t lda_, n_max_ = 0;
   std::unique_ptr<float[]> packed_a_, packed_b_;
 };

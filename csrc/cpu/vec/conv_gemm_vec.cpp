@@ -16,12 +16,16 @@ namespace detseg::cpu::CPU_CAPABILITY {
 
 bool conv_gemm_available() { return true; }
 
-void conv_gemm_pack_a(float* dst, const float* at, int64_t lda, int64_t m, int64_t k) {
+void conv_gemm_pack_a(float* dst, const float* a, int64_t row_stride, int64_t k_stride, int64_t m, int64_t k) {
   for (int64_t p = 0; p < m; p += kGemmMr) {
     const int64_t rows = std::min(kGemmMr, m - p);
     float* d = dst + p * k;
     for (int64_t kk = 0; kk < k; ++kk, d += kGemmMr) {
-      std::memcpy(d, at + kk * lda + p, rows * sizeof(float));
+      const float* s = a + p * row_stride + kk * k_stride;
+      if (row_stride == 1)
+        std::memcpy(d, s, rows * sizeof(float));
+      else
+        for (int64_t r = 0; r < rows; ++r) d[r] = s[r * row_stride];
       std::fill(d + rows, d + kGemmMr, 0.f);
     }
   }
@@ -87,7 +91,7 @@ void conv_gemm(const float* ap, int64_t m, int64_t k, const float* b, int64_t ld
 #else
 
 bool conv_gemm_available() { return false; }
-void conv_gemm_pack_a(float*, const float*, int64_t, int64_t, int64_t) {}
+void conv_gemm_pack_a(float*, const float*, int64_t, int64_t, int64_t, int64_t) {}
 void conv_gemm(const float*, int64_t, int64_t, const float*, int64_t, int64_t, float*, int64_t, float*) {}
 
 #endif

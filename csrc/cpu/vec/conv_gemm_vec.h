@@ -18,8 +18,10 @@ inline int64_t gemm_packed_b_elems(int64_t n, int64_t k) { return (n + kGemmNr -
 
 // Whether this ISA has the kernel.
 DETSEG_ISA_DECLARE(bool conv_gemm_available())
-// dst (gemm_packed_a_elems(m, k)) = panels of A[m, k] given as its transpose at[k, m] (leading dimension lda).
-DETSEG_ISA_DECLARE(void conv_gemm_pack_a(float* dst, const float* at, int64_t lda, int64_t m, int64_t k))
+// dst (gemm_packed_a_elems(m, k)) = panels of A[m, k], element (i, j) at a[i * row_stride + j * k_stride]
+// (row_stride 1: A given as its transpose, the forward's weight).
+DETSEG_ISA_DECLARE(void conv_gemm_pack_a(float* dst, const float* a, int64_t row_stride, int64_t k_stride, int64_t m,
+                                         int64_t k))
 // Row-major c[m, n] (ldc) = A b, A packed by conv_gemm_pack_a, b[k, n] (ldb); bbuf holds
 // gemm_packed_b_elems(n, k) floats. Each element is one FMA chain over k in order.
 DETSEG_ISA_DECLARE(void conv_gemm(const float* ap, int64_t m, int64_t k, const float* b, int64_t ldb, int64_t n,
