@@ -147,7 +147,8 @@ void forward_general(const Geom& g, const T* x, const T* wt, const T* bias, T* o
   const int64_t nblk = (g.cog + cb - 1) / cb, in_rows = rows_for(cb * kk * g.w, g.h, kGeneralElems);
   // Input columns each kx tap reaches (the same for every row).
   std::vector<int64_t> jlo(g.kw), jhi(g.kw);
-  for (int64_t kx = 0; kx < g.kw; ++kx) conv_transpose_tap_inputs(kx, 0, g.wo, g.w, g.sw, g.pw, g.dw, &jlo[kx], &jhi[kx]);
+  for (int64_t kx = 0; kx < g.kw; ++kx)
+    conv_transpose_tap_inputs(kx, 0, g.wo, g.w, g.sw, g.pw, g.dw, &jlo[kx], &jhi[kx]);
   at::parallel_for(0, g.n * g.groups * nblk, 1, [&](int64_t begin, int64_t end) {
     auto buf = scratch<T>(cb * kk * in_rows * g.w);
     T* cols = buf.get();
@@ -159,7 +160,8 @@ void forward_general(const Geom& g, const T* x, const T* wt, const T* bias, T* o
       const int64_t n = task % g.n, gb = task / g.n, gi = gb / nblk;
       const int64_t co0 = (gb % nblk) * cb, co1 = std::min(g.cog, co0 + cb);
       if (gemm_of != gb) {
-        gemm = std::make_unique<WeightGemm<T>>(true, (co1 - co0) * kk, g.cig, wt + gi * g.cig * R + co0 * kk, R, in_rows * g.w);
+        gemm = std::make_unique<WeightGemm<T>>(true, (co1 - co0) * kk, g.cig, wt + gi * g.cig * R + co0 * kk, R,
+                                               in_rows * g.w);
         gemm_of = gb;
       }
       T* pl0 = out + (n * g.cout + gi * g.cog) * plane;
