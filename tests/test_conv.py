@@ -468,3 +468,72 @@ def test_triton_forward_backward(cfg):
         want = torch.autograd.grad(F.conv_transpose2d(xd, wd, bd, **kw), (xd, wd, bd), g.cpu().double())
         for a, e in zip(got, want):
             assert_close(a, e, "grad", **({"atol": 2e-5, "rtol": 1e-4} if dtype == torch.float32 else {}))
+
+
+# ---------------------------------------------------------------- own GEMM (decoder speed-up)
+# The float32 forward's GEMMs run on csrc/cpu/vec/conv_gemm_vec (AVX-512, 12 x 32 tiles) when the
+# build has it; DETSEG_CONV_OWN_GEMM=0 routes them to BLAS (what other ISAs use). Shapes with
+# row counts off the 12-row panels, column counts off the 32-column panels (< 16, 16..32),
+# several input bands per image (rows finished across band boundaries) and wide output rows
+# (the register row kernel's interior steps).
+OWN_GEMM_CONFIGS = [
+    (8, 24, 20, 70, 64, 1, (3, 3), (2, 2), (1, 1), (1, 1), (1, 1)),  # decoder-like, 4 bands of rows
+    (3, 17, 9, 11, 5, 1, (3, 3), (2, 2), (1, 1), (1, 1), (1, 1)),    # M = 45, N = 99
+    (2, 13, 7, 5, 7, 1, (2, 2), (2, 2), (0, 0), (0, 0), (1, 1)),     # non-overlapping, M = 28, N = 35
+    (1, 9, 4, 3, 11, 1, (3, 3), (2, 2), (0, 0), (1, 1), (1, 1)),     # N = 12 (< 16)
+]
+
+
+@pytest.mark.parametrize("cfg", OWN_GEMM_CONFIGS, ids=[f"g{i}" for i in range(len(OWN_GEMM_CONFIGS))])
+def test_own_gemm_and_blas_fallback_agree(cfg, monkeypatch):
+    B.require("cpp")
+    x, wt, b, kw = make(cfg, torch.float32)
+    paths = ["general"] + (["non_overlapping"] if "non_overlapping" in _paths(cfg) else [])
+    expected = oracle(x, wt, b, kw)
+    for path in paths:
+        own = torch.ops.detseg._conv_transpose2d_path(x, wt, b, *args(kw), path)
+        monkeypatch.setenv("DETSEG_CONV_OWN_GEMM", "0")
+        blas = torch.ops.detseg._conv_transpose2d_path(x, wt, b, *args(kw), path)
+        blas_2 = B.at_threads(2, lambda: torch.ops.detseg._conv_transpose2d_path(x, wt, b, *args(kw), path))
+        monkeypatch.delenv("DETSEG_CONV_OWN_GEMM")
+        own_2 = B.at_threads(2, lambda: torch.ops.detseg._conv_transpose2d_path(x, wt, b, *args(kw), path))
+        assert_close(own, expected)
+        assert_close(blas, expected)
+        assert_bitwise(own, own_2)
+        assert_bitwise(blas, blas_2)
+
+
+@pytest.mark.parametrize("cfg", OWN_GEMM_CONFIGS[1:], ids=[f"g{i}" for i in range(1, len(OWN_GEMM_CONFIGS))])
+def test_own_gemm_backward_and_blas_fallback_agree(cfg, monkeypatch):
+    """grad_input's products (NCHW) run on the same kernel, the weight block packed per thread."""
+    B.require("cpp")
+    x, wt, b, kw = make(cfg, torch.float32)
+    gen = torch.Generator().manual_seed(3)
+    gy = torch.randn(F.conv_transpose2d(x, wt, b, **kw).shape, generator=gen)
+
+    def grads():
+        return torch.ops.detseg._conv_transpose2d_backward(gy, x, wt, *args(kw), [True, True, True])
+
+    own, own_2 = grads(), B.at_threads(2, grads)
+    monkeypatch.setenv("DETSEG_CONV_OWN_GEMM", "0")
+    blas = grads()
+    xd, wd, bd = (t.double().requires_grad_() for t in (x, wt, b))
+    want = torch.autograd.grad(F.conv_transpose2d(xd, wd, bd, **kw), (xd, wd, bd), gy.double())
+    for o, o2, f, w in zip(own, own_2, blas, want):
+        assert_close(o, w, "grad")
+        assert_close(f, w, "grad")
+        assert_bitwise(o, o2)
+
+
+def test_own_gemm_large_values_and_nan():
+    """Inf / NaN in the input reach exactly the outputs they touch, as with ATen."""
+    B.require("cpp")
+    x, wt, b, kw = make(OWN_GEMM_CONFIGS[1], torch.float32)
+    x[1, 3, 4, 5] = float("nan")
+    x[2, 0, 0, 0] = float("inf")
+    out = torch.ops.detseg._conv_transpose2d_path(x, wt, b, *args(kw), "general")
+    want = F.conv_transpose2d(x.double(), wt.double(), b.double(), kw["stride"], kw["padding"], kw["output_padding"])
+    assert torch.equal(out.isnan(), want.isnan())
+    finite = want.isfinite()
+    assert torch.equal(out.isfinite(), finite)
+    assert_close(out[finite], want[finite])

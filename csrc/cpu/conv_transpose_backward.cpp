@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "checks.h"
@@ -148,6 +149,9 @@ void backward_impl(const Geom& g, bool cl, const T* grad, const T* x, const T* w
   const int64_t R = g.rows(), HW = g.hw(), wsize = g.cin * R;
   const int64_t in_rows = rows_for(R * g.w, g.h), nbi = (g.h + in_rows - 1) / in_rows;
   if (gin || gw) {
+    // grad_input's products (NCHW) share the weight block of a group: packed once per thread.
+    std::vector<std::unique_ptr<WeightGemm<T>>> wgemm(static_cast<size_t>(at::get_num_threads()));
+    std::vector<int64_t> wgemm_of(wgemm.size(), -1);
     backward_tasks<T>(g.n * g.groups * nbi, wsize, R * in_rows * g.w, gw, [&](int64_t task, T* cols, T* partial) {
       const int64_t n = task / (g.groups * nbi), gi = (task / nbi) % g.groups;
       const int64_t iy0 = (task % nbi) * in_rows, iy1 = std::min(g.h, iy0 + in_rows), P = (iy1 - iy0) * g.w;
@@ -159,7 +163,16 @@ void backward_impl(const Geom& g, bool cl, const T* grad, const T* x, const T* w
       } else {
         im2col(g, grad, n, gi, iy0, iy1, cols);
         const int64_t off = (n * g.cin + gi * g.cig) * HW + iy0 * g.w;
-        if (gin) gemm_rm<T>(false, false, g.cig, P, R, wt + gi * g.cig * R, R, cols, P, false, gin + off, HW);
+        if (gin) {
+          const auto t = static_cast<size_t>(at::get_thread_num());
+          std::unique_ptr<WeightGemm<T>> own;  // (a thread id past the count seen outside: not shared)
+          auto& slot = t < wgemm.size() ? wgemm[t] : own;
+          if (!slot || t >= wgemm.size() || wgemm_of[t] != gi) {
+            slot = std::make_unique<WeightGemm<T>>(false, g.cig, R, wt + gi * g.cig * R, R, in_rows * g.w);
+            if (t < wgemm.size()) wgemm_of[t] = gi;
+          }
+          (*slot)(P, cols, P, gin + off, HW);
+        }
         if (partial) gemm_rm<T>(false, true, g.cig, R, P, x + off, HW, cols, P, true, partial + gi * g.cig * R, R);
       }
     });

@@ -6,9 +6,13 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
+#include <type_traits>
 
 #include "conv_transpose_host.h"
+#include "cpu/isa.h"
+#include "cpu/vec/conv_gemm_vec.h"
 
 namespace detseg::conv_cpu {
 
@@ -44,6 +48,48 @@ template <typename T>
 std::unique_ptr<T[]> scratch(int64_t elems) {
   return std::unique_ptr<T[]>(new T[std::max<int64_t>(elems, 1)]);
 }
+
+// Row-major C[m, n] = op(A)[m, k] B[k, n] for one A (a weight block: given transposed, a[k, m], when
+// ta) and many B (input bands). Float32 on AVX-512 packs op(A) once for the csrc/cpu/vec/conv_gemm_vec
+// kernel (faster than MKL's sgemm here, see its header); otherwise each product goes through
+// gemm_rm. Either way a product is single-threaded and its sums do not depend on the thread
+// count. DETSEG_CONV_OWN_GEMM=0 (read at construction) forces gemm_rm: the fallback's tests.
+template <typename T>
+class WeightGemm {
+ public:
+  WeightGemm(bool ta, int64_t m, int64_t k, const T* a, int64_t lda, int64_t n_max)
+      : ta_(ta), m_(m), k_(k), a_(a), lda_(lda) {
+    if constexpr (std::is_same_v<T, float>) {
+      const char* off = std::getenv("DETSEG_CONV_OWN_GEMM");
+      if (m > 0 && k > 0 && !(off && off[0] == '0') && DETSEG_ISA_CALL(conv_gemm_available)) {
+        packed_a_ = scratch<float>(cpu::gemm_packed_a_elems(m, k));
+        packed_b_ = scratch<float>(cpu::gemm_packed_b_elems(n_max, k));
+        n_max_ = n_max;
+        DETSEG_ISA_CALL(conv_gemm_pack_a, packed_a_.get(), a, ta ? 1 : lda, ta ? lda : 1, m, k);
+      }
+    }
+  }
+
+  // C = op(A) B for n <= n_max columns.
+  void operator()(int64_t n, const T* b, int64_t ldb, T* c, int64_t ldc) const {
+    if (n <= 0) return;
+    if constexpr (std::is_same_v<T, float>) {
+      if (packed_a_) {
+        TORCH_INTERNAL_ASSERT(n <= n_max_);
+        DETSEG_ISA_CALL(conv_gemm, packed_a_.get(), m_, k_, b, ldb, n, c, ldc, packed_b_.get());
+        return;
+      }
+    }
+    gemm_rm<T>(ta_, false, m_, n, k_, a_, lda_, b, ldb, false, c, ldc);
+  }
+
+ private:
+  bool ta_;
+  int64_t m_, k_;
+  const T* a_;
+  int64_t lda_, n_max_ = 0;
+  std::unique_ptr<float[]> packed_a_, packed_b_;
+};
 
 // Rows of `per_row` elements that fill a task buffer, in [1, limit].
 inline int64_t rows_for(int64_t per_row, int64_t limit, int64_t elems = kBufElems) {
