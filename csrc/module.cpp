@@ -1,9 +1,10 @@
-// The pybind11 module detseg._C: build metadata only. Tensors never cross pybind11 (its
+// The pybind11 module detseg._C: build metadata and the CPU output cache's controls. Tensors never cross pybind11 (its
 // casters differ from torch's bundled copy); they go through torch.ops.detseg.*.
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
 #include <pybind11/pybind11.h>
 
+#include "cpu/alloc.h"
 #include "cpu/isa.h"
 
 #ifndef DETSEG_VERSION
@@ -18,6 +19,9 @@ namespace detseg { void register_coco_ingest(py::module_& m); }  // csrc/coco_in
 
 PYBIND11_MODULE(_C, m) {
   detseg::register_coco_ingest(m);
+  m.def("cpu_cache_bytes", &detseg::cpu::pool_cached_bytes,
+        "Bytes of freed large CPU outputs detseg keeps for reuse (DETSEG_CPU_CACHE_MB caps it).");
+  m.def("cpu_empty_cache", &detseg::cpu::pool_empty, "Frees the large CPU output blocks kept for reuse.");
   m.def("build_info", []() {
     py::dict d;
     d["version"] = DETSEG_VERSION;

@@ -592,9 +592,8 @@ at::Tensor forward_impl(const at::Tensor& input, const at::Tensor& weight, const
   // phase_direct reads NCHW and writes either layout.
   const bool cl_out = path == Path::kChannelsLast || (path == Path::kPhaseDirect && cl_in);
   const auto fmt = cl_out ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  // Huge pages: the first writes (in the parallel loop) fault 512x less (see cpu/alloc.h).
-  at::Tensor out = cpu::advise_huge_pages(
-      at::empty({g.n, g.cout, g.ho, g.wo}, input.options().dtype(ct).memory_format(fmt)));
+  // From the output pool: reused blocks fault no more; new ones have huge pages (cpu/alloc.h).
+  at::Tensor out = cpu::empty_pooled({g.n, g.cout, g.ho, g.wo}, input.options().dtype(ct).memory_format(fmt));
   const at::Tensor x = input.to(ct).contiguous(path == Path::kChannelsLast ? at::MemoryFormat::ChannelsLast
                                                                           : at::MemoryFormat::Contiguous);
   const at::Tensor w = path == Path::kChannelsLast ? weight.to(ct).permute({0, 2, 3, 1}).contiguous()

@@ -190,7 +190,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward_cpu(
   const bool cl = checks::roi_channels_last(input);
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   // Channels-last: grad_input and grad_weight channels-last, as ATen returns them.
-  at::Tensor gin = mask[0] ? cpu::advise_huge_pages(at::empty(input.sizes(), input.options().dtype(ct).memory_format(fmt)))
+  at::Tensor gin = mask[0] ? cpu::empty_pooled(input.sizes(), input.options().dtype(ct).memory_format(fmt))
                            : at::empty({0}, input.options());
   at::Tensor gw = mask[1] ? at::empty(weight.sizes(), weight.options().dtype(ct).memory_format(fmt))
                           : at::empty({0}, weight.options());
