@@ -23,14 +23,14 @@ def _big_conv(seed: int = 0) -> tuple:
 def test_reused_block_gives_the_same_output():
     B.require("cpp")
     x, w = _big_conv()
-    detseg._C.cpu_empty_cache()
+    detseg.cpu_empty_cache()
     first = detseg.ops.conv_transpose2d(x, w, stride=2, backend="cpp")
     kept = first.clone()
     first.fill_(float("nan"))  # a reused block holds stale values: every output must be rewritten
     del first
-    assert detseg._C.cpu_cache_bytes() >= 8 << 20
+    assert detseg.cpu_cache_bytes() >= 8 << 20
     second = detseg.ops.conv_transpose2d(x, w, stride=2, backend="cpp")
-    assert detseg._C.cpu_cache_bytes() == 0  # the kept block was handed out again
+    assert detseg.cpu_cache_bytes() == 0  # the kept block was handed out again
     assert_bitwise(second, kept)
 
 
@@ -44,8 +44,8 @@ def test_pooled_storage_resizes_and_frees():
     out.resize_(3)
     assert out.numel() == 3
     del out
-    detseg._C.cpu_empty_cache()
-    assert detseg._C.cpu_cache_bytes() == 0
+    detseg.cpu_empty_cache()
+    assert detseg.cpu_cache_bytes() == 0
 
 
 def test_blocks_freed_on_another_thread():
@@ -55,8 +55,8 @@ def test_blocks_freed_on_another_thread():
     t = threading.Thread(target=outs.clear)
     t.start()
     t.join()
-    assert detseg._C.cpu_cache_bytes() >= 3 * (8 << 20)
-    detseg._C.cpu_empty_cache()
+    assert detseg.cpu_cache_bytes() >= 3 * (8 << 20)
+    detseg.cpu_empty_cache()
 
 
 def test_cache_cap_from_environment():
@@ -64,7 +64,7 @@ def test_cache_cap_from_environment():
     code = ("import torch, detseg\n"
             "x, w = torch.randn(2, 32, 64, 64), torch.randn(32, 64, 2, 2)\n"
             "y = detseg.ops.conv_transpose2d(x, w, stride=2, backend='cpp'); del y\n"
-            "print(detseg._C.cpu_cache_bytes())\n")
+            "print(detseg.cpu_cache_bytes())\n")
     for cap, expect in (("0", 0), ("16", 8 << 20), ("4", 0)):
         r = subprocess.run([sys.executable, "-c", code], env=B.subprocess_env(DETSEG_CPU_CACHE_MB=cap),
                            capture_output=True, text=True, timeout=120)

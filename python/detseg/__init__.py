@@ -29,3 +29,19 @@ def build_info() -> dict:
     info["compiled"] = True
     info["backends"] = available_backends()
     return info
+
+
+def cpu_cache_bytes() -> int:
+    """Bytes of freed large CPU outputs detseg keeps for reuse (0 without the compiled extension).
+
+    Outputs of 8 MiB and more of the transposed convolution come from a pool: a block freed by its
+    tensor is handed to the next output of the same size, which then pays no page faults. The pool
+    keeps at most ``DETSEG_CPU_CACHE_MB`` MiB (read at start-up; default 1024, 0 keeps nothing).
+    """
+    return int(_C.cpu_cache_bytes()) if _C is not None else 0
+
+
+def cpu_empty_cache() -> None:
+    """Frees the CPU output blocks kept for reuse (see :func:`cpu_cache_bytes`)."""
+    if _C is not None:
+        _C.cpu_empty_cache()
