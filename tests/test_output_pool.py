@@ -65,7 +65,7 @@ def test_cache_cap_from_environment():
             "x, w = torch.randn(2, 32, 64, 64), torch.randn(32, 64, 2, 2)\n"
             "y = detseg.ops.conv_transpose2d(x, w, stride=2, backend='cpp'); del y\n"
             "print(detseg.cpu_cache_bytes())\n")
-    for cap, expect in (("0", 0), ("16", 8 << 20), ("4", 0)):
+    for cap, expect in (("0", 0), ("16", 8 << 20), ("4", 0), ("abc", 0), ("-5", 0), ("99999999999999999999", 8 << 20)):
         r = subprocess.run([sys.executable, "-c", code], env=B.subprocess_env(DETSEG_CPU_CACHE_MB=cap),
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr[-2000:]

@@ -3,6 +3,8 @@
 #include <c10/core/CPUAllocator.h>
 #include <sys/mman.h>
 
+#include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -17,10 +19,16 @@ namespace {
 
 constexpr size_t kHuge = size_t(2) << 20;
 
+// DETSEG_CPU_CACHE_MB: a whole number of MiB (default 1024; too large for size_t: no cap);
+// anything else keeps nothing.
 size_t cap_from_env() {
   const char* v = std::getenv("DETSEG_CPU_CACHE_MB");
-  if (!v || !*v) return size_t(1) << 30;  // 1 GiB
-  return static_cast<size_t>(std::max(0L, std::strtol(v, nullptr, 10))) << 20;
+  if (!v || !*v) return size_t(1) << 30;
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long mb = std::strtoull(v, &end, 10);
+  if (end == v || *end != '\0' || v[0] == '-') return 0;
+  return errno == ERANGE || mb >= (SIZE_MAX >> 20) ? SIZE_MAX : static_cast<size_t>(mb) << 20;
 }
 
 class OutputPool final : public c10::Allocator {
@@ -43,12 +51,18 @@ class OutputPool final : public c10::Allocator {
       if (!p) throw std::bad_alloc();
       // Advisory only: without THP the block keeps 4 KiB pages.
       (void)madvise(p, size, MADV_HUGEPAGE);
-      std::lock_guard<std::mutex> lock(mu_);
-      sizes_[p] = size;
+      try {
+        std::lock_guard<std::mutex> lock(mu_);
+        sizes_[p] = size;
+      } catch (...) {
+        std::free(p);
+        throw;
+      }
     }
     return {p, p, &OutputPool::release, c10::Device(c10::DeviceType::CPU)};
   }
-  c10::DeleterFnPtr raw_deleter() const override { return &OutputPool::release; }
+  // Small sizes come from torch's allocator with its deleter: no single raw deleter fits all.
+  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
   void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
 
   static OutputPool& get() {
@@ -76,16 +90,21 @@ class OutputPool final : public c10::Allocator {
  private:
   static void release(void* p) { get().give_back(p); }
 
-  void give_back(void* p) {
+  // Runs in tensor destructors: never throws (a block that cannot be listed is freed).
+  void give_back(void* p) noexcept {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      const size_t size = sizes_.at(p);
-      if (cached_ + size <= cap_) {
-        free_[size].push_back(p);
-        cached_ += size;
-        return;
+      const auto it = sizes_.find(p);
+      const size_t size = it == sizes_.end() ? 0 : it->second;
+      if (size && cached_ + size <= cap_) {
+        try {
+          free_[size].push_back(p);
+          cached_ += size;
+          return;
+        } catch (...) {
+        }
       }
-      sizes_.erase(p);
+      if (it != sizes_.end()) sizes_.erase(it);
     }
     std::free(p);
   }
