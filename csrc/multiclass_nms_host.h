@@ -1,12 +1,17 @@
 // Host-side view of multiclass_nms's box-like inputs shared by the CPU (csrc/cpu/) and CUDA
 // (csrc/cuda/) kernels: boxes [B, N, 4] or per class [B, N, C, 4], anchors [N, 4] (shared by
 // the batch: sb = 0) or [B, N, 4], read through their strides (no contiguous copies); and the
-// decode-and-clip step that turns a candidate's four values into its output box.
+// decode-and-clip step that turns a candidate's four values into its output box; and the
+// entry points' common start (checks, sizes, padded outputs).
 #pragma once
 
-#include <ATen/core/Tensor.h>
+#include <ATen/ATen.h>
 
 #include <cstdint>
+#include <string_view>
+#include <tuple>
+
+#include "checks.h"
 
 #include "detseg/box_coder.h"
 #include "detseg/host_device.h"
@@ -89,5 +94,36 @@ struct CandidateBox {
     }
   }
 };
+
+// num_detections [B], boxes [B, K, 4], scores [B, K], classes [B, K], indices [B, K].
+using McnmsOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// One call after its argument checks (checks.h): the score activation, the sizes, and the
+// outputs already padded (0 for counts, boxes and scores, -1 for classes and indices), so a call
+// with nothing to select returns `out` as it is.
+struct McnmsCall {
+  checks::ScoreActivation act;
+  int64_t bsz, n, c, k;
+  McnmsOutputs out;
+  bool nothing_to_select() const { return bsz == 0 || n == 0 || c == 0 || k == 0; }
+};
+
+inline McnmsCall multiclass_nms_begin(const at::Tensor& boxes, const at::Tensor& scores,
+                                      const std::optional<at::Tensor>& anchors, at::ArrayRef<double> weights,
+                                      double bbox_xform_clip, at::IntArrayRef image_size, double score_threshold,
+                                      at::IntArrayRef level_sizes, int64_t level_top_k, int64_t pre_nms_top_k,
+                                      double iou_threshold, int64_t max_detections, int64_t background_class,
+                                      c10::string_view score_activation) {
+  McnmsCall call;
+  call.act = checks::multiclass_nms(boxes, scores, anchors, weights, bbox_xform_clip, image_size, score_threshold,
+                                    level_sizes, level_top_k, pre_nms_top_k, iou_threshold, max_detections,
+                                    background_class, std::string_view(score_activation.data(), score_activation.size()));
+  call.bsz = scores.size(0), call.n = scores.size(1), call.c = scores.size(2), call.k = max_detections;
+  const auto fopt = scores.options(), lopt = scores.options().dtype(at::kLong);
+  const int64_t b = call.bsz, k = call.k;
+  call.out = {at::zeros({b}, lopt), at::zeros({b, k, 4}, fopt), at::zeros({b, k}, fopt), at::full({b, k}, -1, lopt),
+              at::full({b, k}, -1, lopt)};
+  return call;
+}
 
 }  // namespace detseg

@@ -562,10 +562,12 @@ def test_cuda_kernel_source_uses_the_shared_pieces():
     assert 'm.impl("multiclass_nms", &detseg::cuda::multiclass_nms_cuda)' in src
     assert "TORCH_LIBRARY_IMPL(detseg, CUDA, m)" in src
     for fn in ("CandidateBox<", "softmax_row(", "sigmoid(", "nms_threshold_f32(", "grouped_nms_keep(",
-               "checks::multiclass_nms(", "/*stable=*/true"):
+               "multiclass_nms_begin(", "/*stable=*/true"):
         assert fn in src, fn
-    # the decode and clip shared with the CPU kernel
-    assert "decode_box(" in (root / "csrc/multiclass_nms_host.h").read_text()
-    assert "CandidateBox<" in (root / "csrc/cpu/multiclass_nms.cpp").read_text()
+    # the argument checks, padded outputs, decode and clip shared with the CPU kernel
+    host = (root / "csrc/multiclass_nms_host.h").read_text()
+    assert "decode_box(" in host and "checks::multiclass_nms(" in host
+    cpu = (root / "csrc/cpu/multiclass_nms.cpp").read_text()
+    assert "CandidateBox<" in cpu and "multiclass_nms_begin(" in cpu
     assert not re.search(r"\batomic[A-Z]\w*\(", src) and "nms_mask_kernel" not in src
     assert "grouped_nms_keep(" in (root / "csrc/cuda/nms.cu").read_text()

@@ -277,19 +277,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclas
     at::ArrayRef<double> weights, double bbox_xform_clip, at::IntArrayRef image_size, double score_threshold,
     at::IntArrayRef level_sizes, int64_t level_top_k, int64_t pre_nms_top_k, double iou_threshold,
     int64_t max_detections, bool class_agnostic, int64_t background_class, c10::string_view score_activation) {
-  const checks::ScoreActivation act = checks::multiclass_nms(
-      boxes, scores, anchors, weights, bbox_xform_clip, image_size, score_threshold, level_sizes, level_top_k,
-      pre_nms_top_k, iou_threshold, max_detections, background_class,
-      std::string_view(score_activation.data(), score_activation.size()));
-  const int64_t bsz = scores.size(0), n = scores.size(1), c = scores.size(2), k = max_detections;
-  const auto fopt = scores.options();
-  const auto lopt = scores.options().dtype(at::kLong);
-  at::Tensor num = at::zeros({bsz}, lopt);
-  at::Tensor ob = at::zeros({bsz, k, 4}, fopt);
-  at::Tensor os = at::zeros({bsz, k}, fopt);
-  at::Tensor oc = at::full({bsz, k}, -1, lopt);
-  at::Tensor oi = at::full({bsz, k}, -1, lopt);
-  if (bsz == 0 || n == 0 || c == 0 || k == 0) return {num, ob, os, oc, oi};
+  McnmsCall call = multiclass_nms_begin(boxes, scores, anchors, weights, bbox_xform_clip, image_size, score_threshold,
+                                        level_sizes, level_top_k, pre_nms_top_k, iou_threshold, max_detections,
+                                        background_class, score_activation);
+  if (call.nothing_to_select()) return call.out;
+  auto& [num, ob, os, oc, oi] = call.out;
+  const int64_t n = call.n, k = call.k;
+  const checks::ScoreActivation act = call.act;
 
   const at::Tensor s = scores.contiguous();
 

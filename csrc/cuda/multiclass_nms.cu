@@ -220,7 +220,7 @@ template <typename T>
 void run(const at::Tensor& boxes, const at::Tensor& scores, const std::optional<at::Tensor>& anchors,
          const DecodeParams& prm, double score_threshold, const std::vector<int64_t>& levels, int64_t level_top_k,
          int64_t pre_nms_top_k, double iou_threshold, int64_t bg, checks::ScoreActivation act,
-         std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>& out, cudaStream_t stream) {
+         McnmsOutputs& out, cudaStream_t stream) {
   const int64_t bsz = scores.size(0), n = scores.size(1), c = scores.size(2);
   const int64_t k = std::get<1>(out).size(1);
   const T thr = std::is_same_v<T, double> ? static_cast<T>(score_threshold)
@@ -270,18 +270,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> multiclas
     at::ArrayRef<double> weights, double bbox_xform_clip, at::IntArrayRef image_size, double score_threshold,
     at::IntArrayRef level_sizes, int64_t level_top_k, int64_t pre_nms_top_k, double iou_threshold,
     int64_t max_detections, bool class_agnostic, int64_t background_class, c10::string_view score_activation) {
-  const checks::ScoreActivation act = checks::multiclass_nms(
-      boxes, scores, anchors, weights, bbox_xform_clip, image_size, score_threshold, level_sizes, level_top_k,
-      pre_nms_top_k, iou_threshold, max_detections, background_class,
-      std::string_view(score_activation.data(), score_activation.size()));
   DeviceScope scope(scores);
-  const int64_t bsz = scores.size(0), n = scores.size(1), c = scores.size(2), k = max_detections;
-  const auto fopt = scores.options();
-  const auto lopt = scores.options().dtype(at::kLong);
-  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> out{
-      at::zeros({bsz}, lopt), at::zeros({bsz, k, 4}, fopt), at::zeros({bsz, k}, fopt), at::full({bsz, k}, -1, lopt),
-      at::full({bsz, k}, -1, lopt)};
-  if (bsz == 0 || n == 0 || c == 0 || k == 0) return out;
+  McnmsCall call = multiclass_nms_begin(boxes, scores, anchors, weights, bbox_xform_clip, image_size, score_threshold,
+                                        level_sizes, level_top_k, pre_nms_top_k, iou_threshold, max_detections,
+                                        background_class, score_activation);
+  if (call.nothing_to_select()) return call.out;
+  const int64_t n = call.n;
+  const checks::ScoreActivation act = call.act;
+  auto& out = call.out;
 
   DecodeParams prm{};
   prm.dc = decode_clip_of(weights, bbox_xform_clip, image_size);
